@@ -1,0 +1,143 @@
+"""The on-device detector: a River anomaly model whose state is a mergeable summary.
+
+The model is a joint Gaussian over the scaled features. Each health sensor's reading is
+compared with what the other channels predict for it (the conditional mean, read off the
+precision matrix), so a coolant temperature is judged against engine load, speed and ambient
+temperature rather than against a fixed band. The score is the largest standardised residual
+among the health sensors, and the sensors with the largest residuals name the subsystem.
+
+The state is three summaries that merge by the rule of :mod:`federation.summary`: the global
+model (as a prior of bounded weight), the vehicle's own readings already summarised, and a River
+``EmpiricalCovariance`` of the readings since the last summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+from river import base, compose, covariance
+
+from federation.features import FEATURE_NAMES, HEALTH_FEATURES, scale
+from federation.summary import ModelSummary
+
+__all__ = ["FleetGaussian", "make_pipeline"]
+
+_HEALTH = np.array([FEATURE_NAMES.index(name) for name in HEALTH_FEATURES])
+
+
+class FleetGaussian(base.AnomalyDetector):
+    """Conditional-Gaussian anomaly detector over complete, scaled readings.
+
+    Parameters
+    ----------
+    prior_readings
+        The most readings the global model counts for when merged with local data: a new
+        vehicle relies on the fleet, an old one mostly on itself.
+    refresh_every
+        Readings between recomputations of the precision matrix.
+    ridge
+        Variance floor (in scaled units) that keeps the precision matrix well conditioned.
+    min_readings
+        Below this many readings in the model, every score is 0 (still warming up).
+
+    Examples
+    --------
+    >>> from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> det = FleetGaussian(refresh_every=1)
+    >>> for _ in range(500):
+    ...     load = rng.random()
+    ...     x = dict.fromkeys(FEATURE_NAMES, 0.5) | {
+    ...         "engine_load_pct": load, "coolant_temp_c": 0.5 + 0.2 * load + rng.normal(0, 0.01)}
+    ...     det.learn_one(x)
+    >>> normal = dict.fromkeys(FEATURE_NAMES, 0.5) | {
+    ...     "engine_load_pct": 0.9, "coolant_temp_c": 0.68}
+    >>> hot = normal | {"coolant_temp_c": 0.8}
+    >>> round(det.score_one(normal), 1) < 3 < det.score_one(hot)
+    True
+    >>> det.explain()[0][0]
+    'coolant_temp_c'
+    """
+
+    def __init__(
+        self,
+        prior_readings: float = 3600.0,
+        refresh_every: int = 120,
+        ridge: float = 1e-5,
+        min_readings: int = 60,
+    ) -> None:
+        self.prior_readings = prior_readings
+        self.refresh_every = refresh_every
+        self.ridge = ridge
+        self.min_readings = min_readings
+        self._recent = covariance.EmpiricalCovariance(ddof=0)
+        self._history = ModelSummary.empty(FEATURE_NAMES)
+        self._prior = ModelSummary.empty(FEATURE_NAMES)
+        self._mean = np.zeros(len(FEATURE_NAMES))
+        self._precision: np.ndarray | None = None
+        self._stale = 0
+        self._z = np.zeros(len(HEALTH_FEATURES))
+        self._scale = np.ones(len(HEALTH_FEATURES))
+
+    def learn_one(self, x: dict[Hashable, Any]) -> None:
+        if len(x) == len(FEATURE_NAMES):
+            self._recent.update(x)
+            self._stale += 1
+
+    def score_one(self, x: dict[Hashable, Any]) -> float:
+        if self._precision is None or self._stale >= self.refresh_every:
+            self._refresh()
+        if self._precision is None:
+            self._z[:] = 0.0
+            return 0.0
+        pairs = zip(FEATURE_NAMES, self._mean, strict=True)
+        row = np.fromiter((x.get(name, mean) for name, mean in pairs), float)
+        pull = self._precision @ (row - self._mean)
+        self._z = pull[_HEALTH] / self._scale
+        return float(np.abs(self._z).max())
+
+    def explain(self) -> list[tuple[str, float]]:
+        """The health sensors behind the last score, largest standardised residual first."""
+        order = np.argsort(-np.abs(self._z))
+        return [(HEALTH_FEATURES[i], round(float(self._z[i]), 2)) for i in order]
+
+    def model(self) -> ModelSummary:
+        """Everything the detector currently believes: prior, own history and recent data."""
+        return self._prior + self._history + self._recent_summary()
+
+    def take_summary(self) -> ModelSummary:
+        """Summarise the readings learned since the last call, and fold them into history."""
+        recent = self._recent_summary()
+        self._history = self._history + recent
+        self._recent = covariance.EmpiricalCovariance(ddof=0)
+        return recent
+
+    def set_global(self, summary: ModelSummary) -> None:
+        """Adopt a new global model as the prior, counted as at most ``prior_readings``."""
+        self._prior = summary.weighted(min(summary.n, self.prior_readings))
+        self._precision = None
+
+    def _recent_summary(self) -> ModelSummary:
+        return ModelSummary.from_river(self._recent, FEATURE_NAMES)
+
+    def _refresh(self) -> None:
+        self._stale = 0
+        model = self.model()
+        if model.n < self.min_readings:
+            self._precision = None
+            return
+        values, vectors = np.linalg.eigh((model.cov + model.cov.T) / 2)
+        values = np.maximum(values, 0.0) + self.ridge
+        self._precision = (vectors / values) @ vectors.T
+        self._mean = model.mean
+        self._scale = np.sqrt(np.diag(self._precision)[_HEALTH])
+
+
+def make_pipeline(detector: FleetGaussian | None = None) -> compose.Pipeline:
+    """Scale a physical reading with the fleet-wide limits, then detect."""
+    return compose.Pipeline(compose.FuncTransformer(scale), detector or FleetGaussian())

@@ -1,0 +1,154 @@
+"""The fleet runner: many vehicles in one process and one thread, each its own MQTT client.
+
+Simulated time advances at ``speedup`` simulated seconds per wall second; every vehicle reads,
+scores and learns one reading per sample period of simulated time. When the machine cannot
+keep up, simulated time slows down instead of piling up work, and :attr:`Fleet.lag_s` says by
+how much.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+
+from federation import topics
+from federation.messages import Alert
+from federation.privacy import GaussianMechanism
+from federation.transport import MqttTarget, make_client
+
+from devices.mux import ClientMux
+from devices.simulator import make_fleet
+from devices.vehicle import Outgoing, Vehicle
+
+__all__ = ["Fleet", "simulated_vehicles"]
+
+log = logging.getLogger(__name__)
+
+# Work done between two looks at the network, so the fleet stays responsive.
+_MAX_STEPS_PER_SLICE = 2
+
+
+def simulated_vehicles(
+    count: int,
+    seed: int,
+    mechanism: GaussianMechanism | None,
+    *,
+    fault_fraction: float = 0.2,
+    start_ts_s: float | None = None,
+    **vehicle_kwargs: Any,
+) -> list[Vehicle]:
+    """``count`` simulated vehicles with faults planned from ``seed``."""
+    start = time.time() if start_ts_s is None else start_ts_s
+    sources = make_fleet(count, seed, fault_fraction=fault_fraction, start_ts_s=start)
+    return [
+        Vehicle(source.vehicle_id, source, mechanism=mechanism,
+                rng=np.random.default_rng([seed, index]), **vehicle_kwargs)
+        for index, source in enumerate(sources)
+    ]
+
+
+class Fleet:
+    """Runs vehicles against a broker, one MQTT client each, all on the calling thread.
+
+    Parameters
+    ----------
+    target
+        The broker.
+    vehicles
+        The vehicles to run; each gets client id ``fedfleet-{vehicle_id}`` and a Last Will
+        that marks it offline.
+    speedup
+        Simulated seconds per wall second.
+    period_s
+        Simulated seconds between two readings of a vehicle.
+    observer
+        Called with every :class:`~federation.messages.Alert` a vehicle raises.
+    """
+
+    def __init__(
+        self,
+        target: MqttTarget,
+        vehicles: Sequence[Vehicle],
+        *,
+        speedup: float = 60.0,
+        period_s: float = 1.0,
+        observer: Callable[[Alert], None] | None = None,
+    ) -> None:
+        if speedup <= 0:
+            raise ValueError(f"speedup must be > 0, got {speedup}")
+        self.vehicles = list(vehicles)
+        self.speedup = speedup
+        self.period_s = period_s
+        self.observer = observer or (lambda alert: None)
+        self.steps = 0
+        self.lag_s = 0.0
+        self._target = target
+        self._mux = ClientMux()
+        self._clients: dict[str, mqtt.Client] = {}
+
+    def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
+        """Connect every vehicle and run until ``stop`` is set or ``duration_s`` passes."""
+        for vehicle in self.vehicles:
+            self._connect(vehicle)
+        started = time.monotonic()
+        try:
+            while not stop.is_set():
+                elapsed = time.monotonic() - started
+                if duration_s is not None and elapsed >= duration_s:
+                    break
+                due = int(elapsed * self.speedup / self.period_s) - self.steps
+                for _ in range(min(max(due, 0), _MAX_STEPS_PER_SLICE)):
+                    self._step_all()
+                self.lag_s = max(0.0, due * self.period_s / self.speedup)
+                self._mux.poll(0.0 if due > _MAX_STEPS_PER_SLICE else 0.01)
+        finally:
+            self._shut_down()
+
+    def _connect(self, vehicle: Vehicle) -> None:
+        will = vehicle.status("offline")
+        client = make_client(f"fedfleet-{vehicle.vehicle_id}", self._target,
+                             will=(will.topic, will.payload))
+        client.user_data_set(vehicle)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        self._clients[vehicle.vehicle_id] = client
+        self._mux.add(client, self._target.host, self._target.port)
+
+    def _on_connect(self, client: mqtt.Client, vehicle: Vehicle, flags: Any, rc: Any,
+                    props: Any) -> None:
+        if rc.is_failure:
+            log.error("%s: broker refused the connection: %s", vehicle.vehicle_id, rc)
+            return
+        client.subscribe([(topics.ROUND_TOPIC, 1), (topics.MODEL_TOPIC, 1)])
+        self._send(client, vehicle.status("online"))
+
+    def _on_message(self, client: mqtt.Client, vehicle: Vehicle, msg: mqtt.MQTTMessage) -> None:
+        vehicle.on_message(msg.topic, bytes(msg.payload))
+
+    def _step_all(self) -> None:
+        self.steps += 1
+        for vehicle in self.vehicles:
+            for out in vehicle.step():
+                self._send(self._clients[vehicle.vehicle_id], out)
+                if out.topic.endswith("/alert"):
+                    self.observer(vehicle.alerts[-1])
+
+    def _send(self, client: mqtt.Client, out: Outgoing) -> None:
+        info = client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("publish on %s failed: %s", out.topic, mqtt.error_string(info.rc))
+
+    def _shut_down(self) -> None:
+        """Say goodbye: publish each vehicle offline (retained), then disconnect cleanly."""
+        for vehicle in self.vehicles:
+            client = self._clients.get(vehicle.vehicle_id)
+            if client is not None and client.is_connected():
+                self._send(client, vehicle.status("offline"))
+        self._mux.flush(5.0)
+        self._mux.close()

@@ -1,0 +1,173 @@
+"""One vehicle's behaviour, free of I/O: read, score, learn, alert, and take part in rounds.
+
+:class:`Vehicle` turns readings and incoming broker messages into outgoing messages; whoever
+owns the network connection (the fleet runner, or a single-device agent) sends them. That
+keeps the behaviour testable without a broker and identical for simulated and real vehicles.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from devices.alerts import AlertPolicy
+from devices.detector import FleetGaussian, make_pipeline
+from devices.sources import SensorSource
+from federation import messages, topics
+from federation.features import FEATURE_NAMES, feature
+from federation.messages import Alert, GlobalModel, MessageError, RoundOpen, Status, Update
+from federation.privacy import GaussianMechanism, Ledger
+from federation.summary import ModelSummary
+
+__all__ = ["Outgoing", "Vehicle"]
+
+log = logging.getLogger(__name__)
+
+# Before any global model exists, offsets are clipped around the middle of every range.
+_PUBLIC_CENTRE = ModelSummary(
+    FEATURE_NAMES, 0.0, np.full(len(FEATURE_NAMES), 0.5), np.zeros((len(FEATURE_NAMES),) * 2)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to publish."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+class Vehicle:
+    """A vehicle's detector, alerting and round participation.
+
+    Parameters
+    ----------
+    vehicle_id
+        The id in topics and messages.
+    source
+        Where readings come from.
+    mechanism
+        The privacy mechanism applied to each update; ``None`` sends exact summaries.
+    rng
+        Randomness for the privacy noise.
+    min_readings_per_update
+        A vehicle with fewer new readings than this sits a round out.
+    """
+
+    def __init__(
+        self,
+        vehicle_id: str,
+        source: SensorSource,
+        *,
+        mechanism: GaussianMechanism | None,
+        rng: np.random.Generator,
+        policy: AlertPolicy | None = None,
+        detector: FleetGaussian | None = None,
+        min_readings_per_update: int = 30,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.vehicle_id = topics.check_vehicle_id(vehicle_id)
+        self.source = source
+        self.detector = detector or FleetGaussian()
+        self.pipeline = make_pipeline(self.detector)
+        self.policy = policy or AlertPolicy()
+        self.mechanism = mechanism
+        self.rng = rng
+        self.min_readings_per_update = min_readings_per_update
+        self.clock = clock
+        self.ledger = Ledger()
+        self.round: RoundOpen | None = None
+        self.global_model: GlobalModel | None = None
+        self.readings = 0
+        self.pending_readings = 0
+        self.last_sent_round = 0
+        self.last_update: Outgoing | None = None
+        self.alerts: list[Alert] = []
+        self.rejected: Counter[str] = Counter()
+
+    @property
+    def model_version(self) -> int:
+        return self.global_model.version if self.global_model else 0
+
+    def status(self, state: str) -> Outgoing:
+        payload = messages.encode(Status(self.vehicle_id, state, self.clock()))
+        return Outgoing(topics.status_topic(self.vehicle_id), payload, retain=True)
+
+    def step(self) -> list[Outgoing]:
+        """Read one reading (if any), score it, learn it; return what to publish."""
+        reading = self.source.read()
+        if reading is None:
+            return []
+        out = []
+        score = self.pipeline.score_one(reading.values)
+        self.pipeline.learn_one(reading.values)
+        self.readings += 1
+        self.pending_readings += 1
+        explanation = self.detector.explain()
+        subsystem = feature(explanation[0][0]).subsystem or "engine"
+        if self.policy.observe(reading.ts_s, score, subsystem):
+            out.append(self._alert(reading.ts_s, score, subsystem, explanation))
+        if self._should_update():
+            out.append(self._update())
+        return out
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """Take a round or global model from the broker; reject anything invalid, never raise."""
+        try:
+            if topic == topics.ROUND_TOPIC:
+                self.round = messages.decode(RoundOpen, payload)
+            elif topic == topics.MODEL_TOPIC:
+                self._adopt(messages.decode(GlobalModel, payload))
+        except MessageError as exc:
+            self.rejected[exc.reason] += 1
+            log.warning("%s: rejected message on %s: %s", self.vehicle_id, topic, exc)
+
+    def _adopt(self, model: GlobalModel) -> None:
+        if self.global_model and model.version <= self.global_model.version:
+            return
+        self.global_model = model
+        self.detector.set_global(model.summary)
+
+    def _alert(
+        self, ts_s: float, score: float, subsystem: str, explanation: list[tuple[str, float]]
+    ) -> Outgoing:
+        sensors = tuple(e for e in explanation[:3] if abs(e[1]) > 0.5 * self.policy.threshold)
+        alert = Alert(
+            self.vehicle_id, ts_s, round(score, 3), self.policy.threshold, subsystem,
+            sensors or tuple(explanation[:1]), self.model_version,
+        )
+        self.alerts.append(alert)
+        return Outgoing(topics.alert_topic(self.vehicle_id), messages.encode(alert))
+
+    def _should_update(self) -> bool:
+        return (
+            self.round is not None
+            and self.round.round > self.last_sent_round
+            and self.pending_readings >= self.min_readings_per_update
+            and self.clock() < self.round.deadline
+        )
+
+    def _update(self) -> Outgoing:
+        assert self.round is not None
+        summary = self.detector.take_summary()
+        epsilon = delta = 0.0
+        if self.mechanism is not None:
+            centre = self.global_model.summary if self.global_model else _PUBLIC_CENTRE
+            summary = self.mechanism.privatize(summary, centre, self.rng)
+            epsilon, delta = self.mechanism.epsilon, self.mechanism.delta
+            self.ledger.spend(epsilon, delta)
+        update = Update(
+            self.vehicle_id, self.round.round, self.model_version, summary, epsilon, delta,
+            self.ledger.epsilon_total, self.clock(),
+        )
+        self.last_sent_round = self.round.round
+        self.pending_readings = 0
+        self.last_update = Outgoing(topics.update_topic(self.vehicle_id), messages.encode(update))
+        return self.last_update

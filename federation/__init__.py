@@ -1,0 +1,39 @@
+"""What vehicles and the gateway agree on: the contract both sides import.
+
+- :mod:`federation.topics` — the MQTT topic tree under ``fleet/v1/``;
+- :mod:`federation.messages` — typed, versioned messages and their one validating codec;
+- :mod:`federation.features` — the sensor features and their fleet-wide limits;
+- :mod:`federation.summary` — the model summary and its exact merge rule;
+- :mod:`federation.privacy` — clipping, the Gaussian mechanism and privacy accounting;
+- :mod:`federation.transport` — the MQTT URL and a configured client.
+
+This package imports no component of fedfleet (devices, gateway, broker, CLI).
+"""
+
+from federation.features import FEATURE_NAMES, FEATURES, HEALTH_FEATURES
+from federation.messages import (
+    Alert,
+    GlobalModel,
+    MessageError,
+    RoundOpen,
+    Status,
+    Update,
+    decode,
+    encode,
+)
+from federation.summary import ModelSummary
+
+__all__ = [
+    "FEATURES",
+    "FEATURE_NAMES",
+    "HEALTH_FEATURES",
+    "Alert",
+    "GlobalModel",
+    "MessageError",
+    "ModelSummary",
+    "RoundOpen",
+    "Status",
+    "Update",
+    "decode",
+    "encode",
+]

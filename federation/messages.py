@@ -1,0 +1,297 @@
+"""Typed, versioned messages and their one codec.
+
+Every payload is a UTF-8 JSON object with ``"v": 1``. :func:`decode` validates a payload
+completely before anything is built from it and raises :class:`MessageError` with a short
+``reason`` (used as a counter label) for anything malformed, oversized, wrongly typed,
+non-finite or out of range.
+
+Exceptions::
+
+    ValueError
+    └── MessageError          (reason: too_large, not_json, not_object, bad_version,
+                               missing_field, wrong_type, out_of_range, not_finite,
+                               wrong_features, bad_shape)
+
+>>> status = Status(vehicle_id="veh-0001", state="online", ts=1700000000.0)
+>>> encode(status)
+b'{"v":1,"vehicle_id":"veh-0001","state":"online","ts":1700000000.0}'
+>>> decode(Status, encode(status)) == status
+True
+>>> decode(Status, b'{"v":1,"vehicle_id":"veh-0001","state":"asleep","ts":0}')
+Traceback (most recent call last):
+...
+federation.messages.MessageError: out_of_range: state must be one of ('online', 'offline')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+import numpy as np
+
+from federation.features import FEATURE_NAMES
+from federation.summary import ModelSummary
+from federation.topics import check_vehicle_id
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "VERSION",
+    "Alert",
+    "GlobalModel",
+    "MessageError",
+    "RoundOpen",
+    "Status",
+    "Update",
+    "decode",
+    "encode",
+]
+
+VERSION = 1
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_READINGS_PER_UPDATE = 10_000_000
+MAX_ABS_VALUE = 1e6
+
+
+class MessageError(ValueError):
+    """A payload that is not a valid message; ``reason`` names the kind of fault."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in obj:
+        raise MessageError("missing_field", f"{key!r} is required")
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise MessageError("wrong_type", f"{key!r} must be {_kind_name(kind)}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def _int(obj: dict[str, Any], key: str, low: int = 0, high: int = 2**53) -> int:
+    value = _get(obj, key, int)
+    if not low <= value <= high:
+        raise MessageError("out_of_range", f"{key!r} must be in [{low}, {high}], got {value}")
+    return int(value)
+
+
+def _num(obj: dict[str, Any], key: str, low: float = -MAX_ABS_VALUE, high: float = 1e12) -> float:
+    value = float(_get(obj, key, (int, float)))
+    if not math.isfinite(value):
+        raise MessageError("not_finite", f"{key!r} must be finite")
+    if not low <= value <= high:
+        raise MessageError("out_of_range", f"{key!r} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def _choice(obj: dict[str, Any], key: str, options: tuple[str, ...]) -> str:
+    value = _get(obj, key, str)
+    if value not in options:
+        raise MessageError("out_of_range", f"{key} must be one of {options}")
+    return str(value)
+
+
+def _vehicle(obj: dict[str, Any]) -> str:
+    try:
+        return check_vehicle_id(_get(obj, "vehicle_id", str))
+    except MessageError:
+        raise
+    except ValueError as exc:
+        raise MessageError("out_of_range", str(exc)) from None
+
+
+def _sensor(obj: Any) -> tuple[str, float]:
+    if not isinstance(obj, dict):
+        raise MessageError("wrong_type", "each of 'sensors' must be an object")
+    return _choice(obj, "name", FEATURE_NAMES), _num(obj, "z")
+
+
+def _features(obj: dict[str, Any]) -> tuple[str, ...]:
+    names = _get(obj, "features", list)
+    if tuple(names) != FEATURE_NAMES:
+        raise MessageError("wrong_features", f"features must be exactly {list(FEATURE_NAMES)}")
+    return FEATURE_NAMES
+
+
+def _array(value: Any, shape: tuple[int, ...], key: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise MessageError("wrong_type", f"{key!r} must hold only numbers") from None
+    if array.shape != shape:
+        raise MessageError("bad_shape", f"{key!r} must have shape {shape}, got {array.shape}")
+    if not np.isfinite(array).all():
+        raise MessageError("not_finite", f"{key!r} must be finite")
+    if np.abs(array).max(initial=0.0) > MAX_ABS_VALUE:
+        raise MessageError("out_of_range", f"{key!r} values must be within ±{MAX_ABS_VALUE:g}")
+    return array
+
+
+def _summary(obj: dict[str, Any]) -> ModelSummary:
+    features = _features(obj)
+    state = _get(obj, "state", dict)
+    d = len(features)
+    n = _num(state, "n", 0, MAX_READINGS_PER_UPDATE * 1e6)
+    mean = _array(_get(state, "mean", list), (d,), "mean")
+    cov = _array(_get(state, "cov", list), (d, d), "cov")
+    if not np.allclose(cov, cov.T, rtol=1e-9, atol=1e-12):
+        raise MessageError("bad_shape", "'cov' must be symmetric")
+    return ModelSummary(features, n, mean, cov)
+
+
+def _summary_fields(summary: ModelSummary) -> dict[str, Any]:
+    return {"features": list(summary.features), "state": summary.to_state()}
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A vehicle's presence; retained, and also its Last Will (``state="offline"``)."""
+
+    vehicle_id: str
+    state: str
+    ts: float
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> Status:
+        return cls(_vehicle(obj), _choice(obj, "state", ("online", "offline")), _num(obj, "ts"))
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A maintenance alert: the subsystem and the sensors (with z-scores) that drove it."""
+
+    vehicle_id: str
+    ts: float
+    score: float
+    threshold: float
+    subsystem: str
+    sensors: tuple[tuple[str, float], ...]
+    model_version: int
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> Alert:
+        sensors = _get(obj, "sensors", list)
+        if not 1 <= len(sensors) <= len(FEATURE_NAMES):
+            raise MessageError("out_of_range", "'sensors' must name 1 to 9 sensors")
+        return cls(
+            _vehicle(obj), _num(obj, "ts"), _num(obj, "score"), _num(obj, "threshold"),
+            _get(obj, "subsystem", str)[:32], tuple(_sensor(s) for s in sensors),
+            _int(obj, "model_version"),
+        )
+
+    def _fields(self) -> dict[str, Any]:
+        return {"sensors": [{"name": n, "z": z} for n, z in self.sensors]}
+
+
+@dataclass(frozen=True, slots=True)
+class RoundOpen:
+    """The open round: what the gateway collects now, and until when (unix seconds)."""
+
+    round: int
+    opened_at: float
+    deadline: float
+    min_updates: int
+    model_version: int
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> RoundOpen:
+        _features(obj)
+        return cls(
+            _int(obj, "round", 1), _num(obj, "opened_at"), _num(obj, "deadline"),
+            _int(obj, "min_updates", 1), _int(obj, "model_version"),
+        )
+
+    def _fields(self) -> dict[str, Any]:
+        return {"features": list(FEATURE_NAMES)}
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalModel:
+    """The federated model: retained on the model topic, one version per merged round."""
+
+    version: int
+    round: int
+    participants: int
+    summary: ModelSummary
+    created_at: float
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> GlobalModel:
+        return cls(
+            _int(obj, "version"), _int(obj, "round"), _int(obj, "participants"),
+            _summary(obj), _num(obj, "created_at"),
+        )
+
+    def _fields(self) -> dict[str, Any]:
+        return _summary_fields(self.summary)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A vehicle's noised model summary for one round, and the privacy it spent on it."""
+
+    vehicle_id: str
+    round: int
+    base_version: int
+    summary: ModelSummary
+    epsilon: float
+    delta: float
+    epsilon_total: float
+    sent_at: float
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> Update:
+        summary = _summary(obj)
+        if not 1 <= summary.n <= MAX_READINGS_PER_UPDATE:
+            raise MessageError("out_of_range", f"'n' must be in [1, {MAX_READINGS_PER_UPDATE}]")
+        return cls(
+            _vehicle(obj), _int(obj, "round", 1), _int(obj, "base_version"), summary,
+            _num(obj, "epsilon", 0), _num(obj, "delta", 0, 1), _num(obj, "epsilon_total", 0),
+            _num(obj, "sent_at"),
+        )
+
+    def _fields(self) -> dict[str, Any]:
+        return _summary_fields(self.summary)
+
+
+Message = Status | Alert | RoundOpen | GlobalModel | Update
+M = TypeVar("M", Status, Alert, RoundOpen, GlobalModel, Update)
+
+
+def encode(message: Message) -> bytes:
+    """Serialise a message to its compact JSON payload."""
+    obj: dict[str, Any] = {"v": VERSION}
+    obj.update((f.name, getattr(message, f.name)) for f in fields(message))
+    obj.pop("summary", None)
+    obj.update(getattr(message, "_fields", dict)())
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _reject_constant(name: str) -> None:
+    raise MessageError("not_finite", f"{name} is not a number JSON allows")
+
+
+def decode(kind: type[M], payload: bytes) -> M:
+    """Validate ``payload`` and build a message of ``kind``; raise :class:`MessageError`."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MessageError("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        obj = json.loads(payload, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise MessageError("not_json", str(exc)[:120]) from None
+    if not isinstance(obj, dict):
+        raise MessageError("not_object", "payload must be a JSON object")
+    if obj.get("v") != VERSION:
+        raise MessageError("bad_version", f"'v' must be {VERSION}, got {obj.get('v')!r}")
+    parse: Callable[[dict[str, Any]], M] = kind._parse  # type: ignore[attr-defined]
+    return parse(obj)

@@ -1,0 +1,104 @@
+"""The ``fedfleet`` command: ``demo``, ``broker``, ``gateway`` and ``fleet``.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage error. SIGTERM and Ctrl-C stop cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from fedfleet import commands
+from fedfleet.config import ConfigError, resolve
+
+__all__ = ["main"]
+
+log = logging.getLogger("fedfleet")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--mqtt", metavar="URL", help="broker (default mqtt://127.0.0.1:1883)")
+    common.add_argument("--config", metavar="FILE", help="TOML settings file")
+    common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser = argparse.ArgumentParser(
+        prog="fedfleet", description="Federated predictive maintenance for vehicle fleets.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", parents=[common], help="broker, gateway and fleet in one go")
+    _fleet_options(demo)
+    demo.add_argument("--duration", type=float, metavar="SECONDS",
+                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.add_argument("--round-seconds", type=float, metavar="S")
+
+    broker = sub.add_parser("broker", parents=[common], help="run the embedded MQTT broker")
+    broker.add_argument("--port", type=int, metavar="P")
+
+    gateway = sub.add_parser("gateway", parents=[common], help="run rounds and federate")
+    gateway.add_argument("--round-seconds", type=float, metavar="S")
+    gateway.add_argument("--min-updates", type=int, metavar="N", help="quorum of a round")
+    gateway.add_argument("--target-updates", type=int, metavar="N",
+                         help="close a round early at N updates (0: at the deadline)")
+    gateway.add_argument("--store", metavar="URL", help="e.g. sqlite:///fedfleet.db")
+
+    fleet = sub.add_parser("fleet", parents=[common], help="run simulated vehicles")
+    _fleet_options(fleet)
+    return parser
+
+
+def _fleet_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vehicles", type=int, metavar="N")
+    parser.add_argument("--seed", type=int, metavar="K")
+    parser.add_argument("--speedup", type=float, metavar="X",
+                        help="simulated seconds per wall second")
+    parser.add_argument("--fault-fraction", type=float, metavar="F")
+    parser.add_argument("--epsilon-per-round", type=float, metavar="E")
+    parser.add_argument("--delta", type=float, metavar="D")
+
+
+def _check(settings: dict[str, Any]) -> None:
+    rules: list[tuple[str, Callable[[Any], bool], str]] = [
+        ("vehicles", lambda v: v >= 1, "at least 1"),
+        ("speedup", lambda v: v > 0, "greater than 0"),
+        ("round_seconds", lambda v: v > 0, "greater than 0"),
+        ("min_updates", lambda v: v >= 1, "at least 1"),
+        ("target_updates", lambda v: v >= 0, "0 or more"),
+        ("fault_fraction", lambda v: 0 <= v <= 1, "between 0 and 1"),
+        ("epsilon_per_round", lambda v: v > 0, "greater than 0"),
+        ("delta", lambda v: 0 < v < 1, "strictly between 0 and 1"),
+        ("clip_norm", lambda v: v > 0, "greater than 0"),
+        ("port", lambda v: 1 <= v <= 65535, "a TCP port (1-65535)"),
+        ("duration", lambda v: v >= 0, "0 or more"),
+    ]
+    for key, ok, meaning in rules:
+        if not ok(settings[key]):
+            raise ConfigError(f"{key.replace('_', '-')} must be {meaning}, got {settings[key]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    try:
+        settings = resolve(args.command, flags, config_file=args.config)
+        _check(settings)
+    except ConfigError as exc:
+        print(f"fedfleet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings["log_level"],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        return commands.run(args.command, settings, stop)
+    except ConfigError as exc:
+        print(f"fedfleet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ConnectionError, OSError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 1

@@ -1,0 +1,141 @@
+"""What each subcommand does with its resolved settings."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from federation import messages
+from federation.privacy import GaussianMechanism
+from federation.transport import MqttTarget, parse_mqtt_url
+
+from broker.embedded import BrokerError, EmbeddedBroker
+from devices.fleet import Fleet, simulated_vehicles
+from devices.simulator import SimulatedVehicle
+from fedfleet.config import ConfigError
+from fedfleet.progress import Progress
+from gateway.service import Gateway
+from gateway.store import SQLiteStore, Store, open_store
+
+__all__ = ["run"]
+
+log = logging.getLogger("fedfleet")
+
+DEMO_STORE = Path("fedfleet-data/demo.db")
+
+
+def run(command: str, settings: dict[str, Any], stop: threading.Event) -> int:
+    handlers: dict[str, Callable[[dict[str, Any], threading.Event], int]] = {
+        "demo": demo, "broker": broker, "gateway": gateway, "fleet": fleet}
+    return handlers[command](settings, stop)
+
+
+def _target(settings: dict[str, Any]) -> MqttTarget:
+    try:
+        return parse_mqtt_url(settings["mqtt"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def broker(settings: dict[str, Any], stop: threading.Event) -> int:
+    host = _target(settings).host
+    with EmbeddedBroker(host, settings["port"]) as embedded:
+        print(f"embedded broker listening on {embedded.url}; Ctrl-C to stop", flush=True)
+        stop.wait()
+    return 0
+
+
+def _gateway(settings: dict[str, Any], target: MqttTarget, store: Store,
+             observer: Callable[[Any], None]) -> Gateway:
+    return Gateway(target, store, round_seconds=settings["round_seconds"],
+                   min_updates=settings["min_updates"],
+                   target_updates=settings["target_updates"] or None, observer=observer)
+
+
+def gateway(settings: dict[str, Any], stop: threading.Event) -> int:
+    target = _target(settings)
+    try:
+        store = open_store(settings["store"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        _gateway(settings, target, store, Progress()).run(stop)
+    finally:
+        store.close()
+    return 0
+
+
+def _vehicles(settings: dict[str, Any], start_ts_s: float) -> list[Any]:
+    mechanism = GaussianMechanism(settings["epsilon_per_round"], settings["delta"],
+                                  settings["clip_norm"])
+    return simulated_vehicles(settings["vehicles"], settings["seed"], mechanism,
+                              fault_fraction=settings["fault_fraction"], start_ts_s=start_ts_s)
+
+
+def fleet(settings: dict[str, Any], stop: threading.Event) -> int:
+    start = time.time()
+    vehicles = _vehicles(settings, start)
+    progress = Progress(faults=_faults(vehicles), sim_start_s=start)
+    Fleet(_target(settings), vehicles, speedup=settings["speedup"], observer=progress).run(stop)
+    return 0
+
+
+def _faults(vehicles: list[Any]) -> dict[str, Any]:
+    return {v.vehicle_id: v.source.fault for v in vehicles
+            if isinstance(v.source, SimulatedVehicle) and v.source.fault is not None}
+
+
+def _start_demo_broker(target: MqttTarget) -> EmbeddedBroker:
+    embedded = EmbeddedBroker(target.host, target.port)
+    try:
+        embedded.start()
+    except BrokerError as exc:
+        log.warning("%s; using a free port instead", exc)
+        embedded = EmbeddedBroker(target.host, 0)
+        embedded.start()
+    return embedded
+
+
+def demo(settings: dict[str, Any], stop: threading.Event) -> int:
+    """Broker, gateway and fleet in one process, with progress, until Ctrl-C or --duration."""
+    embedded = _start_demo_broker(_target(settings))
+    target = parse_mqtt_url(embedded.url)
+    DEMO_STORE.unlink(missing_ok=True)
+    store = SQLiteStore(DEMO_STORE)
+    start = time.time()
+    vehicles = _vehicles(settings, start)
+    progress = Progress(faults=_faults(vehicles), sim_start_s=start)
+    print(f"fedfleet demo: {len(vehicles)} vehicles ({len(progress.faults)} with an injected "
+          f"fault), speedup {settings['speedup']:g}x, rounds of {settings['round_seconds']:g} s,"
+          f" broker {embedded.url}, store {DEMO_STORE}; Ctrl-C to stop", flush=True)
+    gw = _gateway(settings, target, store, progress)
+    failure: list[BaseException] = []
+    gw_thread = threading.Thread(target=_guarded, args=(gw.run, stop, failure), name="gateway")
+    gw_thread.start()
+    try:
+        Fleet(target, vehicles, speedup=settings["speedup"]).run(
+            stop, duration_s=settings["duration"] or None)
+    finally:
+        stop.set()
+        gw_thread.join(timeout=30)
+        store.close()
+        embedded.stop()
+    if failure:
+        raise RuntimeError(f"gateway failed: {failure[0]}")
+    sent = [v.last_update for v in vehicles if v.last_update is not None]
+    model_bytes = len(messages.encode(gw.model)) if gw.model else None
+    print(progress.summary(len(sent[0].payload) if sent else None, model_bytes), flush=True)
+    return 0
+
+
+def _guarded(run: Callable[[threading.Event], None], stop: threading.Event,
+             failure: list[BaseException]) -> None:
+    try:
+        run(stop)
+    except Exception as exc:  # reported by the caller; the fleet must stop too
+        failure.append(exc)
+        stop.set()

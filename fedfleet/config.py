@@ -1,0 +1,110 @@
+"""Settings: defaults, then a TOML file, then ``FEDFLEET_*`` environment variables, then flags.
+
+A TOML file holds top-level keys for every command and optional tables named after a command
+(``[gateway]``, ``[fleet]``, ...) whose keys apply to that command only. The environment
+variable for a key is its name in upper case: ``FEDFLEET_ROUND_SECONDS=10``.
+
+>>> resolve("fleet", flags={"vehicles": 5}, environ={"FEDFLEET_SEED": "7"})["seed"]
+7
+>>> resolve("fleet", flags={}, environ={"FEDFLEET_SPEEDUP": "fast"})
+Traceback (most recent call last):
+...
+fedfleet.config.ConfigError: FEDFLEET_SPEEDUP: expected a number, got 'fast'
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from federation.transport import DEFAULT_MQTT_URL
+
+__all__ = ["DEFAULTS", "ConfigError", "resolve"]
+
+DEFAULTS: dict[str, Any] = {
+    "mqtt": DEFAULT_MQTT_URL,
+    "log_level": "INFO",
+    # broker
+    "port": 1883,
+    # gateway
+    "round_seconds": 30.0,
+    "min_updates": 1,
+    "target_updates": 0,
+    "store": "sqlite:///fedfleet-data/fedfleet.db",
+    # fleet
+    "vehicles": 50,
+    "seed": 0,
+    "speedup": 60.0,
+    "fault_fraction": 0.2,
+    "epsilon_per_round": 1.0,
+    "delta": 1e-5,
+    "clip_norm": 0.05,
+    # demo
+    "duration": 0.0,
+}
+
+COMMANDS = ("demo", "broker", "gateway", "fleet")
+# The demo runs short rounds so that a minute shows many of them.
+COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {"demo": {"round_seconds": 5.0}}
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the CLI turns it into exit code 2."""
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    default = DEFAULTS[key]
+    try:
+        if isinstance(default, bool):
+            raise TypeError
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        kind = {int: "an integer", float: "a number"}.get(type(default), "a string")
+        raise ConfigError(f"{where}: expected {kind}, got {value!r}") from None
+
+
+def _from_file(path: Path, command: str) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in COMMANDS and isinstance(value, dict):
+            continue
+        settings[key] = value
+    settings.update(data.get(command, {}))
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return {k: _coerce(k, v, f"{path}: {k}") for k, v in settings.items()}
+
+
+def resolve(
+    command: str,
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> dict[str, Any]:
+    """All settings for ``command``; flags set to ``None`` count as not given."""
+    environ = os.environ if environ is None else environ
+    settings = DEFAULTS | COMMAND_DEFAULTS.get(command, {})
+    if config_file:
+        settings.update(_from_file(Path(config_file), command))
+    for key in DEFAULTS:
+        name = f"FEDFLEET_{key.upper()}"
+        if name in environ:
+            settings[key] = _coerce(key, environ[name], name)
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    return settings

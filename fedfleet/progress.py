@@ -1,0 +1,94 @@
+"""Live progress a person can follow, and the demo's closing summary."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from federation.messages import Alert
+
+from devices.faults import FaultSpec
+from gateway.service import RoundClosed
+
+__all__ = ["Progress"]
+
+
+@dataclass
+class Progress:
+    """Prints each closed round and each alert, and tallies them against injected faults.
+
+    ``faults`` maps a vehicle id to its injected fault; ``sim_start_s`` is the simulated
+    clock's origin, so alert times print as simulated time since the start.
+    """
+
+    faults: Mapping[str, FaultSpec] = field(default_factory=dict)
+    sim_start_s: float = 0.0
+    out: TextIO = sys.stdout
+    rounds: list[RoundClosed] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    _started: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, RoundClosed):
+            self._round(event)
+        elif isinstance(event, Alert):
+            self._alert(event)
+
+    def _print(self, line: str) -> None:
+        with self._lock:
+            print(f"[{time.monotonic() - self._started:7.1f} s] {line}", file=self.out, flush=True)
+
+    def _round(self, event: RoundClosed) -> None:
+        self.rounds.append(event)
+        r = event.record
+        if event.model is None:
+            self._print(f"round {r.round}: quorum not met ({r.accepted} updates), "
+                        f"keeping model v{r.model_version}")
+            return
+        self._print(f"round {r.round}: {r.accepted} vehicles merged ({event.online} online, "
+                    f"{r.rejected} rejected) -> model v{r.model_version}, "
+                    f"{event.model.summary.n:,.0f} readings | alerts so far {len(self.alerts)}")
+
+    def classify(self, alert: Alert) -> str:
+        """``detected`` (a fault after its onset, right subsystem), ``wrong subsystem``
+        or ``false alarm`` (no fault, or before its onset)."""
+        truth = self.faults.get(alert.vehicle_id)
+        if truth is None or alert.ts - self.sim_start_s < truth.onset_s:
+            return "false alarm"
+        return "detected" if truth.subsystem == alert.subsystem else "wrong subsystem"
+
+    def _alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+        sensors = ", ".join(f"{name} z={z:+.1f}" for name, z in alert.sensors)
+        truth = self.faults.get(alert.vehicle_id)
+        injected = f"injected {truth.mode.value} at sim {_hms(truth.onset_s)}" if truth else (
+            "no fault injected")
+        self._print(f"ALERT {alert.vehicle_id} {alert.subsystem} at sim "
+                    f"{_hms(alert.ts - self.sim_start_s)}: {sensors} | {injected}: "
+                    f"{self.classify(alert)}")
+
+    def summary(self, update_bytes: int | None, model_bytes: int | None) -> str:
+        """The closing figures of a run."""
+        merged = [e for e in self.rounds if e.model is not None]
+        per_round = sum(e.record.accepted for e in merged) / len(merged) if merged else 0.0
+        verdicts = [(a, self.classify(a)) for a in self.alerts]
+        detected = {a.vehicle_id for a, v in verdicts if v == "detected"}
+        false_alarms = sum(v == "false alarm" for _, v in verdicts)
+        return "\n".join([
+            f"rounds completed: {len(merged)} merged of {len(self.rounds)} closed, "
+            f"{per_round:.1f} vehicles per merged round",
+            f"alerts raised: {len(self.alerts)} ({false_alarms} false alarms)",
+            f"faults injected: {len(self.faults)}; detected with the right subsystem: "
+            f"{len(detected)}",
+            f"update message: {update_bytes} bytes; global model message: {model_bytes} bytes",
+        ])
+
+
+def _hms(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,61 @@
+"""One federation round: which updates it accepts, and when it is due to close."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from federation.messages import RoundOpen, Update
+
+__all__ = ["Round"]
+
+
+@dataclass
+class Round:
+    """The open round and the updates accepted into it.
+
+    A round is due at its deadline, or earlier once ``target_updates`` updates are in. At the
+    close it is merged only if at least ``min_updates`` were accepted (the quorum).
+
+    >>> r = Round(RoundOpen(round=3, opened_at=0.0, deadline=10.0, min_updates=1, model_version=2))
+    >>> r.reject_reason("veh-1", "veh-2", 3)
+    'topic_mismatch'
+    >>> r.reject_reason("veh-1", "veh-1", 2)
+    'wrong_round'
+    """
+
+    info: RoundOpen
+    target_updates: int | None = None
+    accepted: dict[str, Update] = field(default_factory=dict)
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def number(self) -> int:
+        return self.info.round
+
+    @property
+    def quorum_met(self) -> bool:
+        return len(self.accepted) >= self.info.min_updates
+
+    def is_due(self, now_s: float) -> bool:
+        target = self.target_updates
+        return now_s >= self.info.deadline or (target is not None and len(self.accepted) >= target)
+
+    def reject_reason(self, topic_vehicle: str, vehicle_id: str, round_number: int) -> str | None:
+        """Why an update from ``topic_vehicle`` cannot join this round, or ``None`` if it can."""
+        if topic_vehicle != vehicle_id:
+            return "topic_mismatch"
+        if round_number != self.number:
+            return "wrong_round"
+        if vehicle_id in self.accepted:
+            return "duplicate"
+        return None
+
+    def offer(self, topic_vehicle: str, update: Update) -> str | None:
+        """Accept ``update`` or return the reason it was rejected (and count it)."""
+        reason = self.reject_reason(topic_vehicle, update.vehicle_id, update.round)
+        if reason is None:
+            self.accepted[update.vehicle_id] = update
+        else:
+            self.rejected[reason] += 1
+        return reason

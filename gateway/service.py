@@ -1,0 +1,239 @@
+"""The gateway on the wire: open rounds, collect and validate updates, publish global models.
+
+All state changes happen on the thread that calls :meth:`Gateway.run`; the MQTT network
+thread only queues incoming messages, so no callback can raise into paho's loop and no
+two threads touch a round.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from federation import messages, topics
+from federation.features import FEATURE_NAMES
+from federation.messages import Alert, GlobalModel, MessageError, RoundOpen, Status, Update
+from federation.summary import ModelSummary
+from federation.transport import MqttTarget, make_client
+from gateway.rounds import Round
+from gateway.store import RoundRecord, Store
+from gateway.strategy import ExactMerge, Strategy
+
+__all__ = ["Gateway", "RoundClosed"]
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_MESSAGES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class RoundClosed:
+    """Reported to the observer when a round closes; ``model`` is ``None`` without quorum."""
+
+    record: RoundRecord
+    model: GlobalModel | None
+    online: int
+
+
+class Gateway:
+    """Runs rounds of federation over MQTT and records everything in a store.
+
+    Parameters
+    ----------
+    target
+        The broker.
+    store
+        Where rounds, models, alerts, statuses, budgets and rejections go.
+    round_seconds
+        How long a round collects updates.
+    min_updates
+        The quorum: fewer accepted updates and the previous model is kept.
+    target_updates
+        Close a round early once this many updates are in (``None``: at the deadline only).
+    observer
+        Called on the gateway thread with each :class:`RoundClosed` and each accepted
+        :class:`~federation.messages.Alert`.
+    """
+
+    def __init__(
+        self,
+        target: MqttTarget,
+        store: Store,
+        *,
+        round_seconds: float = 30.0,
+        min_updates: int = 1,
+        target_updates: int | None = None,
+        strategy: Strategy | None = None,
+        observer: Callable[[Any], None] | None = None,
+        client_id: str = "fedfleet-gateway",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if round_seconds <= 0 or min_updates < 1:
+            raise ValueError("round_seconds must be > 0 and min_updates >= 1")
+        self.store = store
+        self.round_seconds = round_seconds
+        self.min_updates = min_updates
+        self.target_updates = target_updates
+        self.strategy = strategy or ExactMerge()
+        self.observer = observer or (lambda event: None)
+        self.clock = clock
+        self.received: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.online: set[str] = set()
+        self.model: GlobalModel | None = store.latest_model()
+        self.round: Round | None = None
+        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(MAX_QUEUED_MESSAGES)
+        self._connected = threading.Event()
+        self._client = make_client(client_id, target)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._target = target
+
+    # --- network thread: queue only -------------------------------------------------
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
+        if rc.is_failure:
+            log.error("broker refused the gateway: %s", rc)
+            return
+        client.subscribe([(topics.subscription(kind), 1) for kind in topics.VEHICLE_KINDS])
+        self._connected.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._inbox.put_nowait((msg.topic, bytes(msg.payload)))
+        except queue.Full:
+            self.rejected["overloaded"] += 1
+
+    # --- gateway thread ---------------------------------------------------------------
+    def run(self, stop: threading.Event, connect_timeout_s: float = 10.0) -> None:
+        """Connect, then run rounds until ``stop`` is set; flush the store on the way out."""
+        self._client.connect_async(self._target.host, self._target.port, keepalive=30)
+        self._client.loop_start()
+        try:
+            if not self._connected.wait(connect_timeout_s):
+                raise ConnectionError(
+                    f"no MQTT broker answered at {self._target.host}:{self._target.port} "
+                    f"within {connect_timeout_s:g} s"
+                )
+            if self.model is not None:
+                self._publish(topics.MODEL_TOPIC, messages.encode(self.model), retain=True)
+            self._open_round()
+            while not stop.is_set():
+                self._drain(timeout_s=0.05)
+                assert self.round is not None
+                if self.round.is_due(self.clock()):
+                    self._close_round()
+                    self._open_round()
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self.store.flush()
+
+    def _drain(self, timeout_s: float) -> None:
+        try:
+            item = self._inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            return
+        while True:
+            self.handle(*item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Validate and apply one message; reject with a counted reason, never raise."""
+        parsed = topics.parse_vehicle_topic(topic)
+        if parsed is None:
+            return self._reject("unknown_topic", None, topic)
+        vehicle, kind = parsed
+        self.received[kind] += 1
+        try:
+            if kind == topics.UPDATE:
+                self._on_update(vehicle, messages.decode(Update, payload))
+            elif kind == topics.ALERT:
+                self._on_alert(vehicle, messages.decode(Alert, payload))
+            else:
+                self._on_status(vehicle, messages.decode(Status, payload))
+        except MessageError as exc:
+            self._reject(exc.reason, vehicle, f"{topic}: {exc}")
+
+    def _reject(self, reason: str, vehicle: str | None, detail: str) -> None:
+        self.rejected[reason] += 1
+        self.store.record_rejection(self.clock(), reason, vehicle)
+        log.warning("rejected %s (%s)", detail, reason)
+
+    def _on_update(self, vehicle: str, update: Update) -> None:
+        assert self.round is not None
+        reason = self.round.offer(vehicle, update)
+        if reason is not None:
+            return self._reject(reason, vehicle, f"update from {vehicle} for round {update.round}")
+        self.store.record_budget(update)
+
+    def _on_alert(self, vehicle: str, alert: Alert) -> None:
+        if alert.vehicle_id != vehicle:
+            return self._reject("topic_mismatch", vehicle, f"alert from {vehicle}")
+        self.store.record_alert(alert)
+        self.observer(alert)
+
+    def _on_status(self, vehicle: str, status: Status) -> None:
+        if status.vehicle_id != vehicle:
+            return self._reject("topic_mismatch", vehicle, f"status from {vehicle}")
+        (self.online.add if status.state == "online" else self.online.discard)(vehicle)
+        self.store.record_status(status)
+
+    def _open_round(self) -> None:
+        now = self.clock()
+        last = self.round.number if self.round else max(
+            [r.round for r in self.store.rounds(1)], default=0)
+        info = RoundOpen(last + 1, now, now + self.round_seconds, self.min_updates,
+                         self.model.version if self.model else 0)
+        self.round = Round(info, self.target_updates)
+        self._publish(topics.ROUND_TOPIC, messages.encode(info), retain=True)
+
+    def _close_round(self) -> None:
+        assert self.round is not None
+        current = self.round
+        model = None
+        if current.quorum_met:
+            model = self._merge(current)
+            self.store.record_model(model)
+            self._publish(topics.MODEL_TOPIC, messages.encode(model), retain=True)
+        else:
+            log.warning("round %d: quorum not met (%d < %d updates), keeping model v%d",
+                        current.number, len(current.accepted), current.info.min_updates,
+                        self.model.version if self.model else 0)
+        record = RoundRecord(
+            current.number, current.info.opened_at, self.clock(), len(current.accepted),
+            sum(current.rejected.values()), current.quorum_met,
+            self.model.version if self.model else 0,
+        )
+        self.store.record_round(record)
+        self.store.flush()
+        self.observer(RoundClosed(record, model, len(self.online)))
+
+    def _merge(self, current: Round) -> GlobalModel:
+        base = self.model.summary if self.model else ModelSummary.empty(FEATURE_NAMES)
+        summaries = [u.summary for u in current.accepted.values()]
+        self.model = GlobalModel(
+            version=(self.model.version if self.model else 0) + 1,
+            round=current.number,
+            participants=len(summaries),
+            summary=self.strategy.aggregate(base, summaries),
+            created_at=self.clock(),
+        )
+        return self.model
+
+    def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            log.error("could not publish on %s: %s", topic, mqtt.error_string(info.rc))

@@ -1,0 +1,190 @@
+"""Where the gateway keeps rounds, models, alerts, statuses, budgets and rejections.
+
+:class:`Store` is the interface every backend implements; :class:`SQLiteStore` is the
+embedded default (one local file, or ``:memory:``). :func:`open_store` picks a backend from a
+URL such as ``sqlite:///fedfleet-data/fedfleet.db``.
+"""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from federation import messages
+from federation.messages import Alert, GlobalModel, Status, Update
+
+__all__ = ["RoundRecord", "SQLiteStore", "Store", "StoreError", "open_store"]
+
+
+class StoreError(RuntimeError):
+    """A store could not be opened or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRecord:
+    """What happened in one round."""
+
+    round: int
+    opened_at: float
+    closed_at: float
+    accepted: int
+    rejected: int
+    quorum_met: bool
+    model_version: int
+
+
+class Store(abc.ABC):
+    """Persistence for everything the gateway learns; writes never raise for bad content."""
+
+    @abc.abstractmethod
+    def record_round(self, record: RoundRecord) -> None: ...
+
+    @abc.abstractmethod
+    def record_model(self, model: GlobalModel) -> None: ...
+
+    @abc.abstractmethod
+    def record_alert(self, alert: Alert) -> None: ...
+
+    @abc.abstractmethod
+    def record_status(self, status: Status) -> None: ...
+
+    @abc.abstractmethod
+    def record_budget(self, update: Update) -> None: ...
+
+    @abc.abstractmethod
+    def record_rejection(self, ts: float, reason: str, vehicle_id: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def latest_model(self) -> GlobalModel | None:
+        """The newest stored global model, to resume from after a restart."""
+
+    @abc.abstractmethod
+    def rounds(self, limit: int = 100) -> list[RoundRecord]:
+        """The most recent rounds, newest first."""
+
+    @abc.abstractmethod
+    def alerts(self, limit: int = 100) -> list[Alert]:
+        """The most recent alerts, newest first."""
+
+    def flush(self) -> None:  # noqa: B027 - stores that write through need nothing
+        """Make everything recorded so far durable."""
+
+    def close(self) -> None:
+        self.flush()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rounds (round INTEGER PRIMARY KEY, opened_at REAL, closed_at REAL,
+    accepted INTEGER, rejected INTEGER, quorum_met INTEGER, model_version INTEGER);
+CREATE TABLE IF NOT EXISTS models (version INTEGER PRIMARY KEY, round INTEGER,
+    participants INTEGER, readings REAL, created_at REAL, payload TEXT);
+CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY, vehicle_id TEXT, ts REAL,
+    subsystem TEXT, score REAL, threshold REAL, model_version INTEGER, payload TEXT);
+CREATE TABLE IF NOT EXISTS statuses (vehicle_id TEXT PRIMARY KEY, state TEXT, ts REAL);
+CREATE TABLE IF NOT EXISTS budgets (vehicle_id TEXT, round INTEGER, epsilon REAL,
+    delta REAL, epsilon_total REAL, PRIMARY KEY (vehicle_id, round));
+CREATE TABLE IF NOT EXISTS rejections (id INTEGER PRIMARY KEY, ts REAL, reason TEXT,
+    vehicle_id TEXT);
+"""
+
+
+class SQLiteStore(Store):
+    """The embedded store: SQLite in one local file, committed on :meth:`flush`.
+
+    >>> store = SQLiteStore(":memory:")
+    >>> store.record_rejection(0.0, "not_json", "veh-0001")
+    >>> store.rejection_counts()
+    {'not_json': 1}
+    >>> store.close()
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False)
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store at {path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, params)
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def record_round(self, record: RoundRecord) -> None:
+        self._write("INSERT OR REPLACE INTO rounds VALUES (?,?,?,?,?,?,?)", (
+            record.round, record.opened_at, record.closed_at, record.accepted,
+            record.rejected, int(record.quorum_met), record.model_version))
+
+    def record_model(self, model: GlobalModel) -> None:
+        self._write("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?)", (
+            model.version, model.round, model.participants, model.summary.n,
+            model.created_at, messages.encode(model).decode()))
+
+    def record_alert(self, alert: Alert) -> None:
+        self._write("INSERT INTO alerts VALUES (NULL,?,?,?,?,?,?,?)", (
+            alert.vehicle_id, alert.ts, alert.subsystem, alert.score, alert.threshold,
+            alert.model_version, messages.encode(alert).decode()))
+
+    def record_status(self, status: Status) -> None:
+        self._write("INSERT OR REPLACE INTO statuses VALUES (?,?,?)",
+                    (status.vehicle_id, status.state, status.ts))
+
+    def record_budget(self, update: Update) -> None:
+        self._write("INSERT OR REPLACE INTO budgets VALUES (?,?,?,?,?)", (
+            update.vehicle_id, update.round, update.epsilon, update.delta,
+            update.epsilon_total))
+
+    def record_rejection(self, ts: float, reason: str, vehicle_id: str | None) -> None:
+        self._write("INSERT INTO rejections VALUES (NULL,?,?,?)", (ts, reason, vehicle_id))
+
+    def latest_model(self) -> GlobalModel | None:
+        rows = self._read("SELECT payload FROM models ORDER BY version DESC LIMIT 1")
+        return messages.decode(GlobalModel, rows[0][0].encode()) if rows else None
+
+    def rounds(self, limit: int = 100) -> list[RoundRecord]:
+        rows = self._read("SELECT * FROM rounds ORDER BY round DESC LIMIT ?", (limit,))
+        return [RoundRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
+
+    def alerts(self, limit: int = 100) -> list[Alert]:
+        rows = self._read("SELECT payload FROM alerts ORDER BY id DESC LIMIT ?", (limit,))
+        return [messages.decode(Alert, r[0].encode()) for r in rows]
+
+    def statuses(self) -> dict[str, str]:
+        return dict(self._read("SELECT vehicle_id, state FROM statuses"))  # type: ignore[arg-type]
+
+    def rejection_counts(self) -> dict[str, int]:
+        rows = self._read("SELECT reason, COUNT(*) FROM rejections GROUP BY reason")
+        return {reason: count for reason, count in rows}
+
+    def flush(self) -> None:
+        with self._lock:
+            self._db.commit()
+
+    def close(self) -> None:
+        self.flush()
+        with self._lock:
+            self._db.close()
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names: ``sqlite:///relative.db``, ``sqlite:////abs.db``,
+    ``sqlite://:memory:``.
+
+    >>> open_store("redis://x")
+    Traceback (most recent call last):
+    ...
+    ValueError: unsupported store URL 'redis://x': use sqlite:///PATH
+    """
+    if url.startswith("sqlite://"):
+        return SQLiteStore(url.removeprefix("sqlite://").removeprefix("/") or ":memory:")
+    raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH")

@@ -1,0 +1,134 @@
+"""Gateway behaviour without a network: validation, rounds, quorum, merge."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from federation import messages, topics
+from federation.transport import MqttTarget
+from gateway.service import Gateway, RoundClosed
+from gateway.store import SQLiteStore
+from tests import factories
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def gw() -> Gateway:
+    gateway = Gateway(MqttTarget("127.0.0.1", 1), SQLiteStore(":memory:"), round_seconds=10,
+                      min_updates=2, clock=Clock())
+    gateway._publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    gateway._open_round()
+    return gateway
+
+
+def _send_update(gw: Gateway, vehicle: str, round_number: int = 1, seed: int = 0) -> None:
+    payload = messages.encode(factories.update(vehicle, round_number, seed))
+    gw.handle(topics.update_topic(vehicle), payload)
+
+
+def test_valid_updates_are_accepted_into_the_open_round(gw):
+    _send_update(gw, "veh-0001")
+    _send_update(gw, "veh-0002", seed=1)
+
+    assert sorted(gw.round.accepted) == ["veh-0001", "veh-0002"]
+    assert not gw.rejected
+
+
+@pytest.mark.parametrize(
+    ("topic_vehicle", "payload", "reason"),
+    [
+        ("veh-0001", b"\x00garbage", "not_json"),
+        ("veh-0001", b'{"v": 1}', "missing_field"),
+        ("veh-0009", messages.encode(factories.update("veh-0001")), "topic_mismatch"),
+        ("veh-0001", messages.encode(factories.update("veh-0001", round_number=7)), "wrong_round"),
+        ("veh-0001", b"{" * 100_000, "too_large"),
+    ],
+)
+def test_bad_updates_are_counted_recorded_and_do_not_touch_the_round(gw, topic_vehicle, payload,
+                                                                     reason):
+    gw.handle(topics.update_topic(topic_vehicle), payload)
+
+    assert gw.rejected == {reason: 1}
+    assert gw.round.accepted == {}
+    assert gw.store.rejection_counts() == {reason: 1}
+
+
+def test_a_duplicate_update_is_rejected_and_the_first_one_kept(gw):
+    _send_update(gw, "veh-0001", seed=1)
+    first = gw.round.accepted["veh-0001"]
+
+    _send_update(gw, "veh-0001", seed=2)
+
+    assert gw.rejected == {"duplicate": 1}
+    assert gw.round.accepted["veh-0001"] is first
+
+
+def test_a_round_with_quorum_publishes_the_next_model_version(gw):
+    events = []
+    gw.observer = events.append
+    _send_update(gw, "veh-0001")
+    _send_update(gw, "veh-0002", seed=1)
+
+    gw._close_round()
+
+    assert gw.model is not None and gw.model.version == 1 and gw.model.participants == 2
+    assert gw.model.summary.n == 100
+    assert isinstance(events[-1], RoundClosed) and events[-1].record.quorum_met
+    assert gw.store.latest_model().version == 1
+
+
+def test_a_round_without_quorum_keeps_the_previous_model(gw):
+    _send_update(gw, "veh-0001")
+    _send_update(gw, "veh-0002", seed=1)
+    gw._close_round()
+    gw._open_round()
+    _send_update(gw, "veh-0001", round_number=2)
+
+    gw._close_round()
+
+    assert gw.model.version == 1
+    assert gw.store.rounds(1)[0].quorum_met is False
+
+
+def test_a_burst_of_garbage_between_good_updates_does_not_spoil_the_round(gw):
+    _send_update(gw, "veh-0001")
+    for i in range(200):
+        gw.handle(topics.update_topic("veh-0003"), json.dumps({"v": 1, "junk": i}).encode())
+        gw.handle("fleet/v1/vehicles/evil/../update", b"{}")
+    _send_update(gw, "veh-0002", seed=1)
+
+    gw._close_round()
+
+    assert gw.model.participants == 2
+    assert gw.rejected == {"missing_field": 200, "unknown_topic": 200}
+
+
+def test_alerts_and_statuses_are_recorded(gw):
+    gw.handle(topics.alert_topic("veh-0001"), messages.encode(factories.alert("veh-0001")))
+    gw.handle(topics.status_topic("veh-0001"),
+              messages.encode(messages.Status("veh-0001", "online", 1.0)))
+
+    assert gw.store.alerts()[0].subsystem == "cooling"
+    assert gw.online == {"veh-0001"}
+
+
+def test_a_restarted_gateway_resumes_from_the_stored_model(gw):
+    _send_update(gw, "veh-0001")
+    _send_update(gw, "veh-0002", seed=1)
+    gw._close_round()
+
+    again = Gateway(MqttTarget("127.0.0.1", 1), gw.store, round_seconds=10)
+    again._publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    again._open_round()
+
+    assert again.model.version == 1
+    assert again.round.number == 2
