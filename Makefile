@@ -1,0 +1,35 @@
+# fedfleet: `make demo` runs the system on the embedded defaults, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ARGS ?=
+
+.PHONY: demo test lint servers clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/fedfleet demo $(ARGS)
+
+# The real servers the integration tests start themselves (Debian packages).
+servers:
+	@if ! command -v mosquitto >/dev/null && ! [ -x /usr/sbin/mosquitto ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy federation devices gateway broker fedfleet
+
+test: $(STAMP) servers lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) fedfleet-data test-artifacts

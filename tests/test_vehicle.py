@@ -1,0 +1,130 @@
+"""A vehicle's behaviour without a broker: rounds, updates, privacy, global model, alerts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from federation import messages, topics
+from federation.features import FEATURE_NAMES, FEATURES
+from federation.messages import GlobalModel, RoundOpen, Update
+from federation.privacy import GaussianMechanism
+from federation.summary import ModelSummary
+
+from devices.sources import Reading, SensorSource
+from devices.vehicle import Vehicle
+
+
+class Steady(SensorSource):
+    """Mid-range readings with a little noise; ``hot`` adds to the coolant."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.t = 0.0
+        self.hot = 0.0
+
+    def read(self) -> Reading:
+        self.t += 1.0
+        values = {f.name: f.low + (f.high - f.low) * (0.5 + 0.01 * self.rng.standard_normal())
+                  for f in FEATURES}
+        values["coolant_temp_c"] += self.hot
+        return Reading(self.t, values)
+
+
+def _vehicle(mechanism: GaussianMechanism | None = None, now: float = 0.0) -> Vehicle:
+    return Vehicle("veh-0001", Steady(), mechanism=mechanism, rng=np.random.default_rng(0),
+                   clock=lambda: now)
+
+
+def _open_round(vehicle: Vehicle, number: int, version: int = 0) -> None:
+    info = RoundOpen(number, 0.0, 100.0, 1, version)
+    vehicle.on_message(topics.ROUND_TOPIC, messages.encode(info))
+
+
+def _updates(out) -> list[Update]:
+    return [messages.decode(Update, o.payload) for o in out if o.topic.endswith("/update")]
+
+
+def test_a_vehicle_sends_one_update_per_round_with_what_it_learned_since_the_last():
+    vehicle = _vehicle()
+    _open_round(vehicle, 1)
+
+    sent = [u for _ in range(200) for u in _updates(vehicle.step())]
+    _open_round(vehicle, 2)
+    sent += [u for _ in range(50) for u in _updates(vehicle.step())]
+
+    assert [u.round for u in sent] == [1, 2]
+    assert sent[0].summary.n == vehicle.min_readings_per_update
+    assert sent[0].summary.n + sent[1].summary.n + vehicle.pending_readings == 250
+    assert sent[0].epsilon == 0.0
+
+
+def test_no_update_is_sent_after_the_rounds_deadline():
+    vehicle = _vehicle(now=500.0)
+    _open_round(vehicle, 1)
+
+    sent = [u for _ in range(100) for u in _updates(vehicle.step())]
+
+    assert sent == []
+
+
+def test_a_private_update_spends_its_epsilon_and_differs_from_the_exact_summary():
+    mechanism = GaussianMechanism(epsilon=2.0, delta=1e-6, clip_norm=0.1)
+    vehicle = _vehicle(mechanism)
+    _open_round(vehicle, 1)
+    sent = [u for _ in range(40) for u in _updates(vehicle.step())]
+    _open_round(vehicle, 2)
+    sent += [u for _ in range(40) for u in _updates(vehicle.step())]
+
+    assert [u.epsilon for u in sent] == [2.0, 2.0]
+    assert sent[-1].epsilon_total == 4.0
+    assert not np.allclose(sent[0].summary.mean, vehicle.detector._history.mean)
+
+
+def test_a_new_vehicle_uses_the_global_model_from_its_first_reading():
+    fleet_data = Steady(seed=5)
+    rows = np.array([[f.scale(fleet_data.read().values[f.name]) for f in FEATURES]
+                     for _ in range(2000)])
+    model = GlobalModel(7, 7, 30, ModelSummary.from_array(FEATURE_NAMES, rows), 0.0)
+    vehicle = _vehicle()
+    vehicle.on_message(topics.MODEL_TOPIC, messages.encode(model))
+    vehicle.source.hot = 20.0
+
+    vehicle.step()
+
+    assert vehicle.model_version == 7
+    assert vehicle.detector.explain()[0][0] == "coolant_temp_c"
+    assert vehicle.detector.explain()[0][1] > 10
+
+
+def test_an_overheating_vehicle_raises_a_cooling_alert():
+    vehicle = _vehicle()
+    for _ in range(600):
+        vehicle.step()
+    vehicle.source.hot = 15.0
+
+    out = [o for _ in range(30) for o in vehicle.step()]
+
+    alerts = [messages.decode(messages.Alert, o.payload) for o in out if "/alert" in o.topic]
+    assert len(alerts) == 1
+    assert alerts[0].subsystem == "cooling"
+    assert alerts[0].sensors[0][0] == "coolant_temp_c"
+
+
+def test_invalid_broker_messages_are_counted_and_change_nothing():
+    vehicle = _vehicle()
+
+    vehicle.on_message(topics.MODEL_TOPIC, b'{"v":1,"version":"x"}')
+    vehicle.on_message(topics.ROUND_TOPIC, b"\x00")
+
+    assert vehicle.rejected == {"wrong_type": 1, "not_json": 1}
+    assert vehicle.global_model is None and vehicle.round is None
+
+
+def test_an_older_global_model_does_not_replace_a_newer_one():
+    vehicle = _vehicle()
+    summary = ModelSummary.from_array(FEATURE_NAMES, np.full((10, 9), 0.5))
+    vehicle.on_message(topics.MODEL_TOPIC, messages.encode(GlobalModel(5, 5, 1, summary, 0.0)))
+
+    vehicle.on_message(topics.MODEL_TOPIC, messages.encode(GlobalModel(4, 4, 1, summary, 0.0)))
+
+    assert vehicle.model_version == 5
