@@ -1,48 +1,73 @@
-"""When a score becomes an alert: persistence over a window, and a cooldown per subsystem."""
+"""When residuals become an alert: an EWMA chart per health sensor, and a cooldown.
+
+Slow degradation hides in single readings (a fault a third developed moves a sensor by about
+three standard deviations, which healthy driving also reaches now and then) but not in their
+average: an exponentially weighted moving average of each sensor's signed residual stays near
+zero while the vehicle is healthy and climbs steadily once a fault develops.
+"""
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
+
+from federation.features import feature
 
 __all__ = ["AlertPolicy"]
 
 
 @dataclass
 class AlertPolicy:
-    """Raise an alert when ``min_hits`` of the last ``window`` scores exceed ``threshold``.
+    """Alert when a health sensor's smoothed residual passes ``threshold``.
 
-    A subsystem that has alerted stays quiet for ``cooldown_s`` seconds of reading time, so a
-    developing fault is reported, not streamed.
+    Parameters
+    ----------
+    threshold
+        Alert level for ``|EWMA|`` of a sensor's standardised residual.
+    alpha
+        EWMA weight of the newest reading (about ``2 / alpha`` readings of memory).
+    cooldown_s
+        A subsystem that has alerted stays quiet this long (seconds of reading time).
 
     Examples
     --------
-    >>> policy = AlertPolicy(threshold=5.0, window=4, min_hits=3, cooldown_s=60)
-    >>> [policy.observe(t, s, "cooling") for t, s in enumerate([9, 1, 9, 9, 9, 9])]
-    [False, False, False, True, False, False]
-    >>> policy.observe(100.0, 9.0, "cooling")
-    True
+    >>> policy = AlertPolicy(threshold=2.0, alpha=0.5, cooldown_s=60)
+    >>> [policy.observe(t, {"coolant_temp_c": z}) for t, z in enumerate([1, 3, 3, 3])]
+    [None, None, 'cooling', None]
+    >>> policy.top()
+    [('coolant_temp_c', 2.69)]
     """
 
-    threshold: float = 6.0
-    window: int = 10
-    min_hits: int = 6
+    threshold: float = 4.0
+    alpha: float = 0.02
     cooldown_s: float = 1800.0
-    _hits: deque[bool] = field(init=False, repr=False)
-    _last_alert_s: dict[str, float] = field(init=False, repr=False, default_factory=dict)
+    smoothed: dict[str, float] = field(default_factory=dict)
+    _last_alert_s: dict[str, float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_hits <= self.window:
-            raise ValueError("need 1 <= min_hits <= window")
-        self._hits = deque(maxlen=self.window)
+        if not 0 < self.alpha <= 1 or not self.threshold > 0:
+            raise ValueError("need 0 < alpha <= 1 and threshold > 0")
 
-    def observe(self, ts_s: float, score: float, subsystem: str) -> bool:
-        """Record one score; return ``True`` when it should raise an alert for ``subsystem``."""
-        self._hits.append(score > self.threshold)
-        if score <= self.threshold or sum(self._hits) < self.min_hits:
-            return False
+    @property
+    def level(self) -> float:
+        """The largest smoothed residual, in standard deviations."""
+        return max(map(abs, self.smoothed.values()), default=0.0)
+
+    def observe(self, ts_s: float, residuals: dict[str, float]) -> str | None:
+        """Record one reading's residuals; return the subsystem to alert on, if any."""
+        for name, z in residuals.items():
+            previous = self.smoothed.get(name, 0.0)
+            self.smoothed[name] = previous + self.alpha * (z - previous)
+        name, level = self.top()[0] if self.smoothed else ("", 0.0)
+        if abs(level) <= self.threshold:
+            return None
+        subsystem = feature(name).subsystem or "engine"
         last = self._last_alert_s.get(subsystem)
         if last is not None and ts_s - last < self.cooldown_s:
-            return False
+            return None
         self._last_alert_s[subsystem] = ts_s
-        return True
+        return subsystem
+
+    def top(self, count: int = 3) -> list[tuple[str, float]]:
+        """The sensors with the largest smoothed residuals, largest first."""
+        ranked = sorted(self.smoothed.items(), key=lambda item: -abs(item[1]))
+        return [(name, round(z, 2)) for name, z in ranked[:count]]

@@ -41,15 +41,14 @@ class FleetGaussian(base.AnomalyDetector):
         Variance floor (in scaled units) that keeps the precision matrix well conditioned.
     min_readings
         Below this many readings in the model, every score is 0 (still warming up).
+    max_prior_noise
+        The most privacy noise per coordinate a global model may carry to be used as prior.
 
     Examples
     --------
-    >>> from collections.abc import Hashable
-from typing import Any
-
-import numpy as np
+    >>> import numpy as np
     >>> rng = np.random.default_rng(1)
-    >>> det = FleetGaussian(refresh_every=1)
+    >>> det = FleetGaussian(refresh_every=1, min_readings=100)
     >>> for _ in range(500):
     ...     load = rng.random()
     ...     x = dict.fromkeys(FEATURE_NAMES, 0.5) | {
@@ -60,7 +59,7 @@ import numpy as np
     >>> hot = normal | {"coolant_temp_c": 0.8}
     >>> round(det.score_one(normal), 1) < 3 < det.score_one(hot)
     True
-    >>> det.explain()[0][0]
+    >>> max(det.residuals(), key=lambda name: abs(det.residuals()[name]))
     'coolant_temp_c'
     """
 
@@ -69,8 +68,10 @@ import numpy as np
         prior_readings: float = 3600.0,
         refresh_every: int = 120,
         ridge: float = 1e-5,
-        min_readings: int = 60,
+        min_readings: int = 3000,
+        max_prior_noise: float = 1e-5,
     ) -> None:
+        self.max_prior_noise = max_prior_noise
         self.prior_readings = prior_readings
         self.refresh_every = refresh_every
         self.ridge = ridge
@@ -81,12 +82,14 @@ import numpy as np
         self._mean = np.zeros(len(FEATURE_NAMES))
         self._precision: np.ndarray | None = None
         self._stale = 0
+        self.recent_readings = 0
         self._z = np.zeros(len(HEALTH_FEATURES))
         self._scale = np.ones(len(HEALTH_FEATURES))
 
     def learn_one(self, x: dict[Hashable, Any]) -> None:
         if len(x) == len(FEATURE_NAMES):
             self._recent.update(x)
+            self.recent_readings += 1
             self._stale += 1
 
     def score_one(self, x: dict[Hashable, Any]) -> float:
@@ -101,10 +104,9 @@ import numpy as np
         self._z = pull[_HEALTH] / self._scale
         return float(np.abs(self._z).max())
 
-    def explain(self) -> list[tuple[str, float]]:
-        """The health sensors behind the last score, largest standardised residual first."""
-        order = np.argsort(-np.abs(self._z))
-        return [(HEALTH_FEATURES[i], round(float(self._z[i]), 2)) for i in order]
+    def residuals(self) -> dict[str, float]:
+        """Each health sensor's signed standardised residual in the last scored reading."""
+        return dict(zip(HEALTH_FEATURES, self._z.tolist(), strict=True))
 
     def model(self) -> ModelSummary:
         """Everything the detector currently believes: prior, own history and recent data."""
@@ -115,11 +117,17 @@ import numpy as np
         recent = self._recent_summary()
         self._history = self._history + recent
         self._recent = covariance.EmpiricalCovariance(ddof=0)
+        self.recent_readings = 0
         return recent
 
-    def set_global(self, summary: ModelSummary) -> None:
-        """Adopt a new global model as the prior, counted as at most ``prior_readings``."""
-        self._prior = summary.weighted(min(summary.n, self.prior_readings))
+    def set_global(self, summary: ModelSummary, noise_std: float = 0.0) -> None:
+        """Adopt a global model as the prior, counted as at most ``prior_readings``.
+
+        A model whose privacy noise exceeds ``max_prior_noise`` (per coordinate, in scaled
+        units) would bury the vehicle's own statistics in noise, so it is not used.
+        """
+        usable = noise_std <= self.max_prior_noise
+        self._prior = summary.weighted(min(summary.n, self.prior_readings) if usable else 0.0)
         self._precision = None
 
     def _recent_summary(self) -> ModelSummary:

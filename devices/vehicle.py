@@ -19,7 +19,7 @@ from devices.alerts import AlertPolicy
 from devices.detector import FleetGaussian, make_pipeline
 from devices.sources import SensorSource
 from federation import messages, topics
-from federation.features import FEATURE_NAMES, feature
+from federation.features import FEATURE_NAMES
 from federation.messages import Alert, GlobalModel, MessageError, RoundOpen, Status, Update
 from federation.privacy import GaussianMechanism, Ledger
 from federation.summary import ModelSummary
@@ -59,6 +59,8 @@ class Vehicle:
         Randomness for the privacy noise.
     min_readings_per_update
         A vehicle with fewer new readings than this sits a round out.
+    learn_below
+        Readings are learned only while every smoothed residual is below this level.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class Vehicle:
         policy: AlertPolicy | None = None,
         detector: FleetGaussian | None = None,
         min_readings_per_update: int = 30,
+        learn_below: float = 1.5,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.vehicle_id = topics.check_vehicle_id(vehicle_id)
@@ -81,12 +84,12 @@ class Vehicle:
         self.mechanism = mechanism
         self.rng = rng
         self.min_readings_per_update = min_readings_per_update
+        self.learn_below = learn_below
         self.clock = clock
         self.ledger = Ledger()
         self.round: RoundOpen | None = None
         self.global_model: GlobalModel | None = None
         self.readings = 0
-        self.pending_readings = 0
         self.last_sent_round = 0
         self.last_update: Outgoing | None = None
         self.alerts: list[Alert] = []
@@ -106,14 +109,14 @@ class Vehicle:
         if reading is None:
             return []
         out = []
-        score = self.pipeline.score_one(reading.values)
-        self.pipeline.learn_one(reading.values)
+        self.pipeline.score_one(reading.values)
+        subsystem = self.policy.observe(reading.ts_s, self.detector.residuals())
+        # A sensor under suspicion is not learned from, so a slow fault is not absorbed.
+        if self.policy.level < self.learn_below:
+            self.pipeline.learn_one(reading.values)
         self.readings += 1
-        self.pending_readings += 1
-        explanation = self.detector.explain()
-        subsystem = feature(explanation[0][0]).subsystem or "engine"
-        if self.policy.observe(reading.ts_s, score, subsystem):
-            out.append(self._alert(reading.ts_s, score, subsystem, explanation))
+        if subsystem is not None:
+            out.append(self._alert(reading.ts_s, subsystem))
         if self._should_update():
             out.append(self._update())
         return out
@@ -133,16 +136,13 @@ class Vehicle:
         if self.global_model and model.version <= self.global_model.version:
             return
         self.global_model = model
-        self.detector.set_global(model.summary)
+        self.detector.set_global(model.summary, model.noise_std)
 
-    def _alert(
-        self, ts_s: float, score: float, subsystem: str, explanation: list[tuple[str, float]]
-    ) -> Outgoing:
-        sensors = tuple(e for e in explanation[:3] if abs(e[1]) > 0.5 * self.policy.threshold)
-        alert = Alert(
-            self.vehicle_id, ts_s, round(score, 3), self.policy.threshold, subsystem,
-            sensors or tuple(explanation[:1]), self.model_version,
-        )
+    def _alert(self, ts_s: float, subsystem: str) -> Outgoing:
+        top = self.policy.top()
+        sensors = tuple(t for t in top if abs(t[1]) > 0.5 * self.policy.threshold) or top[:1]
+        alert = Alert(self.vehicle_id, ts_s, round(self.policy.level, 3), self.policy.threshold,
+                      subsystem, sensors, self.model_version)
         self.alerts.append(alert)
         return Outgoing(topics.alert_topic(self.vehicle_id), messages.encode(alert))
 
@@ -150,24 +150,24 @@ class Vehicle:
         return (
             self.round is not None
             and self.round.round > self.last_sent_round
-            and self.pending_readings >= self.min_readings_per_update
+            and self.detector.recent_readings >= self.min_readings_per_update
             and self.clock() < self.round.deadline
         )
 
     def _update(self) -> Outgoing:
         assert self.round is not None
         summary = self.detector.take_summary()
-        epsilon = delta = 0.0
+        epsilon = delta = noise_std = 0.0
         if self.mechanism is not None:
             centre = self.global_model.summary if self.global_model else _PUBLIC_CENTRE
             summary = self.mechanism.privatize(summary, centre, self.rng)
             epsilon, delta = self.mechanism.epsilon, self.mechanism.delta
+            noise_std = self.mechanism.sigma
             self.ledger.spend(epsilon, delta)
         update = Update(
             self.vehicle_id, self.round.round, self.model_version, summary, epsilon, delta,
-            self.ledger.epsilon_total, self.clock(),
+            self.ledger.epsilon_total, self.clock(), noise_std,
         )
         self.last_sent_round = self.round.round
-        self.pending_readings = 0
         self.last_update = Outgoing(topics.update_topic(self.vehicle_id), messages.encode(update))
         return self.last_update

@@ -224,12 +224,13 @@ class GlobalModel:
     participants: int
     summary: ModelSummary
     created_at: float
+    noise_std: float = 0.0
 
     @classmethod
     def _parse(cls, obj: dict[str, Any]) -> GlobalModel:
         return cls(
             _int(obj, "version"), _int(obj, "round"), _int(obj, "participants"),
-            _summary(obj), _num(obj, "created_at"),
+            _summary(obj), _num(obj, "created_at"), _num(obj, "noise_std", 0),
         )
 
     def _fields(self) -> dict[str, Any]:
@@ -248,6 +249,7 @@ class Update:
     delta: float
     epsilon_total: float
     sent_at: float
+    noise_std: float = 0.0
 
     @classmethod
     def _parse(cls, obj: dict[str, Any]) -> Update:
@@ -257,7 +259,7 @@ class Update:
         return cls(
             _vehicle(obj), _int(obj, "round", 1), _int(obj, "base_version"), summary,
             _num(obj, "epsilon", 0), _num(obj, "delta", 0, 1), _num(obj, "epsilon_total", 0),
-            _num(obj, "sent_at"),
+            _num(obj, "sent_at"), _num(obj, "noise_std", 0),
         )
 
     def _fields(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import re
 
 __all__ = [
     "ALERT",
+    "GLOBAL_PREFIX",
     "MODEL_TOPIC",
     "ROOT",
     "ROUND_TOPIC",
@@ -29,8 +30,9 @@ __all__ = [
 ]
 
 ROOT = "fleet/v1"
-ROUND_TOPIC = f"{ROOT}/global/round"
-MODEL_TOPIC = f"{ROOT}/global/model"
+GLOBAL_PREFIX = f"{ROOT}/global/"
+ROUND_TOPIC = f"{GLOBAL_PREFIX}round"
+MODEL_TOPIC = f"{GLOBAL_PREFIX}model"
 UPDATE, ALERT, STATUS = "update", "alert", "status"
 VEHICLE_KINDS = (UPDATE, ALERT, STATUS)
 _VEHICLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

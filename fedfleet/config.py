@@ -41,14 +41,14 @@ DEFAULTS: dict[str, Any] = {
     "fault_fraction": 0.2,
     "epsilon_per_round": 1.0,
     "delta": 1e-5,
-    "clip_norm": 0.05,
+    "clip_norm": 0.5,
     # demo
     "duration": 0.0,
 }
 
 COMMANDS = ("demo", "broker", "gateway", "fleet")
 # The demo runs short rounds so that a minute shows many of them.
-COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {"demo": {"round_seconds": 5.0}}
+COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {"demo": {"round_seconds": 5.0, "speedup": 120.0}}
 
 
 class ConfigError(ValueError):

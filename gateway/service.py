@@ -8,6 +8,7 @@ two threads touch a round.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -152,6 +153,8 @@ class Gateway:
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Validate and apply one message; reject with a counted reason, never raise."""
+        if topic.startswith(topics.GLOBAL_PREFIX):
+            return None  # our own retained messages, which some brokers echo unasked
         parsed = topics.parse_vehicle_topic(topic)
         if parsed is None:
             return self._reject("unknown_topic", None, topic)
@@ -223,13 +226,15 @@ class Gateway:
 
     def _merge(self, current: Round) -> GlobalModel:
         base = self.model.summary if self.model else ModelSummary.empty(FEATURE_NAMES)
-        summaries = [u.summary for u in current.accepted.values()]
+        updates = list(current.accepted.values())
+        summary = self.strategy.aggregate(base, [u.summary for u in updates])
         self.model = GlobalModel(
             version=(self.model.version if self.model else 0) + 1,
             round=current.number,
-            participants=len(summaries),
-            summary=self.strategy.aggregate(base, summaries),
+            participants=len(updates),
+            summary=summary,
             created_at=self.clock(),
+            noise_std=_merged_noise_std(self.model, updates, summary.n),
         )
         return self.model
 
@@ -237,3 +242,10 @@ class Gateway:
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             log.error("could not publish on %s: %s", topic, mqtt.error_string(info.rc))
+
+
+def _merged_noise_std(previous: GlobalModel | None, updates: list[Update], n: float) -> float:
+    """Per-coordinate noise left in a merge: each summary's noise weighs by its readings."""
+    weighted = (previous.noise_std * previous.summary.n) ** 2 if previous else 0.0
+    weighted += sum((u.noise_std * u.summary.n) ** 2 for u in updates)
+    return math.sqrt(weighted) / n if n else 0.0

@@ -1,0 +1,29 @@
+"""Fixtures: the real brokers that integration tests start themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from broker.embedded import EmbeddedBroker
+from tests.servers import Mosquitto
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> Iterator[Mosquitto]:
+    with Mosquitto() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def embedded_broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(port=0) as server:
+        yield server
+
+
+@pytest.fixture(params=["mosquitto", "embedded"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """The URL of each broker in turn; only the one a test runs on is started."""
+    fixture = "mosquitto" if request.param == "mosquitto" else "embedded_broker"
+    return str(request.getfixturevalue(fixture).url)
