@@ -1,7 +1,7 @@
 """The fleet runner: many vehicles in one process and one thread, each its own MQTT client.
 
 Simulated time advances at ``speedup`` simulated seconds per wall second; every vehicle reads,
-scores and learns one reading per sample period of simulated time. When the machine cannot
+scores and learns one reading per simulated second. When the machine cannot
 keep up, simulated time slows down instead of piling up work, and :attr:`Fleet.lag_s` says by
 how much.
 """
@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 
+from devices.mux import ClientMux
+from devices.simulator import make_fleet
+from devices.vehicle import Outgoing, Vehicle
 from federation import topics
 from federation.messages import Alert
 from federation.privacy import GaussianMechanism
 from federation.transport import MqttTarget, make_client
-
-from devices.mux import ClientMux
-from devices.simulator import make_fleet
-from devices.vehicle import Outgoing, Vehicle
 
 __all__ = ["Fleet", "simulated_vehicles"]
 
@@ -65,8 +64,6 @@ class Fleet:
         that marks it offline.
     speedup
         Simulated seconds per wall second.
-    period_s
-        Simulated seconds between two readings of a vehicle.
     observer
         Called with every :class:`~federation.messages.Alert` a vehicle raises.
     """
@@ -77,14 +74,12 @@ class Fleet:
         vehicles: Sequence[Vehicle],
         *,
         speedup: float = 60.0,
-        period_s: float = 1.0,
         observer: Callable[[Alert], None] | None = None,
     ) -> None:
         if speedup <= 0:
             raise ValueError(f"speedup must be > 0, got {speedup}")
         self.vehicles = list(vehicles)
         self.speedup = speedup
-        self.period_s = period_s
         self.observer = observer or (lambda alert: None)
         self.steps = 0
         self.lag_s = 0.0
@@ -102,10 +97,10 @@ class Fleet:
                 elapsed = time.monotonic() - started
                 if duration_s is not None and elapsed >= duration_s:
                     break
-                due = int(elapsed * self.speedup / self.period_s) - self.steps
+                due = int(elapsed * self.speedup) - self.steps
                 for _ in range(min(max(due, 0), _MAX_STEPS_PER_SLICE)):
                     self._step_all()
-                self.lag_s = max(0.0, due * self.period_s / self.speedup)
+                self.lag_s = max(0.0, due / self.speedup)
                 self._mux.poll(0.0 if due > _MAX_STEPS_PER_SLICE else 0.01)
         finally:
             self._shut_down()

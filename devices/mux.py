@@ -7,9 +7,9 @@ read, write and keep alive, and reconnects lost clients with exponential backoff
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -117,16 +117,14 @@ class ClientMux:
         self._links[client].up = True
 
     def _on_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
-        except (KeyError, ValueError):
-            pass
         link = self._links[client]
         link.up = False
         link.retry_at = time.monotonic() + link.backoff_s
 
-    def _on_want_write(self, client: mqtt.Client, userdata: Any, sock: socket.socket) -> None:
+    def _on_want_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
 
-    def _on_done_writing(self, client: mqtt.Client, userdata: Any, sock: socket.socket) -> None:
+    def _on_done_writing(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self._selector.modify(sock, selectors.EVENT_READ, client)

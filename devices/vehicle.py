@@ -140,7 +140,7 @@ class Vehicle:
 
     def _alert(self, ts_s: float, subsystem: str) -> Outgoing:
         top = self.policy.top()
-        sensors = tuple(t for t in top if abs(t[1]) > 0.5 * self.policy.threshold) or top[:1]
+        sensors = tuple(t for t in top if abs(t[1]) > 0.5 * self.policy.threshold) or tuple(top[:1])
         alert = Alert(self.vehicle_id, ts_s, round(self.policy.level, 3), self.policy.threshold,
                       subsystem, sensors, self.model_version)
         self.alerts.append(alert)

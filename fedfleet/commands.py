@@ -9,13 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from federation import messages
-from federation.privacy import GaussianMechanism
-from federation.transport import MqttTarget, parse_mqtt_url
-
 from broker.embedded import BrokerError, EmbeddedBroker
 from devices.fleet import Fleet, simulated_vehicles
 from devices.simulator import SimulatedVehicle
+from federation import messages
+from federation.privacy import GaussianMechanism
+from federation.transport import MqttTarget, parse_mqtt_url
 from fedfleet.config import ConfigError
 from fedfleet.progress import Progress
 from gateway.service import Gateway

@@ -9,9 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from federation.messages import Alert
-
 from devices.faults import FaultSpec
+from federation.messages import Alert
 from gateway.service import RoundClosed
 
 __all__ = ["Progress"]

@@ -7,11 +7,10 @@ import itertools
 import numpy as np
 from river import covariance, stats
 
+from devices.detector import FleetGaussian
 from federation.features import FEATURE_NAMES
 from federation.summary import ModelSummary
 from gateway.strategy import ExactMerge
-
-from devices.detector import FleetGaussian
 
 # Documented tolerance: float64 rounding of the Chan merge on values in [0, 1].
 ATOL = 1e-12

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from devices.sources import Reading, SensorSource
+from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.features import FEATURE_NAMES, FEATURES
 from federation.messages import GlobalModel, RoundOpen, Update
 from federation.privacy import GaussianMechanism
 from federation.summary import ModelSummary
-
-from devices.sources import Reading, SensorSource
-from devices.vehicle import Vehicle
 
 
 class Steady(SensorSource):
