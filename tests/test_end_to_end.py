@@ -177,3 +177,22 @@ def test_a_burst_of_malformed_updates_leaves_the_gateway_running_and_rounds_corr
     merged = [r for r in system.store.rounds() if r.quorum_met]
     assert all(r.accepted <= VEHICLES for r in merged)
     assert system.store.rejection_counts() == dict(system.gateway.rejected)
+
+
+def test_a_fleet_runs_every_vehicle_on_one_thread_each_with_its_own_client():
+    with Mosquitto() as server:
+        vehicles = _healthy_fleet(200)
+        fleet = Fleet(parse_mqtt_url(server.url), vehicles, speedup=5)
+        stop = threading.Event()
+        before = threading.active_count()
+        thread = threading.Thread(target=fleet.run, args=(stop,))
+        thread.start()
+        try:
+            _wait_for(lambda: fleet._mux.connected() == 200, 30, "200 connected vehicles")
+            threads_while_running = threading.active_count()
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+
+    assert threads_while_running == before + 1
+    assert len({id(c) for c in fleet._clients.values()}) == 200

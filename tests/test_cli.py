@@ -1,0 +1,132 @@
+"""The fedfleet command as a user runs it: exit codes, settings, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedfleet.config import ConfigError, resolve
+from federation import messages, topics
+from federation.messages import Status
+from tests.servers import Mosquitto, free_port
+
+ROOT = Path(__file__).parent.parent
+
+
+def _fedfleet(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedfleet", *args], cwd=cwd, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fleet", "--vehicles", "0"], "vehicles must be at least 1"),
+        (["fleet", "--speedup", "-2"], "speedup must be greater than 0"),
+        (["fleet", "--epsilon-per-round", "0"], "epsilon-per-round must be greater than 0"),
+        (["gateway", "--mqtt", "http://x"], "MQTT URL must start with mqtt://"),
+        (["gateway", "--store", "redis://x"], "unsupported store URL"),
+        (["fleet", "--config", "/nonexistent.toml"], "cannot read config file"),
+        (["broker", "--port", "70000"], "port must be a TCP port"),
+        (["launch"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_clear_message(args, message, tmp_path):
+    process = _fedfleet(*args, cwd=tmp_path)
+
+    output, _ = process.communicate(timeout=30)
+
+    assert process.returncode == 2
+    assert message in output
+    assert "Traceback" not in output
+
+
+def test_an_unreachable_broker_is_a_runtime_failure(tmp_path):
+    process = _fedfleet("gateway", "--mqtt", f"mqtt://127.0.0.1:{free_port()}", cwd=tmp_path)
+
+    output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 1
+    assert "no MQTT broker answered" in output
+
+
+def test_flags_override_environment_which_overrides_the_config_file(tmp_path):
+    config = tmp_path / "fedfleet.toml"
+    config.write_text('vehicles = 7\nseed = 3\nspeedup = 5.0\n[gateway]\nround_seconds = 9\n')
+
+    settings = resolve("fleet", {"seed": 11}, {"FEDFLEET_SPEEDUP": "8"}, str(config))
+    gateway = resolve("gateway", {}, {}, str(config))
+
+    assert (settings["vehicles"], settings["seed"], settings["speedup"]) == (7, 11, 8.0)
+    assert gateway["round_seconds"] == 9.0
+    assert settings["round_seconds"] == 30.0
+
+
+def test_an_unknown_or_mistyped_setting_in_the_config_file_is_refused(tmp_path):
+    config = tmp_path / "fedfleet.toml"
+    config.write_text('vehicels = 7\n')
+    with pytest.raises(ConfigError, match="unknown setting"):
+        resolve("fleet", {}, {}, str(config))
+
+    config.write_text('vehicles = "many"\n')
+    with pytest.raises(ConfigError, match="expected an integer"):
+        resolve("fleet", {}, {}, str(config))
+
+
+@pytest.mark.integration
+def test_sigterm_stops_gateway_and_fleet_cleanly(tmp_path):
+    with Mosquitto() as broker:
+        gateway = _fedfleet("gateway", "--mqtt", broker.url, "--round-seconds", "1",
+                            "--store", "sqlite:///gw.db", cwd=tmp_path)
+        fleet = _fedfleet("fleet", "--mqtt", broker.url, "--vehicles", "5", "--speedup", "100",
+                          cwd=tmp_path)
+        time.sleep(6)
+
+        fleet.send_signal(signal.SIGTERM)
+        outputs = [fleet.communicate(timeout=30)[0]]
+        time.sleep(1)  # the gateway records the offline statuses the fleet just sent
+        gateway.send_signal(signal.SIGTERM)
+        outputs.append(gateway.communicate(timeout=30)[0])
+        statuses = _retained_statuses(broker.url, 5)
+
+    assert [p.returncode for p in (fleet, gateway)] == [0, 0], outputs
+    assert {s.state for s in statuses} == {"offline"}
+    with sqlite3.connect(tmp_path / "gw.db") as db:
+        merged = db.execute("SELECT COUNT(*) FROM rounds WHERE quorum_met = 1").fetchone()[0]
+        offline = db.execute("SELECT COUNT(*) FROM statuses WHERE state = 'offline'").fetchone()
+    assert merged >= 2
+    assert offline[0] == 5
+
+
+def _retained_statuses(url: str, count: int) -> list[Status]:
+    from paho.mqtt import subscribe
+
+    from federation.transport import parse_mqtt_url
+
+    target = parse_mqtt_url(url)
+    received = subscribe.simple(topics.subscription(topics.STATUS), qos=1, msg_count=count,
+                                hostname=target.host, port=target.port, retained=True)
+    return [messages.decode(Status, m.payload) for m in received]
+
+
+@pytest.mark.integration
+def test_the_demo_runs_on_the_embedded_defaults_and_reports_its_figures(tmp_path):
+    process = _fedfleet("demo", "--duration", "15", "--vehicles", "20",
+                        "--mqtt", f"mqtt://127.0.0.1:{free_port()}", cwd=tmp_path)
+
+    output, _ = process.communicate(timeout=120)
+
+    assert process.returncode == 0, output
+    assert "round 2: " in output
+    assert "rounds completed:" in output and "update message:" in output
+    assert (tmp_path / "fedfleet-data" / "demo.db").exists()
