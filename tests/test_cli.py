@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fedfleet.config import ConfigError, resolve
 from federation import messages, topics
 from federation.messages import Status
+from fedfleet.config import ConfigError, resolve
 from tests.servers import Mosquitto, free_port
 
 ROOT = Path(__file__).parent.parent
