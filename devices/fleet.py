@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,12 +26,25 @@ from federation.messages import Alert
 from federation.privacy import GaussianMechanism
 from federation.transport import MqttTarget, make_client
 
-__all__ = ["Fleet", "simulated_vehicles"]
+__all__ = ["Fleet", "FleetStatus", "simulated_vehicles"]
 
 log = logging.getLogger(__name__)
 
 # Work done between two looks at the network, so the fleet stays responsive.
 _MAX_STEPS_PER_SLICE = 2
+_STATUS_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetStatus:
+    """How the fleet is doing, reported to the observer every ten seconds."""
+
+    connected: int
+    vehicles: int
+    simulated_s: float
+    lag_s: float
+    updates_sent: int
+    alerts_raised: int
 
 
 def simulated_vehicles(
@@ -65,7 +79,8 @@ class Fleet:
     speedup
         Simulated seconds per wall second.
     observer
-        Called with every :class:`~federation.messages.Alert` a vehicle raises.
+        Called with every :class:`~federation.messages.Alert` a vehicle raises, and with a
+        :class:`FleetStatus` every ten seconds.
     """
 
     def __init__(
@@ -74,7 +89,7 @@ class Fleet:
         vehicles: Sequence[Vehicle],
         *,
         speedup: float = 60.0,
-        observer: Callable[[Alert], None] | None = None,
+        observer: Callable[[Alert | FleetStatus], None] | None = None,
     ) -> None:
         if speedup <= 0:
             raise ValueError(f"speedup must be > 0, got {speedup}")
@@ -92,11 +107,15 @@ class Fleet:
         for vehicle in self.vehicles:
             self._connect(vehicle)
         started = time.monotonic()
+        next_status = started + _STATUS_EVERY_S
         try:
             while not stop.is_set():
                 elapsed = time.monotonic() - started
                 if duration_s is not None and elapsed >= duration_s:
                     break
+                if elapsed + started >= next_status:
+                    next_status += _STATUS_EVERY_S
+                    self.observer(self.status())
                 due = int(elapsed * self.speedup) - self.steps
                 for _ in range(min(max(due, 0), _MAX_STEPS_PER_SLICE)):
                     self._step_all()
@@ -104,6 +123,12 @@ class Fleet:
                 self._mux.poll(0.0 if due > _MAX_STEPS_PER_SLICE else 0.01)
         finally:
             self._shut_down()
+
+    def status(self) -> FleetStatus:
+        return FleetStatus(
+            self._mux.connected(), len(self.vehicles), float(self.steps), self.lag_s,
+            sum(v.updates_sent for v in self.vehicles), sum(len(v.alerts) for v in self.vehicles),
+        )
 
     def _connect(self, vehicle: Vehicle) -> None:
         will = vehicle.status("offline")

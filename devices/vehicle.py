@@ -91,6 +91,7 @@ class Vehicle:
         self.global_model: GlobalModel | None = None
         self.readings = 0
         self.last_sent_round = 0
+        self.updates_sent = 0
         self.last_update: Outgoing | None = None
         self.alerts: list[Alert] = []
         self.rejected: Counter[str] = Counter()
@@ -169,5 +170,6 @@ class Vehicle:
             self.ledger.epsilon_total, self.clock(), noise_std,
         )
         self.last_sent_round = self.round.round
+        self.updates_sent += 1
         self.last_update = Outgoing(topics.update_topic(self.vehicle_id), messages.encode(update))
         return self.last_update

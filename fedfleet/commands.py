@@ -116,7 +116,7 @@ def demo(settings: dict[str, Any], stop: threading.Event) -> int:
     gw_thread = threading.Thread(target=_guarded, args=(gw.run, stop, failure), name="gateway")
     gw_thread.start()
     try:
-        Fleet(target, vehicles, speedup=settings["speedup"]).run(
+        Fleet(target, vehicles, speedup=settings["speedup"], observer=progress.fleet_only).run(
             stop, duration_s=settings["duration"] or None)
     finally:
         stop.set()

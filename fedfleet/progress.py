@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from devices.faults import FaultSpec
+from devices.fleet import FleetStatus
 from federation.messages import Alert
 from gateway.service import RoundClosed
 
@@ -37,10 +38,23 @@ class Progress:
             self._round(event)
         elif isinstance(event, Alert):
             self._alert(event)
+        elif isinstance(event, FleetStatus):
+            self._fleet(event)
 
     def _print(self, line: str) -> None:
         with self._lock:
             print(f"[{time.monotonic() - self._started:7.1f} s] {line}", file=self.out, flush=True)
+
+    def fleet_only(self, event: Any) -> None:
+        """Take only fleet status: in the demo, alerts are printed as the gateway gets them."""
+        if isinstance(event, FleetStatus):
+            self._fleet(event)
+
+    def _fleet(self, status: FleetStatus) -> None:
+        behind = f", {status.lag_s:.0f} s behind (lower --speedup)" if status.lag_s > 1 else ""
+        self._print(f"fleet: {status.connected}/{status.vehicles} connected, sim "
+                    f"{_hms(status.simulated_s)}{behind}, {status.updates_sent} updates sent, "
+                    f"{status.alerts_raised} alerts raised")
 
     def _round(self, event: RoundClosed) -> None:
         self.rounds.append(event)

@@ -70,6 +70,10 @@ class Store(abc.ABC):
     def alerts(self, limit: int = 100) -> list[Alert]:
         """The most recent alerts, newest first."""
 
+    @abc.abstractmethod
+    def budgets(self) -> dict[str, float]:
+        """Each vehicle's total epsilon spent, as its latest update reported it."""
+
     def flush(self) -> None:  # noqa: B027 - stores that write through need nothing
         """Make everything recorded so far durable."""
 
@@ -158,6 +162,10 @@ class SQLiteStore(Store):
     def alerts(self, limit: int = 100) -> list[Alert]:
         rows = self._read("SELECT payload FROM alerts ORDER BY id DESC LIMIT ?", (limit,))
         return [messages.decode(Alert, r[0].encode()) for r in rows]
+
+    def budgets(self) -> dict[str, float]:
+        rows = self._read("SELECT vehicle_id, MAX(epsilon_total) FROM budgets GROUP BY vehicle_id")
+        return {vehicle: total for vehicle, total in rows}
 
     def statuses(self) -> dict[str, str]:
         return dict(self._read("SELECT vehicle_id, state FROM statuses"))  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from devices.simulator import SimulatedVehicle
 from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.messages import GlobalModel, Status
+from federation.privacy import GaussianMechanism
 from federation.transport import make_client, parse_mqtt_url
 from gateway.service import Gateway
 from gateway.store import SQLiteStore
@@ -81,9 +82,10 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> Non
         time.sleep(0.05)
 
 
-def _healthy_fleet(count: int, start_index: int = 0) -> list[Vehicle]:
+def _healthy_fleet(count: int, start_index: int = 0,
+                   mechanism: GaussianMechanism | None = None) -> list[Vehicle]:
     return [
-        Vehicle(f"veh-{i:04d}", SimulatedVehicle(f"veh-{i:04d}", seed=1), mechanism=None,
+        Vehicle(f"veh-{i:04d}", SimulatedVehicle(f"veh-{i:04d}", seed=1), mechanism=mechanism,
                 rng=np.random.default_rng(i))
         for i in range(start_index, start_index + count)
     ]
@@ -107,7 +109,8 @@ def _retained_model(url: str) -> GlobalModel:
 
 def test_the_fleet_federates_round_after_round_and_a_late_vehicle_gets_the_model_at_once(
         system, broker_url):
-    system.add_fleet(_healthy_fleet(VEHICLES))
+    mechanism = GaussianMechanism(epsilon=1.0, delta=1e-5, clip_norm=0.5)
+    system.add_fleet(_healthy_fleet(VEHICLES, mechanism=mechanism))
 
     _wait_for(lambda: system.gateway.model is not None and system.gateway.model.version >= 3,
               30, "three merged rounds")
@@ -128,6 +131,9 @@ def test_the_fleet_federates_round_after_round_and_a_late_vehicle_gets_the_model
     assert late[0].model_version >= 3
     assert received_after_s < 3.0
     assert system.gateway.rejected == {}
+    assert retained.noise_std > 0
+    budgets = system.store.budgets()
+    assert all(budgets[f"veh-{i:04d}"] >= 2 * mechanism.epsilon for i in range(VEHICLES))
 
 
 def test_a_fault_injected_in_one_vehicle_raises_an_alert_naming_its_subsystem(system):
