@@ -74,6 +74,14 @@ class Store(abc.ABC):
     def budgets(self) -> dict[str, float]:
         """Each vehicle's total epsilon spent, as its latest update reported it."""
 
+    @abc.abstractmethod
+    def statuses(self) -> dict[str, str]:
+        """Each vehicle's last reported state."""
+
+    @abc.abstractmethod
+    def rejection_counts(self) -> dict[str, int]:
+        """How many messages were rejected, by reason."""
+
     def flush(self) -> None:  # noqa: B027 - stores that write through need nothing
         """Make everything recorded so far durable."""
 

@@ -1,0 +1,83 @@
+"""One contract, one suite: every store backend passes the same checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from federation.messages import GlobalModel, Status
+from gateway.store import RoundRecord, SQLiteStore, Store
+from tests import factories
+
+BACKENDS: dict[str, Callable[[Path], Store]] = {
+    "sqlite-file": lambda tmp: SQLiteStore(tmp / "store.db"),
+    "sqlite-memory": lambda tmp: SQLiteStore(":memory:"),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    backend = BACKENDS[request.param](tmp_path)
+    yield backend
+    backend.close()
+
+
+def _model(version: int) -> GlobalModel:
+    return GlobalModel(version, version, 3, factories.summary(seed=version), 1.7e9, 0.01)
+
+
+def test_an_empty_store_has_no_model_rounds_or_alerts(store):
+    assert store.latest_model() is None
+    assert store.rounds() == [] and store.alerts() == [] and store.budgets() == {}
+
+
+def test_the_latest_model_reads_back_exactly(store):
+    for version in (1, 3, 2):
+        store.record_model(_model(version))
+
+    latest = store.latest_model()
+
+    assert latest.version == 3
+    assert latest.summary.n == _model(3).summary.n
+    assert latest.summary.cov.tolist() == _model(3).summary.cov.tolist()
+    assert latest.noise_std == 0.01
+
+
+def test_rounds_and_alerts_come_back_newest_first(store):
+    for number in (1, 2, 3):
+        store.record_round(RoundRecord(number, 0.0, 1.0, 5, 1, number != 2, number))
+        store.record_alert(factories.alert(f"veh-{number:04d}"))
+
+    assert [r.round for r in store.rounds(2)] == [3, 2]
+    assert store.rounds()[1].quorum_met is False
+    assert [a.vehicle_id for a in store.alerts()] == ["veh-0003", "veh-0002", "veh-0001"]
+
+
+def test_budgets_report_each_vehicles_latest_total(store):
+    store.record_budget(factories.update("veh-0001", 1))
+    store.record_budget(replace(factories.update("veh-0001", 2), epsilon_total=2.0))
+
+    assert store.budgets() == {"veh-0001": 2.0}
+
+
+def test_statuses_and_rejections_are_kept(store):
+    store.record_status(Status("veh-0001", "online", 1.0))
+    store.record_status(Status("veh-0001", "offline", 2.0))
+    store.record_rejection(3.0, "not_json", None)
+
+    assert store.statuses() == {"veh-0001": "offline"}
+    assert store.rejection_counts() == {"not_json": 1}
+
+
+def test_what_was_flushed_survives_a_reopen(tmp_path):
+    first = SQLiteStore(tmp_path / "store.db")
+    first.record_model(_model(4))
+    first.close()
+
+    again = SQLiteStore(tmp_path / "store.db")
+
+    assert again.latest_model().version == 4
+    again.close()
