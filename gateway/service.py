@@ -112,7 +112,9 @@ class Gateway:
         try:
             self._inbox.put_nowait((msg.topic, bytes(msg.payload)))
         except queue.Full:
-            self.rejected["overloaded"] += 1
+            dropped = self.rejected["overloaded"] = self.rejected["overloaded"] + 1
+            if dropped % 1000 == 1:
+                log.warning("inbox full: dropped %d messages so far", dropped)
 
     # --- gateway thread ---------------------------------------------------------------
     def run(self, stop: threading.Event, connect_timeout_s: float = 10.0) -> None:
