@@ -202,3 +202,20 @@ def test_a_fleet_runs_every_vehicle_on_one_thread_each_with_its_own_client():
 
     assert threads_while_running == before + 1
     assert len({id(c) for c in fleet._clients.values()}) == 200
+
+
+def test_gateway_and_fleet_come_back_after_the_broker_restarts(tmp_path):
+    with Mosquitto() as server:
+        running = System(server.url, tmp_path / "gateway.db")
+        fleet = running.add_fleet(_healthy_fleet(VEHICLES))
+        try:
+            _wait_for(lambda: running.gateway.model is not None, 20, "a first global model")
+
+            server.restart()
+            version = running.gateway.model.version
+
+            _wait_for(lambda: running.gateway.model.version >= version + 2, 40,
+                      "two merged rounds after the restart")
+            assert fleet._mux.connected() == VEHICLES
+        finally:
+            running.close()
