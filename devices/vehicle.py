@@ -61,6 +61,18 @@ class Vehicle:
         A vehicle with fewer new readings than this sits a round out.
     learn_below
         Readings are learned only while every smoothed residual is below this level.
+
+    Examples
+    --------
+    >>> from devices.simulator import SimulatedVehicle
+    >>> vehicle = Vehicle("veh-0001", SimulatedVehicle("veh-0001", seed=1), mechanism=None,
+    ...                   rng=np.random.default_rng(0), clock=lambda: 0.0)
+    >>> vehicle.on_message(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 60.0, 1, 0)))
+    >>> sent = [out for _ in range(60) for out in vehicle.step()]
+    >>> [(out.topic, out.qos) for out in sent]
+    [('fleet/v1/vehicles/veh-0001/update', 1)]
+    >>> messages.decode(Update, sent[0].payload).summary.n
+    30.0
     """
 
     def __init__(

@@ -62,6 +62,17 @@ class Gateway:
     observer
         Called on the gateway thread with each :class:`RoundClosed` and each accepted
         :class:`~federation.messages.Alert`.
+
+    Examples
+    --------
+    Messages are validated before they touch anything; a bad one is counted by reason:
+
+    >>> from gateway.store import SQLiteStore
+    >>> gateway = Gateway(MqttTarget("127.0.0.1", 1883), SQLiteStore(":memory:"))
+    >>> gateway.handle("fleet/v1/vehicles/veh-0001/update", b"not json")
+    >>> gateway.handle("fleet/v1/vehicles/veh-0001/alert", b'{"v": 1}')
+    >>> dict(gateway.rejected)
+    {'not_json': 1, 'missing_field': 1}
     """
 
     def __init__(
