@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 # The real servers the integration tests start themselves (Debian packages).
 servers:
-	@if ! command -v mosquitto >/dev/null && ! [ -x /usr/sbin/mosquitto ]; then \
+	@if ! [ -x /usr/sbin/mosquitto ] || ! command -v mosquitto_pub >/dev/null; then \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients; \
 	fi
