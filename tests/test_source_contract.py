@@ -37,9 +37,3 @@ def test_readings_hold_only_known_features_with_finite_values(source):
         assert set(reading.values) <= set(FEATURE_NAMES)
         assert all(math.isfinite(v) for v in reading.values.values())
 
-
-def test_close_releases_the_source_and_may_be_called_twice(source):
-    _readings(source, 10)
-
-    source.close()
-    source.close()
