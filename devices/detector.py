@@ -81,7 +81,7 @@ class FleetGaussian(base.AnomalyDetector):
         self._prior = ModelSummary.empty(FEATURE_NAMES)
         self._mean = np.zeros(len(FEATURE_NAMES))
         self._precision: np.ndarray | None = None
-        self._stale = 0
+        self._stale = refresh_every  # readings learned since the precision was computed
         self.recent_readings = 0
         self._z = np.zeros(len(HEALTH_FEATURES))
         self._scale = np.ones(len(HEALTH_FEATURES))
@@ -93,7 +93,7 @@ class FleetGaussian(base.AnomalyDetector):
             self._stale += 1
 
     def score_one(self, x: dict[Hashable, Any]) -> float:
-        if self._precision is None or self._stale >= self.refresh_every:
+        if self._stale >= self.refresh_every:
             self._refresh()
         if self._precision is None:
             self._z[:] = 0.0
@@ -128,7 +128,7 @@ class FleetGaussian(base.AnomalyDetector):
         """
         usable = noise_std <= self.max_prior_noise
         self._prior = summary.weighted(min(summary.n, self.prior_readings) if usable else 0.0)
-        self._precision = None
+        self._stale = self.refresh_every
 
     def _recent_summary(self) -> ModelSummary:
         return ModelSummary.from_river(self._recent, FEATURE_NAMES)
