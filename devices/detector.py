@@ -22,7 +22,11 @@ from river import base, compose, covariance
 from federation.features import FEATURE_NAMES, HEALTH_FEATURES, scale
 from federation.summary import ModelSummary
 
-__all__ = ["FleetGaussian", "make_pipeline"]
+__all__ = ["MAX_PRIOR_NOISE", "FleetGaussian", "make_pipeline"]
+
+# Residual variances of healthy sensors are about 1e-4 in scaled units: a prior with noise
+# much above this per coordinate would bury them.
+MAX_PRIOR_NOISE = 1e-5
 
 _HEALTH = np.array([FEATURE_NAMES.index(name) for name in HEALTH_FEATURES])
 
@@ -69,7 +73,7 @@ class FleetGaussian(base.AnomalyDetector):
         refresh_every: int = 120,
         ridge: float = 1e-5,
         min_readings: int = 3000,
-        max_prior_noise: float = 1e-5,
+        max_prior_noise: float = MAX_PRIOR_NOISE,
     ) -> None:
         self.max_prior_noise = max_prior_noise
         self.prior_readings = prior_readings

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from devices.detector import MAX_PRIOR_NOISE
 from devices.faults import FaultSpec
 from devices.fleet import FleetStatus
 from federation.messages import Alert
@@ -63,9 +64,12 @@ class Progress:
             self._print(f"round {r.round}: quorum not met ({r.accepted} updates), "
                         f"keeping model v{r.model_version}")
             return
+        noise = event.model.noise_std
+        usable = "" if noise <= MAX_PRIOR_NOISE else " (too noisy to serve as a prior)"
         self._print(f"round {r.round}: {r.accepted} vehicles merged ({event.online} online, "
                     f"{r.rejected} rejected) -> model v{r.model_version}, "
-                    f"{event.model.summary.n:,.0f} readings | alerts so far {len(self.alerts)}")
+                    f"{event.model.summary.n:,.0f} readings, privacy noise {noise:.2g}{usable}"
+                    f" | alerts so far {len(self.alerts)}")
 
     def classify(self, alert: Alert) -> str:
         """``detected`` (a fault after its onset, right subsystem), ``wrong subsystem``
