@@ -130,3 +130,19 @@ def test_the_demo_runs_on_the_embedded_defaults_and_reports_its_figures(tmp_path
     assert "round 2: " in output
     assert "rounds completed:" in output and "update message:" in output
     assert (tmp_path / "fedfleet-data" / "demo.db").exists()
+
+
+@pytest.mark.integration
+def test_a_killed_fleet_is_marked_offline_by_each_vehicles_last_will(tmp_path):
+    with Mosquitto() as broker:
+        fleet = _fedfleet("fleet", "--mqtt", broker.url, "--vehicles", "4", cwd=tmp_path)
+        online = _retained_statuses(broker.url, 4)
+
+        fleet.kill()
+        fleet.wait(timeout=10)
+        time.sleep(0.5)
+        after = _retained_statuses(broker.url, 4)
+
+    assert {s.state for s in online} == {"online"}
+    assert {s.state for s in after} == {"offline"}
+    assert {s.vehicle_id for s in after} == {f"veh-{i:04d}" for i in range(4)}
