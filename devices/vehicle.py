@@ -8,6 +8,7 @@ keeps the behaviour testable without a broker and identical for simulated and re
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -122,17 +123,28 @@ class Vehicle:
         if reading is None:
             return []
         out = []
-        self.pipeline.score_one(reading.values)
+        values = self._finite(reading.values)
+        self.pipeline.score_one(values)
         subsystem = self.policy.observe(reading.ts_s, self.detector.residuals())
         # A sensor under suspicion is not learned from, so a slow fault is not absorbed.
         if self.policy.level < self.learn_below:
-            self.pipeline.learn_one(reading.values)
+            self.pipeline.learn_one(values)
         self.readings += 1
         if subsystem is not None:
             out.append(self._alert(reading.ts_s, subsystem))
         if self._should_update():
             out.append(self._update())
         return out
+
+    def _finite(self, values: dict[str, float]) -> dict[str, float]:
+        """Drop NaN and infinite values: the channel counts as missing for this reading."""
+        finite = {k: v for k, v in values.items() if math.isfinite(v)}
+        if len(finite) < len(values):
+            dropped = self.rejected["not_finite"] = self.rejected["not_finite"] + 1
+            if dropped % 1000 == 1:
+                log.warning("%s: %d readings with NaN or infinite values so far (%s)",
+                            self.vehicle_id, dropped, sorted(set(values) - set(finite)))
+        return finite
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """Take a round or global model from the broker; reject anything invalid, never raise."""

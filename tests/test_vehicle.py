@@ -140,3 +140,18 @@ def test_a_global_model_buried_in_privacy_noise_is_not_used_as_prior():
 
     assert vehicle.model_version == 3
     assert vehicle.detector.model().n == 0
+
+
+def test_nan_and_infinite_values_are_dropped_counted_and_never_learned():
+    vehicle = _vehicle()
+    for _ in range(100):
+        vehicle.step()
+    learned = vehicle.detector.recent_readings
+    vehicle.source.read = lambda: Reading(999.0, dict.fromkeys(FEATURE_NAMES, float("nan")) | {
+        "battery_v": float("inf")})
+
+    vehicle.step()
+
+    assert vehicle.rejected == {"not_finite": 1}
+    assert vehicle.detector.recent_readings == learned
+    assert np.isfinite(vehicle.detector.model().cov).all()
