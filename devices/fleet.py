@@ -3,12 +3,13 @@
 Simulated time advances at ``speedup`` simulated seconds per wall second; every vehicle reads,
 scores and learns one reading per simulated second. When the machine cannot
 keep up, simulated time slows down instead of piling up work, and :attr:`Fleet.lag_s` says by
-how much.
+how many wall seconds it has fallen behind.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -107,19 +108,22 @@ class Fleet:
         for vehicle in self.vehicles:
             self._connect(vehicle)
         started = time.monotonic()
+        deadline = math.inf if duration_s is None else started + duration_s
         next_status = started + _STATUS_EVERY_S
+        backlog_limit = max(_MAX_STEPS_PER_SLICE, int(self.speedup))  # a wall second's work
         try:
-            while not stop.is_set():
-                elapsed = time.monotonic() - started
-                if duration_s is not None and elapsed >= duration_s:
-                    break
-                if elapsed + started >= next_status:
+            while not stop.is_set() and (now := time.monotonic()) < deadline:
+                if now >= next_status:
                     next_status += _STATUS_EVERY_S
                     self.observer(self.status())
-                due = int(elapsed * self.speedup) - self.steps
+                due = int((now - started) * self.speedup) - self.steps
+                if due > backlog_limit:  # give the excess up: simulated time slows down
+                    excess_s = (due - backlog_limit) / self.speedup
+                    started += excess_s
+                    self.lag_s += excess_s
+                    due = backlog_limit
                 for _ in range(min(max(due, 0), _MAX_STEPS_PER_SLICE)):
                     self._step_all()
-                self.lag_s = max(0.0, due / self.speedup)
                 self._mux.poll(0.0 if due > _MAX_STEPS_PER_SLICE else 0.01)
         finally:
             self._shut_down()

@@ -52,7 +52,8 @@ class Progress:
             self._fleet(event)
 
     def _fleet(self, status: FleetStatus) -> None:
-        behind = f", {status.lag_s:.0f} s behind (lower --speedup)" if status.lag_s > 1 else ""
+        behind = (f", {status.lag_s:.0f} s behind the asked speed (lower --speedup)"
+                  if status.lag_s >= 1 else "")
         self._print(f"fleet: {status.connected}/{status.vehicles} connected, sim "
                     f"{_hms(status.simulated_s)}{behind}, {status.updates_sent} updates sent, "
                     f"{status.alerts_raised} alerts raised")
