@@ -57,6 +57,8 @@ def _fleet_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speedup", type=float, metavar="X",
                         help="simulated seconds per wall second")
     parser.add_argument("--fault-fraction", type=float, metavar="F")
+    parser.add_argument("--privacy", choices=["local", "off"],
+                        help="noise each update on the vehicle (default), or send exact summaries")
     parser.add_argument("--epsilon-per-round", type=float, metavar="E")
     parser.add_argument("--delta", type=float, metavar="D")
 
@@ -74,6 +76,7 @@ def _check(settings: dict[str, Any]) -> None:
         ("clip_norm", lambda v: v > 0, "greater than 0"),
         ("port", lambda v: 1 <= v <= 65535, "a TCP port (1-65535)"),
         ("duration", lambda v: v >= 0, "0 or more"),
+        ("privacy", lambda v: v in ("local", "off"), "local or off"),
     ]
     for key, ok, meaning in rules:
         if not ok(settings[key]):

@@ -69,8 +69,8 @@ def gateway(settings: dict[str, Any], stop: threading.Event) -> int:
 
 
 def _vehicles(settings: dict[str, Any], start_ts_s: float) -> list[Any]:
-    mechanism = GaussianMechanism(settings["epsilon_per_round"], settings["delta"],
-                                  settings["clip_norm"])
+    mechanism = None if settings["privacy"] == "off" else GaussianMechanism(
+        settings["epsilon_per_round"], settings["delta"], settings["clip_norm"])
     return simulated_vehicles(settings["vehicles"], settings["seed"], mechanism,
                               fault_fraction=settings["fault_fraction"], start_ts_s=start_ts_s)
 
@@ -108,9 +108,12 @@ def demo(settings: dict[str, Any], stop: threading.Event) -> int:
     start = time.time()
     vehicles = _vehicles(settings, start)
     progress = Progress(faults=_faults(vehicles), sim_start_s=start)
+    privacy = ("off" if settings["privacy"] == "off" else
+               f"epsilon {settings['epsilon_per_round']:g} per round")
     print(f"fedfleet demo: {len(vehicles)} vehicles ({len(progress.faults)} with an injected "
           f"fault), speedup {settings['speedup']:g}x, rounds of {settings['round_seconds']:g} s,"
-          f" broker {embedded.url}, store {DEMO_STORE}; Ctrl-C to stop", flush=True)
+          f" privacy {privacy}, broker {embedded.url}, store {DEMO_STORE}; Ctrl-C to stop",
+          flush=True)
     gw = _gateway(settings, target, store, progress)
     failure: list[BaseException] = []
     gw_thread = threading.Thread(target=_guarded, args=(gw.run, stop, failure), name="gateway")

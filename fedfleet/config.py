@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "speedup": 60.0,
     "fault_fraction": 0.2,
+    "privacy": "local",
     "epsilon_per_round": 1.0,
     "delta": 1e-5,
     "clip_norm": 0.5,

@@ -39,6 +39,7 @@ def _fedfleet(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
         (["fleet", "--config", "/nonexistent.toml"], "cannot read config file"),
         (["broker", "--port", "70000"], "port must be a TCP port"),
         (["launch"], "invalid choice"),
+        (["demo", "--privacy", "maybe"], "invalid choice"),
     ],
 )
 def test_usage_errors_exit_2_with_a_clear_message(args, message, tmp_path):
