@@ -104,6 +104,7 @@ class Gateway:
         self.round: Round | None = None
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(MAX_QUEUED_MESSAGES)
         self._connected = threading.Event()
+        self._refused = ""
         self._client = make_client(client_id, target)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
@@ -114,7 +115,8 @@ class Gateway:
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
     ) -> None:
         if rc.is_failure:
-            log.error("broker refused the gateway: %s", rc)
+            self._refused = str(rc)
+            self._connected.set()
             return
         client.subscribe([(topics.subscription(kind), 1) for kind in topics.VEHICLE_KINDS])
         self._connected.set()
@@ -138,6 +140,8 @@ class Gateway:
                     f"no MQTT broker answered at {self._target.host}:{self._target.port} "
                     f"within {connect_timeout_s:g} s"
                 )
+            if self._refused:
+                raise ConnectionError(f"the broker refused the gateway: {self._refused}")
             if self.model is not None:
                 self._publish(topics.MODEL_TOPIC, messages.encode(self.model), retain=True)
             self._open_round()
@@ -181,6 +185,8 @@ class Gateway:
             else:
                 self._on_status(vehicle, messages.decode(Status, payload))
         except MessageError as exc:
+            if kind == topics.UPDATE and self.round is not None:
+                self.round.rejected[exc.reason] += 1
             self._reject(exc.reason, vehicle, f"{topic}: {exc}")
 
     def _reject(self, reason: str, vehicle: str | None, detail: str) -> None:

@@ -147,3 +147,13 @@ def test_a_killed_fleet_is_marked_offline_by_each_vehicles_last_will(tmp_path):
     assert {s.state for s in online} == {"online"}
     assert {s.state for s in after} == {"offline"}
     assert {s.vehicle_id for s in after} == {f"veh-{i:04d}" for i in range(4)}
+
+
+@pytest.mark.integration
+def test_a_broker_that_refuses_the_gateway_is_a_runtime_failure_that_says_why(tmp_path):
+    with Mosquitto(options={"allow_anonymous": "false"}) as broker:
+        process = _fedfleet("gateway", "--mqtt", broker.url, cwd=tmp_path)
+        output, _ = process.communicate(timeout=30)
+
+    assert process.returncode == 1
+    assert "the broker refused the gateway: Not authorized" in output

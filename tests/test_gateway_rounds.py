@@ -59,6 +59,7 @@ def test_bad_updates_are_counted_recorded_and_do_not_touch_the_round(gw, topic_v
 
     assert gw.rejected == {reason: 1}
     assert gw.round.accepted == {}
+    assert gw.round.rejected == {reason: 1}
     assert gw.store.rejection_counts() == {reason: 1}
 
 
