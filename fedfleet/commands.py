@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from broker.embedded import BrokerError, EmbeddedBroker
+from devices.faults import FaultSpec
 from devices.fleet import Fleet, simulated_vehicles
 from devices.simulator import SimulatedVehicle
+from devices.vehicle import Vehicle
 from federation import messages
 from federation.privacy import GaussianMechanism
 from federation.transport import MqttTarget, parse_mqtt_url
@@ -68,7 +70,7 @@ def gateway(settings: dict[str, Any], stop: threading.Event) -> int:
     return 0
 
 
-def _vehicles(settings: dict[str, Any], start_ts_s: float) -> list[Any]:
+def _vehicles(settings: dict[str, Any], start_ts_s: float) -> list[Vehicle]:
     mechanism = None if settings["privacy"] == "off" else GaussianMechanism(
         settings["epsilon_per_round"], settings["delta"], settings["clip_norm"])
     return simulated_vehicles(settings["vehicles"], settings["seed"], mechanism,
@@ -83,7 +85,7 @@ def fleet(settings: dict[str, Any], stop: threading.Event) -> int:
     return 0
 
 
-def _faults(vehicles: list[Any]) -> dict[str, Any]:
+def _faults(vehicles: list[Vehicle]) -> dict[str, FaultSpec]:
     return {v.vehicle_id: v.source.fault for v in vehicles
             if isinstance(v.source, SimulatedVehicle) and v.source.fault is not None}
 
