@@ -131,7 +131,7 @@ class Fleet:
     def status(self) -> FleetStatus:
         return FleetStatus(
             self._mux.connected(), len(self.vehicles), float(self.steps), self.lag_s,
-            sum(v.updates_sent for v in self.vehicles), sum(len(v.alerts) for v in self.vehicles),
+            sum(v.updates_sent for v in self.vehicles), sum(v.alerts_raised for v in self.vehicles),
         )
 
     def _connect(self, vehicle: Vehicle) -> None:
@@ -160,8 +160,8 @@ class Fleet:
         for vehicle in self.vehicles:
             for out in vehicle.step():
                 self._send(self._clients[vehicle.vehicle_id], out)
-                if out.topic.endswith("/alert"):
-                    self.observer(vehicle.alerts[-1])
+                if isinstance(out.message, Alert):
+                    self.observer(out.message)
 
     def _send(self, client: mqtt.Client, out: Outgoing) -> None:
         info = client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)

@@ -21,7 +21,15 @@ from devices.detector import FleetGaussian, make_pipeline
 from devices.sources import SensorSource
 from federation import messages, topics
 from federation.features import FEATURE_NAMES
-from federation.messages import Alert, GlobalModel, MessageError, RoundOpen, Status, Update
+from federation.messages import (
+    Alert,
+    GlobalModel,
+    Message,
+    MessageError,
+    RoundOpen,
+    Status,
+    Update,
+)
 from federation.privacy import GaussianMechanism, Ledger
 from federation.summary import ModelSummary
 
@@ -37,12 +45,17 @@ _PUBLIC_CENTRE = ModelSummary(
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A message to publish."""
+    """A message to publish: where, the message itself, and its encoded payload."""
 
     topic: str
+    message: Message
     payload: bytes
-    qos: int = 1
     retain: bool = False
+    qos: int = 1
+
+    @classmethod
+    def of(cls, topic: str, message: Message, retain: bool = False) -> Outgoing:
+        return cls(topic, message, messages.encode(message), retain)
 
 
 class Vehicle:
@@ -106,7 +119,7 @@ class Vehicle:
         self.last_sent_round = 0
         self.updates_sent = 0
         self.last_update: Outgoing | None = None
-        self.alerts: list[Alert] = []
+        self.alerts_raised = 0
         self.rejected: Counter[str] = Counter()
 
     @property
@@ -114,8 +127,8 @@ class Vehicle:
         return self.global_model.version if self.global_model else 0
 
     def status(self, state: str) -> Outgoing:
-        payload = messages.encode(Status(self.vehicle_id, state, self.clock()))
-        return Outgoing(topics.status_topic(self.vehicle_id), payload, retain=True)
+        status = Status(self.vehicle_id, state, self.clock())
+        return Outgoing.of(topics.status_topic(self.vehicle_id), status, retain=True)
 
     def step(self) -> list[Outgoing]:
         """Read one reading (if any), score it, learn it; return what to publish."""
@@ -168,8 +181,8 @@ class Vehicle:
         sensors = tuple(t for t in top if abs(t[1]) > 0.5 * self.policy.threshold) or tuple(top[:1])
         alert = Alert(self.vehicle_id, ts_s, round(self.policy.level, 3), self.policy.threshold,
                       subsystem, sensors, self.model_version)
-        self.alerts.append(alert)
-        return Outgoing(topics.alert_topic(self.vehicle_id), messages.encode(alert))
+        self.alerts_raised += 1
+        return Outgoing.of(topics.alert_topic(self.vehicle_id), alert)
 
     def _should_update(self) -> bool:
         return (
@@ -195,5 +208,5 @@ class Vehicle:
         )
         self.last_sent_round = self.round.round
         self.updates_sent += 1
-        self.last_update = Outgoing(topics.update_topic(self.vehicle_id), messages.encode(update))
+        self.last_update = Outgoing.of(topics.update_topic(self.vehicle_id), update)
         return self.last_update

@@ -42,6 +42,7 @@ __all__ = [
     "VERSION",
     "Alert",
     "GlobalModel",
+    "Message",
     "MessageError",
     "RoundOpen",
     "Status",
