@@ -25,7 +25,7 @@ from federation.messages import Alert, GlobalModel, MessageError, RoundOpen, Sta
 from federation.summary import ModelSummary
 from federation.transport import MqttTarget, make_client
 from gateway.rounds import Round
-from gateway.store import RoundRecord, Store
+from gateway.store import RoundRecord, Store, Traffic
 from gateway.strategy import ExactMerge, Strategy
 
 __all__ = ["Gateway", "RoundClosed"]
@@ -100,6 +100,7 @@ class Gateway:
         self.received: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.online: set[str] = set()
+        self._traffic: dict[str, Traffic] = {}
         self.model: GlobalModel | None = store.latest_model()
         self.round: Round | None = None
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(MAX_QUEUED_MESSAGES)
@@ -154,6 +155,7 @@ class Gateway:
         finally:
             self._client.disconnect()
             self._client.loop_stop()
+            self._flush_traffic()
             self.store.flush()
 
     def _drain(self, timeout_s: float) -> None:
@@ -177,6 +179,7 @@ class Gateway:
             return self._reject("unknown_topic", None, topic)
         vehicle, kind = parsed
         self.received[kind] += 1
+        self._count(kind, Traffic(1, len(payload)))
         try:
             if kind == topics.UPDATE:
                 self._on_update(vehicle, messages.decode(Update, payload))
@@ -199,6 +202,7 @@ class Gateway:
         reason = self.round.offer(vehicle, update)
         if reason is not None:
             return self._reject(reason, vehicle, f"update from {vehicle} for round {update.round}")
+        self._count(topics.UPDATE, Traffic(0, 0, round(update.summary.n)))
         self.store.record_budget(update)
 
     def _on_alert(self, vehicle: str, alert: Alert) -> None:
@@ -240,6 +244,7 @@ class Gateway:
             self.model.version if self.model else 0,
         )
         self.store.record_round(record)
+        self._flush_traffic()
         self.store.flush()
         self.observer(RoundClosed(record, model, len(self.online)))
 
@@ -257,7 +262,19 @@ class Gateway:
         )
         return self.model
 
+    def _count(self, kind: str, traffic: Traffic) -> None:
+        self._traffic[kind] = self._traffic.get(kind, Traffic(0, 0)) + traffic
+
+    def _flush_traffic(self) -> None:
+        now = self.clock()
+        for kind, traffic in self._traffic.items():
+            self.store.record_traffic(now, kind, traffic)
+        self._traffic.clear()
+
     def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        # The broker hands a global message to every subscribed vehicle: count those copies.
+        copies = len(self.online)
+        self._count(topic.rsplit("/", 1)[-1], Traffic(copies, copies * len(payload)))
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             log.error("could not publish on %s: %s", topic, mqtt.error_string(info.rc))

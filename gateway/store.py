@@ -17,7 +17,15 @@ from typing import Any
 from federation import messages
 from federation.messages import Alert, GlobalModel, Status, Update
 
-__all__ = ["RoundRecord", "SQLiteStore", "Store", "StoreError", "open_store"]
+__all__ = [
+    "RoundRecord",
+    "SQLiteStore",
+    "Store",
+    "StoreError",
+    "Traffic",
+    "VehicleRecord",
+    "open_store",
+]
 
 
 class StoreError(RuntimeError):
@@ -35,6 +43,42 @@ class RoundRecord:
     rejected: int
     quorum_met: bool
     model_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleRecord:
+    """What the store knows of one vehicle, from its statuses, alerts and accepted updates.
+
+    ``state`` is ``"online"`` or ``"offline"`` from its latest status (``status_ts``, the
+    vehicle's clock), or ``"unknown"`` when none was stored. ``updates`` counts the rounds its
+    update was accepted into; ``epsilon_spent`` is the total its latest accepted update
+    reported.
+    """
+
+    vehicle_id: str
+    state: str
+    status_ts: float | None
+    alerts: int
+    last_alert: Alert | None
+    updates: int
+    epsilon_spent: float
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """Messages of one kind and their payload bytes; ``readings`` that accepted updates summarised.
+
+    >>> Traffic(2, 300, 60) + Traffic(1, 100)
+    Traffic(messages=3, payload_bytes=400, readings=60)
+    """
+
+    messages: int
+    payload_bytes: int
+    readings: int = 0
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(self.messages + other.messages, self.payload_bytes + other.payload_bytes,
+                       self.readings + other.readings)
 
 
 class Store(abc.ABC):
@@ -57,6 +101,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def record_rejection(self, ts: float, reason: str, vehicle_id: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def record_traffic(self, ts: float, kind: str, traffic: Traffic) -> None:
+        """Add ``traffic`` to the running totals of ``kind`` (``update``, ``alert``, ...)."""
 
     @abc.abstractmethod
     def latest_model(self) -> GlobalModel | None:
@@ -82,6 +130,19 @@ class Store(abc.ABC):
     def rejection_counts(self) -> dict[str, int]:
         """How many messages were rejected, by reason."""
 
+    @abc.abstractmethod
+    def vehicles(self) -> list[VehicleRecord]:
+        """Every vehicle seen in a status, an alert or an accepted update, by id."""
+
+    @abc.abstractmethod
+    def participants(self, limit: int = 20) -> dict[int, list[str]]:
+        """The vehicles (sorted) whose updates were accepted, for each of the ``limit`` most
+        recent rounds that accepted any."""
+
+    @abc.abstractmethod
+    def traffic(self) -> dict[str, Traffic]:
+        """The totals of :meth:`record_traffic`, by kind."""
+
     def flush(self) -> None:  # noqa: B027 - stores that write through need nothing
         """Make everything recorded so far durable."""
 
@@ -96,11 +157,25 @@ CREATE TABLE IF NOT EXISTS models (version INTEGER PRIMARY KEY, round INTEGER,
     participants INTEGER, readings REAL, created_at REAL, payload TEXT);
 CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY, vehicle_id TEXT, ts REAL,
     subsystem TEXT, score REAL, threshold REAL, model_version INTEGER, payload TEXT);
+CREATE INDEX IF NOT EXISTS alerts_by_vehicle ON alerts (vehicle_id, id);
 CREATE TABLE IF NOT EXISTS statuses (vehicle_id TEXT PRIMARY KEY, state TEXT, ts REAL);
 CREATE TABLE IF NOT EXISTS budgets (vehicle_id TEXT, round INTEGER, epsilon REAL,
     delta REAL, epsilon_total REAL, PRIMARY KEY (vehicle_id, round));
 CREATE TABLE IF NOT EXISTS rejections (id INTEGER PRIMARY KEY, ts REAL, reason TEXT,
     vehicle_id TEXT);
+CREATE TABLE IF NOT EXISTS traffic (kind TEXT PRIMARY KEY, messages INTEGER,
+    payload_bytes INTEGER, readings INTEGER, updated_at REAL);
+"""
+
+_VEHICLES = """
+WITH ids AS (SELECT vehicle_id FROM statuses UNION SELECT vehicle_id FROM alerts
+             UNION SELECT vehicle_id FROM budgets)
+SELECT ids.vehicle_id, COALESCE(s.state, 'unknown'), s.ts,
+    (SELECT COUNT(*) FROM alerts a WHERE a.vehicle_id = ids.vehicle_id),
+    (SELECT payload FROM alerts a WHERE a.vehicle_id = ids.vehicle_id ORDER BY id DESC LIMIT 1),
+    (SELECT COUNT(*) FROM budgets b WHERE b.vehicle_id = ids.vehicle_id),
+    (SELECT COALESCE(MAX(epsilon_total), 0.0) FROM budgets b WHERE b.vehicle_id = ids.vehicle_id)
+FROM ids LEFT JOIN statuses s ON s.vehicle_id = ids.vehicle_id ORDER BY ids.vehicle_id
 """
 
 
@@ -159,6 +234,14 @@ class SQLiteStore(Store):
     def record_rejection(self, ts: float, reason: str, vehicle_id: str | None) -> None:
         self._write("INSERT INTO rejections VALUES (NULL,?,?,?)", (ts, reason, vehicle_id))
 
+    def record_traffic(self, ts: float, kind: str, traffic: Traffic) -> None:
+        self._write(
+            "INSERT INTO traffic VALUES (?,?,?,?,?) ON CONFLICT (kind) DO UPDATE SET "
+            "messages = messages + excluded.messages, "
+            "payload_bytes = payload_bytes + excluded.payload_bytes, "
+            "readings = readings + excluded.readings, updated_at = excluded.updated_at",
+            (kind, traffic.messages, traffic.payload_bytes, traffic.readings, ts))
+
     def latest_model(self) -> GlobalModel | None:
         rows = self._read("SELECT payload FROM models ORDER BY version DESC LIMIT 1")
         return messages.decode(GlobalModel, rows[0][0].encode()) if rows else None
@@ -181,6 +264,26 @@ class SQLiteStore(Store):
     def rejection_counts(self) -> dict[str, int]:
         rows = self._read("SELECT reason, COUNT(*) FROM rejections GROUP BY reason")
         return {reason: count for reason, count in rows}
+
+    def vehicles(self) -> list[VehicleRecord]:
+        return [
+            VehicleRecord(vehicle, state, ts, alerts,
+                          messages.decode(Alert, last.encode()) if last else None, updates, eps)
+            for vehicle, state, ts, alerts, last, updates, eps in self._read(_VEHICLES)
+        ]
+
+    def participants(self, limit: int = 20) -> dict[int, list[str]]:
+        rows = self._read(
+            "SELECT round, vehicle_id FROM budgets WHERE round IN (SELECT DISTINCT round "
+            "FROM budgets ORDER BY round DESC LIMIT ?) ORDER BY round DESC, vehicle_id", (limit,))
+        found: dict[int, list[str]] = {}
+        for number, vehicle in rows:
+            found.setdefault(number, []).append(vehicle)
+        return found
+
+    def traffic(self) -> dict[str, Traffic]:
+        rows = self._read("SELECT kind, messages, payload_bytes, readings FROM traffic")
+        return {kind: Traffic(m, b, r) for kind, m, b, r in rows}
 
     def flush(self) -> None:
         with self._lock:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from federation import messages, topics
+from federation.messages import Status
 from federation.transport import MqttTarget
 from gateway.service import Gateway, RoundClosed
-from gateway.store import SQLiteStore
+from gateway.store import SQLiteStore, Traffic
 from tests import factories
 
 
@@ -133,3 +135,24 @@ def test_a_restarted_gateway_resumes_from_the_stored_model(gw):
 
     assert again.model.version == 1
     assert again.round.number == 2
+
+
+def test_traffic_counts_every_message_and_the_readings_of_accepted_updates():
+    gateway = Gateway(MqttTarget("127.0.0.1", 1), SQLiteStore(":memory:"), min_updates=1,
+                      clock=Clock())
+    gateway._client.publish = lambda *args, **kwargs: SimpleNamespace(rc=0)  # type: ignore
+    gateway._open_round()
+    status = messages.encode(Status("veh-0001", "online", 1.0))
+    update = messages.encode(factories.update("veh-0001"))
+    gateway.handle(topics.status_topic("veh-0001"), status)
+    gateway.handle(topics.update_topic("veh-0001"), update)
+    gateway.handle(topics.update_topic("veh-0001"), update)  # a duplicate: sent, not learned
+    gateway.handle(topics.update_topic("veh-0002"), b"junk")
+
+    gateway._close_round()
+
+    traffic = gateway.store.traffic()
+    assert traffic["status"] == Traffic(1, len(status))
+    assert traffic["update"] == Traffic(3, 2 * len(update) + 4, factories.summary().n)
+    model = messages.encode(gateway.model)
+    assert traffic["model"] == Traffic(1, len(model))  # one copy for the one vehicle online

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from federation.messages import GlobalModel, Status
-from gateway.store import RoundRecord, SQLiteStore, Store
+from gateway.store import RoundRecord, SQLiteStore, Store, Traffic
 from tests import factories
 
 BACKENDS: dict[str, Callable[[Path], Store]] = {
@@ -32,6 +32,7 @@ def _model(version: int) -> GlobalModel:
 def test_an_empty_store_has_no_model_rounds_or_alerts(store):
     assert store.latest_model() is None
     assert store.rounds() == [] and store.alerts() == [] and store.budgets() == {}
+    assert store.vehicles() == [] and store.participants() == {} and store.traffic() == {}
 
 
 def test_the_latest_model_reads_back_exactly(store):
@@ -72,12 +73,53 @@ def test_statuses_and_rejections_are_kept(store):
     assert store.rejection_counts() == {"not_json": 1}
 
 
+def test_vehicles_join_status_alerts_and_accepted_updates(store):
+    store.record_status(Status("veh-0002", "online", 5.0))
+    store.record_status(Status("veh-0001", "online", 1.0))
+    store.record_status(Status("veh-0001", "offline", 2.0))
+    store.record_alert(factories.alert("veh-0001"))
+    store.record_alert(replace(factories.alert("veh-0001"), ts=1.8e9, subsystem="charging"))
+    store.record_alert(factories.alert("veh-0003"))
+    for number in (1, 2):
+        store.record_budget(replace(factories.update("veh-0001", number), epsilon_total=number))
+
+    one, two, three = store.vehicles()
+
+    assert (one.vehicle_id, one.state, one.status_ts) == ("veh-0001", "offline", 2.0)
+    assert (one.alerts, one.last_alert.subsystem, one.last_alert.ts) == (2, "charging", 1.8e9)
+    assert (one.updates, one.epsilon_spent) == (2, 2.0)
+    assert (two.vehicle_id, two.state, two.alerts, two.last_alert) == (
+        "veh-0002", "online", 0, None)
+    assert (two.updates, two.epsilon_spent) == (0, 0.0)
+    assert (three.vehicle_id, three.state, three.status_ts) == ("veh-0003", "unknown", None)
+    assert three.last_alert == factories.alert("veh-0003")
+
+
+def test_participants_are_the_accepted_vehicles_of_the_latest_rounds(store):
+    for number, vehicles in ((1, "ab"), (2, "cb"), (3, "a")):
+        for letter in vehicles:
+            store.record_budget(factories.update(f"veh-{letter}", number))
+
+    assert store.participants(2) == {3: ["veh-a"], 2: ["veh-b", "veh-c"]}
+    assert list(store.participants()) == [3, 2, 1]
+
+
+def test_traffic_adds_up_by_kind(store):
+    store.record_traffic(1.0, "update", Traffic(10, 9_000, 600))
+    store.record_traffic(2.0, "update", Traffic(5, 4_000, 300))
+    store.record_traffic(2.0, "alert", Traffic(1, 200))
+
+    assert store.traffic() == {"update": Traffic(15, 13_000, 900), "alert": Traffic(1, 200, 0)}
+
+
 def test_what_was_flushed_survives_a_reopen(tmp_path):
     first = SQLiteStore(tmp_path / "store.db")
     first.record_model(_model(4))
+    first.record_traffic(1.0, "status", Traffic(3, 240))
     first.close()
 
     again = SQLiteStore(tmp_path / "store.db")
 
     assert again.latest_model().version == 4
+    assert again.traffic() == {"status": Traffic(3, 240)}
     again.close()
