@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from federation.features import feature
+from federation.features import VEHICLE_SCHEMA, Schema
 
 __all__ = ["AlertPolicy"]
 
@@ -27,6 +27,8 @@ class AlertPolicy:
         EWMA weight of the newest reading (about ``2 / alpha`` readings of memory).
     cooldown_s
         A subsystem that has alerted stays quiet this long (seconds of reading time).
+    schema
+        Names the subsystem each health sensor watches.
 
     Examples
     --------
@@ -40,6 +42,7 @@ class AlertPolicy:
     threshold: float = 4.0
     alpha: float = 0.02
     cooldown_s: float = 1800.0
+    schema: Schema = field(default=VEHICLE_SCHEMA, repr=False)
     smoothed: dict[str, float] = field(default_factory=dict)
     _last_alert_s: dict[str, float] = field(default_factory=dict, repr=False)
 
@@ -60,7 +63,7 @@ class AlertPolicy:
         name, level = self.top()[0] if self.smoothed else ("", 0.0)
         if abs(level) <= self.threshold:
             return None
-        subsystem = feature(name).subsystem or "engine"
+        subsystem = self.schema.feature(name).subsystem or "engine"
         last = self._last_alert_s.get(subsystem)
         if last is not None and ts_s - last < self.cooldown_s:
             return None

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from river import base, compose, covariance
 
-from federation.features import FEATURE_NAMES, HEALTH_FEATURES, scale
+from federation.features import VEHICLE_SCHEMA, Schema
 from federation.summary import ModelSummary
 
 __all__ = ["MAX_PRIOR_NOISE", "FleetGaussian", "make_pipeline"]
@@ -28,14 +28,14 @@ __all__ = ["MAX_PRIOR_NOISE", "FleetGaussian", "make_pipeline"]
 # much above this per coordinate would bury them.
 MAX_PRIOR_NOISE = 1e-5
 
-_HEALTH = np.array([FEATURE_NAMES.index(name) for name in HEALTH_FEATURES])
-
 
 class FleetGaussian(base.AnomalyDetector):
     """Conditional-Gaussian anomaly detector over complete, scaled readings.
 
     Parameters
     ----------
+    schema
+        The fleet's features: the operating conditions and the health sensors.
     prior_readings
         The most readings the global model counts for when merged with local data: a new
         vehicle relies on the fleet, an old one mostly on itself.
@@ -52,13 +52,13 @@ class FleetGaussian(base.AnomalyDetector):
     --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(1)
-    >>> det = FleetGaussian(refresh_every=1, min_readings=100)
+    >>> det = FleetGaussian(VEHICLE_SCHEMA, refresh_every=1, min_readings=100)
     >>> for _ in range(500):
     ...     load = rng.random()
-    ...     x = dict.fromkeys(FEATURE_NAMES, 0.5) | {
+    ...     x = dict.fromkeys(VEHICLE_SCHEMA.names, 0.5) | {
     ...         "engine_load_pct": load, "coolant_temp_c": 0.5 + 0.2 * load + rng.normal(0, 0.01)}
     ...     det.learn_one(x)
-    >>> normal = dict.fromkeys(FEATURE_NAMES, 0.5) | {
+    >>> normal = dict.fromkeys(VEHICLE_SCHEMA.names, 0.5) | {
     ...     "engine_load_pct": 0.9, "coolant_temp_c": 0.68}
     >>> hot = normal | {"coolant_temp_c": 0.8}
     >>> round(det.score_one(normal), 1) < 3 < det.score_one(hot)
@@ -69,29 +69,31 @@ class FleetGaussian(base.AnomalyDetector):
 
     def __init__(
         self,
+        schema: Schema = VEHICLE_SCHEMA,
         prior_readings: float = 3600.0,
         refresh_every: int = 120,
         ridge: float = 1e-5,
         min_readings: int = 3000,
         max_prior_noise: float = MAX_PRIOR_NOISE,
     ) -> None:
+        self.schema = schema
         self.max_prior_noise = max_prior_noise
         self.prior_readings = prior_readings
         self.refresh_every = refresh_every
         self.ridge = ridge
         self.min_readings = min_readings
         self._recent = covariance.EmpiricalCovariance(ddof=0)
-        self._history = ModelSummary.empty(FEATURE_NAMES)
-        self._prior = ModelSummary.empty(FEATURE_NAMES)
-        self._mean = np.zeros(len(FEATURE_NAMES))
+        self._history = ModelSummary.empty(schema.names)
+        self._prior = ModelSummary.empty(schema.names)
+        self._mean = np.zeros(len(schema))
         self._precision: np.ndarray | None = None
         self._stale = refresh_every  # readings learned since the precision was computed
         self.recent_readings = 0
-        self._z = np.zeros(len(HEALTH_FEATURES))
-        self._scale = np.ones(len(HEALTH_FEATURES))
+        self._z = np.zeros(len(schema.health))
+        self._scale = np.ones(len(schema.health))
 
     def learn_one(self, x: dict[Hashable, Any]) -> None:
-        if len(x) == len(FEATURE_NAMES):
+        if len(x) == len(self.schema):
             self._recent.update(x)
             self.recent_readings += 1
             self._stale += 1
@@ -102,15 +104,15 @@ class FleetGaussian(base.AnomalyDetector):
         if self._precision is None:
             self._z[:] = 0.0
             return 0.0
-        pairs = zip(FEATURE_NAMES, self._mean, strict=True)
+        pairs = zip(self.schema.names, self._mean, strict=True)
         row = np.fromiter((x.get(name, mean) for name, mean in pairs), float)
         pull = self._precision @ (row - self._mean)
-        self._z = pull[_HEALTH] / self._scale
+        self._z = pull[self.schema.health_index] / self._scale
         return float(np.abs(self._z).max())
 
     def residuals(self) -> dict[str, float]:
         """Each health sensor's signed standardised residual in the last scored reading."""
-        return dict(zip(HEALTH_FEATURES, self._z.tolist(), strict=True))
+        return dict(zip(self.schema.health, self._z.tolist(), strict=True))
 
     def model(self) -> ModelSummary:
         """Everything the detector currently believes: prior, own history and recent data."""
@@ -135,7 +137,7 @@ class FleetGaussian(base.AnomalyDetector):
         self._stale = self.refresh_every
 
     def _recent_summary(self) -> ModelSummary:
-        return ModelSummary.from_river(self._recent, FEATURE_NAMES)
+        return ModelSummary.from_river(self._recent, self.schema.names)
 
     def _refresh(self) -> None:
         self._stale = 0
@@ -147,9 +149,10 @@ class FleetGaussian(base.AnomalyDetector):
         values = np.maximum(values, 0.0) + self.ridge
         self._precision = (vectors / values) @ vectors.T
         self._mean = model.mean
-        self._scale = np.sqrt(np.diag(self._precision)[_HEALTH])
+        self._scale = np.sqrt(np.diag(self._precision)[self.schema.health_index])
 
 
 def make_pipeline(detector: FleetGaussian | None = None) -> compose.Pipeline:
-    """Scale a physical reading with the fleet-wide limits, then detect."""
-    return compose.Pipeline(compose.FuncTransformer(scale), detector or FleetGaussian())
+    """Scale a physical reading with the fleet-wide limits of the detector's schema, then detect."""
+    detector = detector or FleetGaussian()
+    return compose.Pipeline(compose.FuncTransformer(detector.schema.scale), detector)

@@ -20,7 +20,7 @@ from devices.alerts import AlertPolicy
 from devices.detector import FleetGaussian, make_pipeline
 from devices.sources import SensorSource
 from federation import messages, topics
-from federation.features import FEATURE_NAMES
+from federation.features import Schema
 from federation.messages import (
     Alert,
     GlobalModel,
@@ -37,10 +37,11 @@ __all__ = ["Outgoing", "Vehicle"]
 
 log = logging.getLogger(__name__)
 
-# Before any global model exists, offsets are clipped around the middle of every range.
-_PUBLIC_CENTRE = ModelSummary(
-    FEATURE_NAMES, 0.0, np.full(len(FEATURE_NAMES), 0.5), np.zeros((len(FEATURE_NAMES),) * 2)
-)
+
+def _public_centre(schema: Schema) -> ModelSummary:
+    """Before any global model exists, offsets are clipped around the middle of every range."""
+    d = len(schema)
+    return ModelSummary(schema.names, 0.0, np.full(d, 0.5), np.zeros((d, d)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,9 @@ class Vehicle:
         The id in topics and messages.
     source
         Where readings come from.
+    detector
+        The anomaly model; its schema is the fleet's schema this vehicle speaks (by default
+        the built-in vehicle schema).
     mechanism
         The privacy mechanism applied to each update; ``None`` sends exact summaries.
     rng
@@ -105,8 +109,9 @@ class Vehicle:
         self.vehicle_id = topics.check_vehicle_id(vehicle_id)
         self.source = source
         self.detector = detector or FleetGaussian()
+        self.schema = self.detector.schema
         self.pipeline = make_pipeline(self.detector)
-        self.policy = policy or AlertPolicy()
+        self.policy = policy or AlertPolicy(schema=self.schema)
         self.mechanism = mechanism
         self.rng = rng
         self.min_readings_per_update = min_readings_per_update
@@ -163,9 +168,9 @@ class Vehicle:
         """Take a round or global model from the broker; reject anything invalid, never raise."""
         try:
             if topic == topics.ROUND_TOPIC:
-                self.round = messages.decode(RoundOpen, payload)
+                self.round = messages.decode(RoundOpen, payload, self.schema)
             elif topic == topics.MODEL_TOPIC:
-                self._adopt(messages.decode(GlobalModel, payload))
+                self._adopt(messages.decode(GlobalModel, payload, self.schema))
         except MessageError as exc:
             self.rejected[exc.reason] += 1
             log.warning("%s: rejected message on %s: %s", self.vehicle_id, topic, exc)
@@ -197,14 +202,15 @@ class Vehicle:
         summary = self.detector.take_summary()
         epsilon = delta = noise_std = 0.0
         if self.mechanism is not None:
-            centre = self.global_model.summary if self.global_model else _PUBLIC_CENTRE
+            centre = (self.global_model.summary if self.global_model
+                      else _public_centre(self.schema))
             summary = self.mechanism.privatize(summary, centre, self.rng)
             epsilon, delta = self.mechanism.epsilon, self.mechanism.delta
             noise_std = self.mechanism.sigma
             self.ledger.spend(epsilon, delta)
         update = Update(
             self.vehicle_id, self.round.round, self.model_version, summary, epsilon, delta,
-            self.ledger.epsilon_total, self.clock(), noise_std,
+            self.ledger.epsilon_total, self.clock(), noise_std, self.schema.digest,
         )
         self.last_sent_round = self.round.round
         self.updates_sent += 1

@@ -2,7 +2,7 @@
 
 - :mod:`federation.topics` — the MQTT topic tree under ``fleet/v1/``;
 - :mod:`federation.messages` — typed, versioned messages and their one validating codec;
-- :mod:`federation.features` — the sensor features and their fleet-wide limits;
+- :mod:`federation.features` — feature schemas: channels, fleet-wide limits and roles;
 - :mod:`federation.summary` — the model summary and its exact merge rule;
 - :mod:`federation.privacy` — clipping, the Gaussian mechanism and privacy accounting;
 - :mod:`federation.transport` — the MQTT URL and a configured client.
@@ -10,7 +10,16 @@
 This package imports no component of fedfleet (devices, gateway, broker, CLI).
 """
 
-from federation.features import FEATURE_NAMES, FEATURES, HEALTH_FEATURES
+from federation.features import (
+    FEATURE_NAMES,
+    FEATURES,
+    HEALTH_FEATURES,
+    VEHICLE_SCHEMA,
+    Feature,
+    Schema,
+    SchemaError,
+    load_schema,
+)
 from federation.messages import (
     Alert,
     GlobalModel,
@@ -27,13 +36,18 @@ __all__ = [
     "FEATURES",
     "FEATURE_NAMES",
     "HEALTH_FEATURES",
+    "VEHICLE_SCHEMA",
     "Alert",
+    "Feature",
     "GlobalModel",
     "MessageError",
     "ModelSummary",
     "RoundOpen",
+    "Schema",
+    "SchemaError",
     "Status",
     "Update",
     "decode",
     "encode",
+    "load_schema",
 ]

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from federation.features import FEATURE_NAMES
+from federation.features import MAX_FEATURES, VEHICLE_SCHEMA, Feature, Schema, SchemaError
 from federation.summary import ModelSummary
 from federation.topics import check_vehicle_id
 
@@ -111,17 +111,43 @@ def _vehicle(obj: dict[str, Any]) -> str:
         raise MessageError("out_of_range", str(exc)) from None
 
 
-def _sensor(obj: Any) -> tuple[str, float]:
+def _sensor(obj: Any, schema: Schema | None) -> tuple[str, float]:
     if not isinstance(obj, dict):
         raise MessageError("wrong_type", "each of 'sensors' must be an object")
-    return _choice(obj, "name", FEATURE_NAMES), _num(obj, "z")
+    if schema is None:
+        return _name(_get(obj, "name", str)), _num(obj, "z")
+    return _choice(obj, "name", schema.names), _num(obj, "z")
 
 
-def _features(obj: dict[str, Any]) -> tuple[str, ...]:
-    names = _get(obj, "features", list)
-    if tuple(names) != FEATURE_NAMES:
-        raise MessageError("wrong_features", f"features must be exactly {list(FEATURE_NAMES)}")
-    return FEATURE_NAMES
+def _name(value: str) -> str:
+    try:
+        return Feature(value, 0.0, 1.0).name
+    except SchemaError as exc:
+        raise MessageError("out_of_range", str(exc)) from None
+
+
+def _features(obj: dict[str, Any], schema: Schema | None) -> tuple[tuple[str, ...], str]:
+    """The message's feature names and schema digest, checked against the fleet's schema.
+
+    A message without a digest (an older or hand-written client) is taken to mean the
+    fleet's schema if its names match. With ``schema=None`` only the form is checked.
+    """
+    names = tuple(_get(obj, "features", list))
+    if not all(isinstance(name, str) for name in names):
+        raise MessageError("wrong_type", "'features' must be a list of names")
+    digest = obj.get("schema_digest", schema.digest if schema else "")
+    if not isinstance(digest, str) or len(digest) > 64:
+        raise MessageError("wrong_type", "'schema_digest' must be a string of up to 64 chars")
+    if schema is None:
+        if not 1 <= len(names) <= MAX_FEATURES or len(set(names)) != len(names):
+            raise MessageError("wrong_features", f"need 1 to {MAX_FEATURES} distinct features")
+        return tuple(_name(name) for name in names), digest
+    if names != schema.names:
+        raise MessageError("wrong_features", f"features must be exactly {list(schema.names)}")
+    if digest != schema.digest:
+        raise MessageError("wrong_features", f"schema {digest!r} is not the fleet's schema "
+                           f"{schema.digest!r}: same names, other limits or roles")
+    return names, digest
 
 
 def _array(value: Any, shape: tuple[int, ...], key: str) -> np.ndarray:
@@ -138,8 +164,8 @@ def _array(value: Any, shape: tuple[int, ...], key: str) -> np.ndarray:
     return array
 
 
-def _summary(obj: dict[str, Any]) -> ModelSummary:
-    features = _features(obj)
+def _summary(obj: dict[str, Any], schema: Schema | None) -> tuple[ModelSummary, str]:
+    features, digest = _features(obj, schema)
     state = _get(obj, "state", dict)
     d = len(features)
     n = _num(state, "n", 0, MAX_READINGS_PER_UPDATE * 1e6)
@@ -147,7 +173,7 @@ def _summary(obj: dict[str, Any]) -> ModelSummary:
     cov = _array(_get(state, "cov", list), (d, d), "cov")
     if not np.allclose(cov, cov.T, rtol=1e-9, atol=1e-12):
         raise MessageError("bad_shape", "'cov' must be symmetric")
-    return ModelSummary(features, n, mean, cov)
+    return ModelSummary(features, n, mean, cov), digest
 
 
 def _summary_fields(summary: ModelSummary) -> dict[str, Any]:
@@ -163,7 +189,7 @@ class Status:
     ts: float
 
     @classmethod
-    def _parse(cls, obj: dict[str, Any]) -> Status:
+    def _parse(cls, obj: dict[str, Any], schema: Schema | None) -> Status:
         return cls(_vehicle(obj), _choice(obj, "state", ("online", "offline")), _num(obj, "ts"))
 
 
@@ -180,13 +206,14 @@ class Alert:
     model_version: int
 
     @classmethod
-    def _parse(cls, obj: dict[str, Any]) -> Alert:
+    def _parse(cls, obj: dict[str, Any], schema: Schema | None) -> Alert:
         sensors = _get(obj, "sensors", list)
-        if not 1 <= len(sensors) <= len(FEATURE_NAMES):
-            raise MessageError("out_of_range", "'sensors' must name 1 to 9 sensors")
+        most = len(schema) if schema else MAX_FEATURES
+        if not 1 <= len(sensors) <= most:
+            raise MessageError("out_of_range", f"'sensors' must name 1 to {most} sensors")
         return cls(
             _vehicle(obj), _num(obj, "ts"), _num(obj, "score"), _num(obj, "threshold"),
-            _get(obj, "subsystem", str)[:32], tuple(_sensor(s) for s in sensors),
+            _get(obj, "subsystem", str)[:32], tuple(_sensor(s, schema) for s in sensors),
             _int(obj, "model_version"),
         )
 
@@ -203,17 +230,16 @@ class RoundOpen:
     deadline: float
     min_updates: int
     model_version: int
+    features: tuple[str, ...] = VEHICLE_SCHEMA.names
+    schema_digest: str = VEHICLE_SCHEMA.digest
 
     @classmethod
-    def _parse(cls, obj: dict[str, Any]) -> RoundOpen:
-        _features(obj)
+    def _parse(cls, obj: dict[str, Any], schema: Schema | None) -> RoundOpen:
+        features, digest = _features(obj, schema)
         return cls(
             _int(obj, "round", 1), _num(obj, "opened_at"), _num(obj, "deadline"),
-            _int(obj, "min_updates", 1), _int(obj, "model_version"),
+            _int(obj, "min_updates", 1), _int(obj, "model_version"), features, digest,
         )
-
-    def _fields(self) -> dict[str, Any]:
-        return {"features": list(FEATURE_NAMES)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,13 +252,15 @@ class GlobalModel:
     summary: ModelSummary
     created_at: float
     noise_std: float = 0.0
+    schema_digest: str = VEHICLE_SCHEMA.digest
 
     @classmethod
-    def _parse(cls, obj: dict[str, Any]) -> GlobalModel:
-        return cls(
-            _int(obj, "version"), _int(obj, "round"), _int(obj, "participants"),
-            _summary(obj), _num(obj, "created_at"), _num(obj, "noise_std", 0),
-        )
+    def _parse(cls, obj: dict[str, Any], schema: Schema | None) -> GlobalModel:
+        version, round_number = _int(obj, "version"), _int(obj, "round")
+        participants = _int(obj, "participants")
+        summary, digest = _summary(obj, schema)
+        return cls(version, round_number, participants, summary, _num(obj, "created_at"),
+                   _num(obj, "noise_std", 0), digest)
 
     def _fields(self) -> dict[str, Any]:
         return _summary_fields(self.summary)
@@ -251,16 +279,19 @@ class Update:
     epsilon_total: float
     sent_at: float
     noise_std: float = 0.0
+    schema_digest: str = VEHICLE_SCHEMA.digest
 
     @classmethod
-    def _parse(cls, obj: dict[str, Any]) -> Update:
-        summary = _summary(obj)
+    def _parse(cls, obj: dict[str, Any], schema: Schema | None) -> Update:
+        vehicle, round_number = _vehicle(obj), _int(obj, "round", 1)
+        base_version = _int(obj, "base_version")
+        summary, digest = _summary(obj, schema)
         if not 1 <= summary.n <= MAX_READINGS_PER_UPDATE:
             raise MessageError("out_of_range", f"'n' must be in [1, {MAX_READINGS_PER_UPDATE}]")
         return cls(
-            _vehicle(obj), _int(obj, "round", 1), _int(obj, "base_version"), summary,
+            vehicle, round_number, base_version, summary,
             _num(obj, "epsilon", 0), _num(obj, "delta", 0, 1), _num(obj, "epsilon_total", 0),
-            _num(obj, "sent_at"), _num(obj, "noise_std", 0),
+            _num(obj, "sent_at"), _num(obj, "noise_std", 0), digest,
         )
 
     def _fields(self) -> dict[str, Any]:
@@ -284,8 +315,12 @@ def _reject_constant(name: str) -> None:
     raise MessageError("not_finite", f"{name} is not a number JSON allows")
 
 
-def decode(kind: type[M], payload: bytes) -> M:
-    """Validate ``payload`` and build a message of ``kind``; raise :class:`MessageError`."""
+def decode(kind: type[M], payload: bytes, schema: Schema | None = VEHICLE_SCHEMA) -> M:
+    """Validate ``payload`` and build a message of ``kind``; raise :class:`MessageError`.
+
+    Feature names and the schema digest must be the fleet's ``schema``'s. ``schema=None``
+    checks only their form: for reading back records a component wrote itself.
+    """
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise MessageError("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
@@ -296,5 +331,5 @@ def decode(kind: type[M], payload: bytes) -> M:
         raise MessageError("not_object", "payload must be a JSON object")
     if obj.get("v") != VERSION:
         raise MessageError("bad_version", f"'v' must be {VERSION}, got {obj.get('v')!r}")
-    parse: Callable[[dict[str, Any]], M] = kind._parse  # type: ignore[attr-defined]
-    return parse(obj)
+    parse: Callable[[dict[str, Any], Schema | None], M] = kind._parse  # type: ignore[attr-defined]
+    return parse(obj, schema)

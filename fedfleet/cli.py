@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--target-updates", type=int, metavar="N",
                          help="close a round early at N updates (0: at the deadline)")
     gateway.add_argument("--store", metavar="URL", help="e.g. sqlite:///fedfleet.db")
+    gateway.add_argument("--schema", metavar="FILE",
+                         help="the fleet's feature schema (JSON; default: the vehicle schema)")
 
     fleet = sub.add_parser("fleet", parents=[common], help="run simulated vehicles")
     _fleet_options(fleet)

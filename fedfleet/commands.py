@@ -15,6 +15,7 @@ from devices.fleet import Fleet, simulated_vehicles
 from devices.simulator import SimulatedVehicle
 from devices.vehicle import Vehicle
 from federation import messages
+from federation.features import VEHICLE_SCHEMA, Schema, SchemaError, load_schema
 from federation.privacy import GaussianMechanism
 from federation.transport import MqttTarget, parse_mqtt_url
 from fedfleet.config import ConfigError
@@ -50,21 +51,32 @@ def broker(settings: dict[str, Any], stop: threading.Event) -> int:
     return 0
 
 
+def _schema(settings: dict[str, Any]) -> Schema:
+    try:
+        return load_schema(settings["schema"]) if settings["schema"] else VEHICLE_SCHEMA
+    except SchemaError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _gateway(settings: dict[str, Any], target: MqttTarget, store: Store,
-             observer: Callable[[Any], None]) -> Gateway:
+             observer: Callable[[Any], None], schema: Schema = VEHICLE_SCHEMA) -> Gateway:
     return Gateway(target, store, round_seconds=settings["round_seconds"],
                    min_updates=settings["min_updates"],
-                   target_updates=settings["target_updates"] or None, observer=observer)
+                   target_updates=settings["target_updates"] or None, observer=observer,
+                   schema=schema)
 
 
 def gateway(settings: dict[str, Any], stop: threading.Event) -> int:
     target = _target(settings)
+    schema = _schema(settings)
+    print(f"fleet schema {schema.name} ({schema.digest}): {len(schema)} features, "
+          f"{len(schema.health)} health sensors", flush=True)
     try:
         store = open_store(settings["store"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     try:
-        _gateway(settings, target, store, Progress()).run(stop)
+        _gateway(settings, target, store, Progress(), schema).run(stop)
     finally:
         store.close()
     return 0

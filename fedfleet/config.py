@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "min_updates": 1,
     "target_updates": 0,
     "store": "sqlite:///fedfleet-data/fedfleet.db",
+    "schema": "",  # a schema file; empty: the built-in vehicle schema
     # fleet
     "vehicles": 50,
     "seed": 0,

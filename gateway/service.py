@@ -20,7 +20,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from federation import messages, topics
-from federation.features import FEATURE_NAMES
+from federation.features import VEHICLE_SCHEMA, Schema
 from federation.messages import Alert, GlobalModel, MessageError, RoundOpen, Status, Update
 from federation.summary import ModelSummary
 from federation.transport import MqttTarget, make_client
@@ -59,6 +59,9 @@ class Gateway:
         The quorum: fewer accepted updates and the previous model is kept.
     target_updates
         Close a round early once this many updates are in (``None``: at the deadline only).
+    schema
+        The fleet's features and limits: the round announces them, and updates and alerts
+        about any other schema are rejected (``wrong_features``).
     observer
         Called on the gateway thread with each :class:`RoundClosed` and each accepted
         :class:`~federation.messages.Alert`.
@@ -84,6 +87,7 @@ class Gateway:
         min_updates: int = 1,
         target_updates: int | None = None,
         strategy: Strategy | None = None,
+        schema: Schema = VEHICLE_SCHEMA,
         observer: Callable[[Any], None] | None = None,
         client_id: str = "fedfleet-gateway",
         clock: Callable[[], float] = time.time,
@@ -91,6 +95,7 @@ class Gateway:
         if round_seconds <= 0 or min_updates < 1:
             raise ValueError("round_seconds must be > 0 and min_updates >= 1")
         self.store = store
+        self.schema = schema
         self.round_seconds = round_seconds
         self.min_updates = min_updates
         self.target_updates = target_updates
@@ -101,7 +106,7 @@ class Gateway:
         self.rejected: Counter[str] = Counter()
         self.online: set[str] = set()
         self._traffic: dict[str, Traffic] = {}
-        self.model: GlobalModel | None = store.latest_model()
+        self.model: GlobalModel | None = _compatible(store.latest_model(), schema)
         self.round: Round | None = None
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(MAX_QUEUED_MESSAGES)
         self._connected = threading.Event()
@@ -182,9 +187,9 @@ class Gateway:
         self._count(kind, Traffic(1, len(payload)))
         try:
             if kind == topics.UPDATE:
-                self._on_update(vehicle, messages.decode(Update, payload))
+                self._on_update(vehicle, messages.decode(Update, payload, self.schema))
             elif kind == topics.ALERT:
-                self._on_alert(vehicle, messages.decode(Alert, payload))
+                self._on_alert(vehicle, messages.decode(Alert, payload, self.schema))
             else:
                 self._on_status(vehicle, messages.decode(Status, payload))
         except MessageError as exc:
@@ -222,7 +227,8 @@ class Gateway:
         last = self.round.number if self.round else max(
             [r.round for r in self.store.rounds(1)], default=0)
         info = RoundOpen(last + 1, now, now + self.round_seconds, self.min_updates,
-                         self.model.version if self.model else 0)
+                         self.model.version if self.model else 0, self.schema.names,
+                         self.schema.digest)
         self.round = Round(info, self.target_updates)
         self._publish(topics.ROUND_TOPIC, messages.encode(info), retain=True)
 
@@ -249,7 +255,7 @@ class Gateway:
         self.observer(RoundClosed(record, model, len(self.online)))
 
     def _merge(self, current: Round) -> GlobalModel:
-        base = self.model.summary if self.model else ModelSummary.empty(FEATURE_NAMES)
+        base = self.model.summary if self.model else ModelSummary.empty(self.schema.names)
         updates = list(current.accepted.values())
         summary = self.strategy.aggregate(base, [u.summary for u in updates])
         self.model = GlobalModel(
@@ -259,6 +265,7 @@ class Gateway:
             summary=summary,
             created_at=self.clock(),
             noise_std=_merged_noise_std(self.model, updates, summary.n),
+            schema_digest=self.schema.digest,
         )
         return self.model
 
@@ -278,6 +285,17 @@ class Gateway:
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             log.error("could not publish on %s: %s", topic, mqtt.error_string(info.rc))
+
+
+def _compatible(model: GlobalModel | None, schema: Schema) -> GlobalModel | None:
+    """A stored model to continue from, unless it is over other features than ``schema``."""
+    stored_digest = model.schema_digest if model else ""
+    if model is not None and (model.summary.features != schema.names
+                              or stored_digest not in ("", schema.digest)):
+        log.warning("the store's model v%d is over another schema than %s (%s): starting "
+                    "a new model", model.version, schema.name, schema.digest)
+        return None
+    return model
 
 
 def _merged_noise_std(previous: GlobalModel | None, updates: list[Update], n: float) -> float:

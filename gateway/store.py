@@ -244,7 +244,7 @@ class SQLiteStore(Store):
 
     def latest_model(self) -> GlobalModel | None:
         rows = self._read("SELECT payload FROM models ORDER BY version DESC LIMIT 1")
-        return messages.decode(GlobalModel, rows[0][0].encode()) if rows else None
+        return messages.decode(GlobalModel, rows[0][0].encode(), schema=None) if rows else None
 
     def rounds(self, limit: int = 100) -> list[RoundRecord]:
         rows = self._read("SELECT * FROM rounds ORDER BY round DESC LIMIT ?", (limit,))
@@ -252,7 +252,7 @@ class SQLiteStore(Store):
 
     def alerts(self, limit: int = 100) -> list[Alert]:
         rows = self._read("SELECT payload FROM alerts ORDER BY id DESC LIMIT ?", (limit,))
-        return [messages.decode(Alert, r[0].encode()) for r in rows]
+        return [messages.decode(Alert, r[0].encode(), schema=None) for r in rows]
 
     def budgets(self) -> dict[str, float]:
         rows = self._read("SELECT vehicle_id, MAX(epsilon_total) FROM budgets GROUP BY vehicle_id")
@@ -268,7 +268,8 @@ class SQLiteStore(Store):
     def vehicles(self) -> list[VehicleRecord]:
         return [
             VehicleRecord(vehicle, state, ts, alerts,
-                          messages.decode(Alert, last.encode()) if last else None, updates, eps)
+                          messages.decode(Alert, last.encode(), schema=None) if last else None,
+                          updates, eps)
             for vehicle, state, ts, alerts, last, updates, eps in self._read(_VEHICLES)
         ]
 

@@ -37,6 +37,7 @@ def _fedfleet(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
         (["gateway", "--mqtt", "http://x"], "MQTT URL must start with mqtt://"),
         (["gateway", "--store", "redis://x"], "unsupported store URL"),
         (["fleet", "--config", "/nonexistent.toml"], "cannot read config file"),
+        (["gateway", "--schema", "/nonexistent.json"], "cannot read schema file"),
         (["broker", "--port", "70000"], "port must be a TCP port"),
         (["launch"], "invalid choice"),
         (["demo", "--privacy", "maybe"], "invalid choice"),
