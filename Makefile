@@ -17,11 +17,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fedfleet demo $(ARGS)
 
-# The real servers the integration tests start themselves (Debian packages).
+# The real servers the integration tests start themselves, and the browser that opens the
+# dashboard (Debian packages; Playwright drives this Chromium and never downloads one).
 servers:
 	@if ! [ -x /usr/sbin/mosquitto ] || ! command -v mosquitto_pub >/dev/null; then \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients; \
+	fi
+	@if ! command -v chromium >/dev/null; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; \
 	fi
 
 lint: $(STAMP)
