@@ -17,16 +17,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fedfleet demo $(ARGS)
 
-# The real servers the integration tests start themselves, and the browser that opens the
-# dashboard (Debian packages; Playwright drives this Chromium and never downloads one).
+# The real servers and tools the integration tests use (Debian packages, installed if missing):
+# Mosquitto, victoria-metrics (a time-series server with the InfluxDB v2 write API).
 servers:
-	@if ! [ -x /usr/sbin/mosquitto ] || ! command -v mosquitto_pub >/dev/null; then \
+	@missing=""; \
+	[ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v mosquitto_pub >/dev/null || missing="$$missing mosquitto-clients"; \
+	command -v victoria-metrics >/dev/null || missing="$$missing victoria-metrics"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients; \
-	fi
-	@if ! command -v chromium >/dev/null; then \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
 lint: $(STAMP)

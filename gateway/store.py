@@ -298,13 +298,19 @@ class SQLiteStore(Store):
 
 def open_store(url: str) -> Store:
     """Open the store a URL names: ``sqlite:///relative.db``, ``sqlite:////abs.db``,
-    ``sqlite://:memory:``.
+    ``sqlite://:memory:``, or InfluxDB 2 with ``influx://HOST:PORT/BUCKET`` (see
+    :mod:`gateway.influx`).
 
     >>> open_store("redis://x")
     Traceback (most recent call last):
     ...
-    ValueError: unsupported store URL 'redis://x': use sqlite:///PATH
+    ValueError: unsupported store URL 'redis://x': use sqlite:///PATH or influx://HOST:PORT/BUCKET
     """
     if url.startswith("sqlite://"):
         return SQLiteStore(url.removeprefix("sqlite://").removeprefix("/") or ":memory:")
-    raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH")
+    if url.startswith(("influx://", "influxs://")):
+        from gateway.influx import InfluxSettings, InfluxStore
+
+        return InfluxStore(InfluxSettings.from_url(url))
+    raise ValueError(
+        f"unsupported store URL {url!r}: use sqlite:///PATH or influx://HOST:PORT/BUCKET")

@@ -1,18 +1,13 @@
-"""Fixtures: the real brokers that integration tests start themselves."""
+"""Fixtures: the real servers that integration tests start themselves."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from broker.embedded import EmbeddedBroker
-from tests.servers import Mosquitto
-
-# Commands started by tests serve no dashboard unless a test asks for one on a free port, so
-# that no test needs port 8080 (which a running demo may hold).
-os.environ.setdefault("FEDFLEET_HTTP_PORT", "0")
+from tests.servers import Mosquitto, VictoriaMetrics
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +27,10 @@ def broker_url(request: pytest.FixtureRequest) -> str:
     """The URL of each broker in turn; only the one a test runs on is started."""
     fixture = "mosquitto" if request.param == "mosquitto" else "embedded_broker"
     return str(request.getfixturevalue(fixture).url)
+
+
+@pytest.fixture
+def victoria_metrics() -> Iterator[VictoriaMetrics]:
+    """A fresh time-series server for each test: what one test wrote, no other reads."""
+    with VictoriaMetrics() as server:
+        yield server

@@ -1,7 +1,8 @@
-"""Real servers that integration tests start themselves: a free port and Mosquitto."""
+"""Real servers that integration tests start themselves: Mosquitto and victoria-metrics."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -9,12 +10,14 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import Any, NoReturn, Self
 
-__all__ = ["Mosquitto", "ServerError", "free_port", "mosquitto_binary"]
+__all__ = ["Mosquitto", "ServerError", "VictoriaMetrics", "free_port", "mosquitto_binary"]
 
 HOST = "127.0.0.1"
 _INSTALL_HINT = ("install Debian's mosquitto package: the README's test command (`make test`) "
@@ -41,20 +44,80 @@ def mosquitto_binary(name: str = "mosquitto") -> str:
     return found
 
 
-class Mosquitto:
+class _Server:
+    """A server process on 127.0.0.1 and a free port, with its files in a temp dir."""
+
+    name = "server"
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix=f"fedfleet-{self.name}-"))
+        self.log_path = self._dir / f"{self.name}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start the server and return once it answers."""
+        with self.log_path.open("ab") as log:  # startup errors go to stderr
+            self._process = subprocess.Popen(self._command(), stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout_s
+        while not self._ready():
+            if self._process.poll() is not None:
+                self._fail(f"exited with code {self._process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                self._fail(f"not ready after {timeout_s:g} s")
+            time.sleep(0.02)
+
+    def _fail(self, what: str) -> NoReturn:
+        tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+        raise ServerError(f"{self.name} on port {self.port} {what}; {self.log_path} ends:\n{tail}")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Terminate the server, and kill it if it has not exited within ``timeout_s``."""
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout_s)
+        self._process = None
+
+    def restart(self, timeout_s: float = 10.0) -> None:
+        """Stop and start again on the same port."""
+        self.stop()
+        self.start(timeout_s)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class Mosquitto(_Server):
     """A Mosquitto broker on 127.0.0.1 and a free port, with its files in a temp dir.
 
     By default it admits anonymous clients and keeps nothing across restarts; ``options``
     add or replace ``mosquitto.conf`` settings (for example ``acl_file``).
     """
 
+    name = "mosquitto"
+
     def __init__(self, port: int | None = None, options: Mapping[str, str] | None = None) -> None:
-        self.port = port or free_port()
-        self._dir = Path(tempfile.mkdtemp(prefix="fedfleet-mosquitto-"))
-        self.log_path = self._dir / "mosquitto.log"
+        super().__init__(port)
         self._conf_path = self._dir / "mosquitto.conf"
         self._conf_path.write_text(self._config(options or {}))
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -74,21 +137,11 @@ class Mosquitto:
         lines = [f"listener {self.port} {HOST}", *(f"{k} {v}" for k, v in settings.items())]
         return "\n".join(lines) + "\n"
 
-    def start(self, timeout_s: float = 10.0) -> None:
-        """Start ``mosquitto -c`` and return once it accepts connections."""
-        with self.log_path.open("wb") as log:  # startup errors go to stderr, not to log_dest
-            self._process = subprocess.Popen(
-                [mosquitto_binary(), "-c", str(self._conf_path)], stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout_s
-        while not self._listening():
-            if self._process.poll() is not None:
-                self._fail(f"exited with code {self._process.returncode}")
-            if time.monotonic() > deadline:
-                self.stop()
-                self._fail(f"not listening after {timeout_s:g} s")
-            time.sleep(0.02)
+    def _command(self) -> list[str]:
+        self.log_path.write_bytes(b"")  # "running" must come from this start
+        return [mosquitto_binary(), "-c", str(self._conf_path)]
 
-    def _listening(self) -> bool:
+    def _ready(self) -> bool:
         # Another process may hold the port: only the log says that Mosquitto is listening.
         if b" running" not in self.log_path.read_bytes():
             return False
@@ -98,32 +151,46 @@ class Mosquitto:
         except OSError:
             return False
 
-    def _fail(self, what: str) -> NoReturn:
-        tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
-        raise ServerError(f"mosquitto on port {self.port} {what}; {self.log_path} ends:\n{tail}")
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Terminate the broker, and kill it if it has not exited within ``timeout_s``."""
-        if self._process is None:
-            return
-        self._process.terminate()
+class VictoriaMetrics(_Server):
+    """Debian's victoria-metrics on 127.0.0.1 and a free port: it takes the InfluxDB v2 write
+    API (``/api/v2/write``) and gives points back through ``/api/v1/export``.
+
+    Its data stays in the temp dir across :meth:`restart`.
+    """
+
+    name = "victoria-metrics"
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def _command(self) -> list[str]:
+        binary = shutil.which("victoria-metrics")
+        if binary is None:
+            raise ServerError("victoria-metrics not found on PATH; install Debian's "
+                              "victoria-metrics package (`make test` does it)")
+        return [binary, f"-httpListenAddr={HOST}:{self.port}",
+                f"-storageDataPath={self._dir / 'data'}", "-retentionPeriod=100y",
+                "-loggerOutput=stderr"]
+
+    def _get(self, path: str, timeout_s: float = 5.0) -> bytes:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=timeout_s) as response:
+            return bytes(response.read())
+
+    def _ready(self) -> bool:
         try:
-            self._process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout_s)
-        self._process = None
+            return self._get("/health", timeout_s=0.5) == b"OK"
+        except OSError:
+            return False
 
-    def restart(self, timeout_s: float = 10.0) -> None:
-        """Stop and start again on the same port; with persistence off, state is lost."""
-        self.stop()
-        self.start(timeout_s)
+    def export(self, match: str = '{__name__=~".+"}') -> list[dict[str, Any]]:
+        """Every series matching ``match``, with all its samples, once they are searchable."""
+        self._get("/internal/force_flush")
+        query = urllib.parse.urlencode({"match[]": match})
+        body = self._get(f"/api/v1/export?{query}")
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
 
-    def __enter__(self) -> Mosquitto:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
+    def samples(self, match: str = '{__name__=~".+"}') -> int:
+        """How many samples the series matching ``match`` hold in all."""
+        return sum(len(series["values"]) for series in self.export(match))

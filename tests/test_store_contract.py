@@ -9,20 +9,33 @@ from pathlib import Path
 import pytest
 
 from federation.messages import GlobalModel, Status
+from gateway.influx import InfluxSettings, InfluxStore
 from gateway.store import RoundRecord, SQLiteStore, Store, Traffic
 from tests import factories
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {
-    "sqlite-file": lambda tmp: SQLiteStore(tmp / "store.db"),
-    "sqlite-memory": lambda tmp: SQLiteStore(":memory:"),
+
+def _influx(request: pytest.FixtureRequest, tmp: Path) -> Store:
+    server = request.getfixturevalue("victoria_metrics")
+    url = f"influx://127.0.0.1:{server.port}/fleet?local={tmp / 'local.db'}"
+    return InfluxStore(InfluxSettings.from_url(url, {"INFLUXDB_V2_ORG": "o",
+                                                     "INFLUXDB_V2_TOKEN": "t"}))
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Store]] = {
+    "sqlite-file": lambda request, tmp: SQLiteStore(tmp / "store.db"),
+    "sqlite-memory": lambda request, tmp: SQLiteStore(":memory:"),
+    "influx": _influx,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    backend = BACKENDS[request.param](tmp_path)
+    backend = BACKENDS[request.param](request, tmp_path)
     yield backend
     backend.close()
+    if isinstance(backend, InfluxStore):  # and the server took every point it was sent
+        stats = backend.outbox_stats()
+        assert stats.written == stats.queued and stats.write_errors == 0
 
 
 def _model(version: int) -> GlobalModel:
