@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fedfleet demo $(ARGS)
 
-# The real servers and tools the integration tests use (Debian packages, installed if missing):
-# Mosquitto, victoria-metrics (a time-series server with the InfluxDB v2 write API).
+# The real servers the integration tests start themselves, and the browser that opens the
+# dashboard (Debian packages, installed if missing): Mosquitto, victoria-metrics (a
+# time-series server with the InfluxDB v2 write API), Chromium (Playwright drives it and
+# never downloads one).
 servers:
 	@missing=""; \
 	[ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -28,6 +30,10 @@ servers:
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@if ! command -v chromium >/dev/null; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; \
 	fi
 
 lint: $(STAMP)

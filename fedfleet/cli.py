@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, metavar="SECONDS",
                       help="stop after this many seconds (default: until Ctrl-C)")
     demo.add_argument("--round-seconds", type=float, metavar="S")
+    _http_options(demo)
 
     broker = sub.add_parser("broker", parents=[common], help="run the embedded MQTT broker")
     broker.add_argument("--port", type=int, metavar="P")
@@ -47,10 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--store", metavar="URL", help="e.g. sqlite:///fedfleet.db")
     gateway.add_argument("--schema", metavar="FILE",
                          help="the fleet's feature schema (JSON; default: the vehicle schema)")
+    _http_options(gateway)
 
     fleet = sub.add_parser("fleet", parents=[common], help="run simulated vehicles")
     _fleet_options(fleet)
     return parser
+
+
+def _http_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--http-port", type=int, metavar="P",
+                        help="serve the web dashboard on this port (default 8080; 0: off)")
+    parser.add_argument("--http-host", metavar="HOST",
+                        help="address the dashboard listens on (default 127.0.0.1)")
 
 
 def _fleet_options(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +86,7 @@ def _check(settings: dict[str, Any]) -> None:
         ("delta", lambda v: 0 < v < 1, "strictly between 0 and 1"),
         ("clip_norm", lambda v: v > 0, "greater than 0"),
         ("port", lambda v: 1 <= v <= 65535, "a TCP port (1-65535)"),
+        ("http_port", lambda v: 0 <= v <= 65535, "a TCP port (1-65535), or 0 for none"),
         ("duration", lambda v: v >= 0, "0 or more"),
         ("privacy", lambda v: v in ("local", "off"), "local or off"),
     ]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from federation.privacy import GaussianMechanism
 from federation.transport import MqttTarget, parse_mqtt_url
 from fedfleet.config import ConfigError
 from fedfleet.progress import Progress
+from gateway.dashboard import Dashboard
 from gateway.service import Gateway
 from gateway.store import SQLiteStore, Store, open_store
 
@@ -76,10 +78,23 @@ def gateway(settings: dict[str, Any], stop: threading.Event) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     try:
-        _gateway(settings, target, store, Progress(), schema).run(stop)
+        with _dashboard(settings, store) as url:
+            if url:
+                print(f"dashboard on {url}", flush=True)
+            _gateway(settings, target, store, Progress(), schema).run(stop)
     finally:
         store.close()
     return 0
+
+
+@contextlib.contextmanager
+def _dashboard(settings: dict[str, Any], store: Store) -> Iterator[str | None]:
+    """Serve the dashboard of ``store`` while the block runs; yield its URL (``None``: off)."""
+    if not settings["http_port"]:
+        yield None
+        return
+    with Dashboard(store, settings["http_host"], settings["http_port"]) as dashboard:
+        yield dashboard.url
 
 
 def _vehicles(settings: dict[str, Any], start_ts_s: float) -> list[Vehicle]:
@@ -115,31 +130,36 @@ def _start_demo_broker(target: MqttTarget) -> EmbeddedBroker:
 
 def demo(settings: dict[str, Any], stop: threading.Event) -> int:
     """Broker, gateway and fleet in one process, with progress, until Ctrl-C or --duration."""
-    embedded = _start_demo_broker(_target(settings))
-    target = parse_mqtt_url(embedded.url)
-    DEMO_STORE.unlink(missing_ok=True)
-    store = SQLiteStore(DEMO_STORE)
-    start = time.time()
-    vehicles = _vehicles(settings, start)
-    progress = Progress(faults=_faults(vehicles), sim_start_s=start)
-    privacy = ("off" if settings["privacy"] == "off" else
-               f"epsilon {settings['epsilon_per_round']:g} per round")
-    print(f"fedfleet demo: {len(vehicles)} vehicles ({len(progress.faults)} with an injected "
-          f"fault), speedup {settings['speedup']:g}x, rounds of {settings['round_seconds']:g} s,"
-          f" privacy {privacy}, broker {embedded.url}, store {DEMO_STORE}; Ctrl-C to stop",
-          flush=True)
-    gw = _gateway(settings, target, store, progress)
-    failure: list[BaseException] = []
-    gw_thread = threading.Thread(target=_guarded, args=(gw.run, stop, failure), name="gateway")
-    gw_thread.start()
-    try:
-        Fleet(target, vehicles, speedup=settings["speedup"], observer=progress.fleet_only).run(
-            stop, duration_s=settings["duration"] or None)
-    finally:
-        stop.set()
-        gw_thread.join(timeout=30)
-        store.close()
-        embedded.stop()
+    with contextlib.ExitStack() as stack:
+        DEMO_STORE.unlink(missing_ok=True)
+        store = SQLiteStore(DEMO_STORE)
+        stack.callback(store.close)
+        url = stack.enter_context(_dashboard(settings, store))
+        embedded = _start_demo_broker(_target(settings))
+        stack.callback(embedded.stop)
+        target = parse_mqtt_url(embedded.url)
+        start = time.time()
+        vehicles = _vehicles(settings, start)
+        progress = Progress(faults=_faults(vehicles), sim_start_s=start)
+        privacy = ("off" if settings["privacy"] == "off" else
+                   f"epsilon {settings['epsilon_per_round']:g} per round")
+        print(f"fedfleet demo: {len(vehicles)} vehicles ({len(progress.faults)} with an injected "
+              f"fault), speedup {settings['speedup']:g}x, rounds of "
+              f"{settings['round_seconds']:g} s, privacy {privacy}, broker {embedded.url}, "
+              f"store {DEMO_STORE}; Ctrl-C to stop", flush=True)
+        if url:
+            print(f"dashboard: open {url} in a browser", flush=True)
+        gw = _gateway(settings, target, store, progress)
+        failure: list[BaseException] = []
+        gw_thread = threading.Thread(target=_guarded, args=(gw.run, stop, failure),
+                                     name="gateway")
+        gw_thread.start()
+        try:
+            Fleet(target, vehicles, speedup=settings["speedup"], observer=progress.fleet_only).run(
+                stop, duration_s=settings["duration"] or None)
+        finally:
+            stop.set()
+            gw_thread.join(timeout=30)
     if failure:
         raise RuntimeError(f"gateway failed: {failure[0]}")
     sent = [v.last_update for v in vehicles if v.last_update is not None]

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "target_updates": 0,
     "store": "sqlite:///fedfleet-data/fedfleet.db",
     "schema": "",  # a schema file; empty: the built-in vehicle schema
+    "http_host": "127.0.0.1",
+    "http_port": 8080,
     # fleet
     "vehicles": 50,
     "seed": 0,

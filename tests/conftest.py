@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from broker.embedded import EmbeddedBroker
 from tests.servers import Mosquitto, VictoriaMetrics
+
+# Commands started by tests serve no dashboard unless a test asks for one on a free port, so
+# that no test needs port 8080 (which a running demo may hold).
+os.environ.setdefault("FEDFLEET_HTTP_PORT", "0")
 
 
 @pytest.fixture(scope="session")

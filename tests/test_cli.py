@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,7 @@ def _fedfleet(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
         (["broker", "--port", "70000"], "port must be a TCP port"),
         (["launch"], "invalid choice"),
         (["demo", "--privacy", "maybe"], "invalid choice"),
+        (["gateway", "--http-port", "-1"], "http-port must be a TCP port (1-65535), or 0"),
     ],
 )
 def test_usage_errors_exit_2_with_a_clear_message(args, message, tmp_path):
@@ -123,15 +127,35 @@ def _retained_statuses(url: str, count: int) -> list[Status]:
 
 @pytest.mark.integration
 def test_the_demo_runs_on_the_embedded_defaults_and_reports_its_figures(tmp_path):
-    process = _fedfleet("demo", "--duration", "15", "--vehicles", "20",
-                        "--mqtt", f"mqtt://127.0.0.1:{free_port()}", cwd=tmp_path)
+    http_port = free_port()
+    process = _fedfleet("demo", "--duration", "15", "--vehicles", "20", "--http-port",
+                        str(http_port), "--mqtt", f"mqtt://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert process.stdout is not None
+    head = [process.stdout.readline() for _ in range(2)]
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=10) as reply:
+        health = json.load(reply)
 
     output, _ = process.communicate(timeout=120)
 
     assert process.returncode == 0, output
+    assert head[1] == f"dashboard: open http://127.0.0.1:{http_port}/ in a browser\n", head
+    assert health["status"] == "ok"
     assert "round 2: " in output
     assert "rounds completed:" in output and "update message:" in output
     assert (tmp_path / "fedfleet-data" / "demo.db").exists()
+
+
+def test_a_dashboard_port_already_taken_is_a_runtime_failure_that_says_so(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = _fedfleet("gateway", "--http-port", str(port), cwd=tmp_path)
+        output, _ = process.communicate(timeout=30)
+
+    assert process.returncode == 1
+    assert f"port {port} is already in use; choose another port with --http-port" in output
+    assert "Traceback" not in output
 
 
 @pytest.mark.integration

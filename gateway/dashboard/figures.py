@@ -1,0 +1,166 @@
+"""The dashboard's figures, computed from a :class:`~gateway.store.Store` as plain JSON values.
+
+Every figure comes from the store alone, so the dashboard shows the same thing whichever
+backend the gateway writes to, and a restarted gateway shows the fleet's history.
+
+Health of a vehicle, worst first: ``alert`` (it alerted more than once: a fault that persists
+alerts again after each cooldown), ``watch`` (one alert), ``ok`` (online, no alert),
+``offline`` (its last status said so, or none was seen).
+
+Bytes saved: what streaming every reading would have sent, set against what federation sent.
+``raw_bytes`` counts only the readings summarised by accepted updates (vehicles do not learn,
+and so do not count, readings taken while a fault is suspected), each as one compact JSON
+message of :data:`RAW_READING_BYTES`; ``sent_bytes`` counts every payload received from
+vehicles (rejected ones too) and each round and model message once per vehicle online. Both
+leave out MQTT and TCP framing, which streaming would pay once per reading. So the saving is
+a lower bound.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from typing import Any
+
+from federation.features import FEATURES
+from gateway.store import Store, Traffic, VehicleRecord
+
+__all__ = ["ALERT_LIMIT", "RAW_READING_BYTES", "ROUND_LIMIT", "health", "savings", "snapshot"]
+
+ALERT_LIMIT = 50
+ROUND_LIMIT = 30
+REPEATED_ALERTS = 2
+
+
+def _raw_reading_bytes() -> int:
+    """One reading as a streaming client would publish it: compact JSON, two decimals."""
+    reading = {
+        "v": 1, "vehicle_id": "veh-0001", "ts": 1_700_000_000.0,
+        "values": {f.name: round((f.low + f.high) / 2 + 0.123, 2) for f in FEATURES},
+    }
+    return len(json.dumps(reading, separators=(",", ":")))
+
+
+RAW_READING_BYTES = _raw_reading_bytes()
+
+
+def health(vehicle: VehicleRecord) -> str:
+    """``alert``, ``watch``, ``ok`` or ``offline`` (see the module docstring).
+
+    >>> from gateway.store import VehicleRecord
+    >>> health(VehicleRecord("veh-1", "online", 1.0, 0, None, 3, 3.0))
+    'ok'
+    >>> health(VehicleRecord("veh-1", "offline", 1.0, 2, None, 3, 3.0))
+    'alert'
+    """
+    if vehicle.alerts >= REPEATED_ALERTS:
+        return "alert"
+    if vehicle.alerts:
+        return "watch"
+    return "ok" if vehicle.state == "online" else "offline"
+
+
+def savings(traffic: dict[str, Traffic]) -> dict[str, Any]:
+    """Bytes sent against the bytes of streaming the same readings raw.
+
+    >>> figures = savings({"update": Traffic(10, 20_000, 3_000), "status": Traffic(10, 700)})
+    >>> figures["raw_bytes"] == 3_000 * RAW_READING_BYTES, figures["sent_bytes"]
+    (True, 20700)
+    """
+    sent = sum(t.payload_bytes for t in traffic.values())
+    readings = sum(t.readings for t in traffic.values())
+    raw = readings * RAW_READING_BYTES
+    return {
+        "by_kind": {kind: _traffic(t) for kind, t in sorted(traffic.items())},
+        "readings": readings,
+        "raw_reading_bytes": RAW_READING_BYTES,
+        "raw_bytes": raw,
+        "sent_bytes": sent,
+        "saved_bytes": raw - sent,
+        "saved_fraction": (raw - sent) / raw if raw else None,
+    }
+
+
+def _traffic(traffic: Traffic) -> dict[str, int]:
+    return {"messages": traffic.messages, "payload_bytes": traffic.payload_bytes,
+            "readings": traffic.readings}
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _vehicle(vehicle: VehicleRecord) -> dict[str, Any]:
+    last = vehicle.last_alert
+    return {
+        "vehicle_id": vehicle.vehicle_id,
+        "state": vehicle.state,
+        "health": health(vehicle),
+        "status_ts": vehicle.status_ts,
+        "alerts": vehicle.alerts,
+        "last_alert": None if last is None else {"ts": last.ts, "subsystem": last.subsystem},
+        "updates": vehicle.updates,
+        "epsilon_spent": _finite(vehicle.epsilon_spent),
+    }
+
+
+def vehicles(store: Store) -> dict[str, Any]:
+    """Every vehicle with its health, and how many there are of each health."""
+    found = [_vehicle(v) for v in store.vehicles()]
+    counts = Counter(v["health"] for v in found)
+    return {
+        "vehicles": found,
+        "health": {h: counts[h] for h in ("alert", "watch", "ok", "offline")},
+        "online": sum(v["state"] == "online" for v in found),
+    }
+
+
+def alerts(store: Store, limit: int = ALERT_LIMIT) -> list[dict[str, Any]]:
+    """The newest alerts first, each naming its vehicle, subsystem and sensors."""
+    return [
+        {"vehicle_id": a.vehicle_id, "ts": a.ts, "subsystem": a.subsystem, "score": a.score,
+         "threshold": a.threshold, "model_version": a.model_version,
+         "sensors": [{"name": name, "z": z} for name, z in a.sensors]}
+        for a in store.alerts(limit)
+    ]
+
+
+def rounds(store: Store, limit: int = ROUND_LIMIT) -> list[dict[str, Any]]:
+    """The newest rounds first, each with the vehicles whose updates it accepted."""
+    participants = store.participants(limit)
+    return [
+        {"round": r.round, "opened_at": r.opened_at, "closed_at": r.closed_at,
+         "accepted": r.accepted, "rejected": r.rejected, "quorum_met": r.quorum_met,
+         "model_version": r.model_version, "participants": participants.get(r.round, [])}
+        for r in store.rounds(limit)
+    ]
+
+
+def model(store: Store) -> dict[str, Any] | None:
+    """The current global model's version and figures (not its parameters)."""
+    latest = store.latest_model()
+    if latest is None:
+        return None
+    return {"version": latest.version, "round": latest.round,
+            "participants": latest.participants, "readings": latest.summary.n,
+            "created_at": latest.created_at, "noise_std": latest.noise_std}
+
+
+def privacy(store: Store) -> dict[str, Any]:
+    """Each vehicle's epsilon spent, as its latest accepted update reported it."""
+    spent = {v: e for v, e in sorted(store.budgets().items()) if math.isfinite(e)}
+    return {"epsilon_spent": spent, "max_epsilon_spent": max(spent.values(), default=None)}
+
+
+def snapshot(store: Store) -> dict[str, Any]:
+    """Every figure of the dashboard at once."""
+    return {
+        "fleet": vehicles(store),
+        "alerts": alerts(store),
+        "rounds": rounds(store),
+        "model": model(store),
+        "privacy": privacy(store),
+        "traffic": savings(store.traffic()),
+        "rejections": dict(sorted(store.rejection_counts().items())),
+    }

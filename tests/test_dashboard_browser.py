@@ -1,0 +1,111 @@
+"""The dashboard in a real browser (Debian's Chromium, headless) over a fleet on Mosquitto."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from devices.faults import FaultMode, FaultSpec
+from devices.fleet import Fleet
+from devices.simulator import SimulatedVehicle
+from devices.vehicle import Vehicle
+from federation.transport import parse_mqtt_url
+from gateway.dashboard import Dashboard
+from gateway.service import Gateway
+from gateway.store import SQLiteStore
+from tests.servers import Mosquitto, free_port
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+VEHICLES = 12
+FAULTY = {"veh-0003": FaultMode.COOLING_DEGRADATION, "veh-0008": FaultMode.CHARGING_FAILURE}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: `make test` installs it (servers target)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+def _fleet() -> list[Vehicle]:
+    vehicles, start_ts_s = [], time.time()
+    for i in range(VEHICLES):
+        vehicle_id = f"veh-{i:04d}"
+        fault = FaultSpec(FAULTY[vehicle_id], onset_s=600.0, failure_s=1500.0) if (
+            vehicle_id in FAULTY) else None
+        source = SimulatedVehicle(vehicle_id, seed=1, fault=fault, start_ts_s=start_ts_s)
+        vehicles.append(Vehicle(vehicle_id, source, mechanism=None,
+                                rng=np.random.default_rng(i)))
+    return vehicles
+
+
+@pytest.fixture
+def page(browser: Browser, mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Page]:
+    target = parse_mqtt_url(mosquitto.url)
+    store = SQLiteStore(tmp_path / "gateway.db")
+    stop = threading.Event()
+    gateway = Gateway(target, store, round_seconds=1.0, min_updates=VEHICLES // 2,
+                      client_id="dashboard-test-gateway")
+    fleet = Fleet(target, _fleet(), speedup=200)
+    threads = [threading.Thread(target=gateway.run, args=(stop,)),
+               threading.Thread(target=fleet.run, args=(stop,))]
+    for thread in threads:
+        thread.start()
+    opened = browser.new_page(viewport={"width": 1440, "height": 1000})
+    try:
+        with Dashboard(store, port=free_port(), refresh_seconds=0.5) as dashboard:
+            opened.goto(dashboard.url)
+            yield opened
+    finally:
+        opened.close()
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=20)
+        store.close()
+    assert not any(t.is_alive() for t in threads), "the gateway or the fleet did not stop"
+
+
+def _latest_round(page: Page) -> int:
+    return int(page.get_attribute("#rounds tbody tr[data-round]", "data-round") or 0)
+
+
+def test_vehicles_an_alert_and_rounds_appear_and_update_without_a_reload(page):
+    page.wait_for_function(f"document.querySelectorAll('#vehicles .tile').length === {VEHICLES}",
+                           timeout=20_000)
+    page.wait_for_selector("#rounds tbody tr[data-round]", timeout=20_000)
+    page.evaluate("window.sameDocument = true")
+    first_round = _latest_round(page)
+    first_version = page.inner_text("#model-version")
+
+    alert = page.wait_for_selector('#alerts li[data-vehicle="veh-0003"][data-subsystem="cooling"]',
+                                   timeout=60_000)
+    page.wait_for_function(f"Number(document.querySelector('#rounds tbody tr[data-round]')"
+                           f".dataset.round) >= {first_round + 2}", timeout=20_000)
+    page.wait_for_function("document.querySelectorAll('#chart-rounds .bars path').length > 0",
+                           timeout=10_000)
+    page.wait_for_timeout(1_500)  # let the charts settle for the screenshot
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    assert page.evaluate("window.sameDocument") is True, "the page reloaded"
+    assert "veh-0003" in alert.inner_text() and "cooling" in alert.inner_text()
+    assert page.get_attribute('.tile[data-vehicle="veh-0003"]', "data-health") in (
+        "watch", "alert")
+    assert page.inner_text("#model-version") != first_version
+    participants = page.inner_text("#rounds tbody tr[data-round] .chips")
+    assert "veh-00" in participants
+    assert page.inner_text("#live-text") == "live"
+    assert page.inner_text("#kpi-saved").endswith("B")  # a byte figure, not a placeholder
