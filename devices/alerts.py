@@ -3,11 +3,14 @@
 Slow degradation hides in single readings (a fault a third developed moves a sensor by about
 three standard deviations, which healthy driving also reaches now and then) but not in their
 average: an exponentially weighted moving average of each sensor's signed residual stays near
-zero while the vehicle is healthy and climbs steadily once a fault develops.
+zero while the vehicle is healthy and climbs steadily once a fault develops. A subsystem's
+level is the root mean square of its sensors' smoothed residuals: one sensor's for a subsystem
+watched by one, and the common drift of many for a machine that wears as a whole.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from federation.features import VEHICLE_SCHEMA, Schema
@@ -52,18 +55,27 @@ class AlertPolicy:
 
     @property
     def level(self) -> float:
-        """The largest smoothed residual, in standard deviations."""
-        return max(map(abs, self.smoothed.values()), default=0.0)
+        """The largest subsystem level: root mean square of its sensors' smoothed residuals."""
+        return max(self.levels().values(), default=0.0)
+
+    def levels(self) -> dict[str, float]:
+        """Each subsystem's level, in standard deviations."""
+        out = {}
+        for subsystem, sensors in self.schema.subsystems.items():
+            values = [self.smoothed[name] ** 2 for name in sensors if name in self.smoothed]
+            if values:
+                out[subsystem] = math.sqrt(sum(values) / len(values))
+        return out
 
     def observe(self, ts_s: float, residuals: dict[str, float]) -> str | None:
         """Record one reading's residuals; return the subsystem to alert on, if any."""
         for name, z in residuals.items():
             previous = self.smoothed.get(name, 0.0)
             self.smoothed[name] = previous + self.alpha * (z - previous)
-        name, level = self.top()[0] if self.smoothed else ("", 0.0)
-        if abs(level) <= self.threshold:
+        levels = self.levels()
+        subsystem = max(levels, key=levels.__getitem__, default="")
+        if not subsystem or levels[subsystem] <= self.threshold:
             return None
-        subsystem = self.schema.feature(name).subsystem or "engine"
         last = self._last_alert_s.get(subsystem)
         if last is not None and ts_s - last < self.cooldown_s:
             return None

@@ -144,6 +144,15 @@ class Schema:
         return np.array([i for i, f in enumerate(self.features) if f.is_health])
 
     @cached_property
+    def subsystems(self) -> dict[str, tuple[str, ...]]:
+        """Each watched subsystem and its health sensors, in schema order."""
+        groups: dict[str, tuple[str, ...]] = {}
+        for f in self.features:
+            if f.subsystem is not None:
+                groups[f.subsystem] = (*groups.get(f.subsystem, ()), f.name)
+        return groups
+
+    @cached_property
     def digest(self) -> str:
         """A short fingerprint of the names, limits and roles: equal digests merge."""
         canon = json.dumps([[f.name, f.low, f.high, f.subsystem] for f in self.features])
@@ -201,13 +210,15 @@ class Schema:
         """A schema whose limits span the given data, widened by ``margin`` of each range.
 
         Columns in ``conditions`` become operating conditions; every other column is a
-        health sensor watching ``subsystems[column]`` (by default a subsystem named after
-        the column). Constant or non-finite columns carry nothing and are left out.
+        health sensor watching ``subsystems[column]``, by default one subsystem named after
+        the schema: sensors of one machine that wear together are judged together (see
+        :class:`devices.detector.FleetGaussian`). Constant or non-finite columns carry
+        nothing and are left out.
 
-        >>> schema = Schema.infer("demo", {"setting": [0, 10], "temp": [20, 30], "id": [1, 1]},
+        >>> schema = Schema.infer("pump", {"setting": [0, 10], "temp": [20, 30], "id": [1, 1]},
         ...                       conditions=["setting"])
         >>> [(f.name, f.low, f.high, f.subsystem) for f in schema.features]
-        [('setting', -1.0, 11.0, None), ('temp', 19.0, 31.0, 'temp')]
+        [('setting', -1.0, 11.0, None), ('temp', 19.0, 31.0, 'pump')]
         """
         conditions, subsystems = set(conditions), dict(subsystems or {})
         unknown = (conditions | set(subsystems)) - set(columns)
@@ -221,7 +232,7 @@ class Schema:
                 continue
             low, high = float(values.min()), float(values.max())
             pad = margin * (high - low)
-            role = None if column in conditions else subsystems.get(column, column)
+            role = None if column in conditions else subsystems.get(column, name)
             features.append(Feature(column, low - pad, high + pad, role))
         return cls(name, tuple(features))
 
