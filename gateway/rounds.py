@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from federation.messages import RoundOpen, Update
+from federation.features import Schema
+from federation.messages import GlobalModel, RoundOpen, Update
+from federation.summary import ModelSummary
+from gateway.strategy import Strategy
 
 __all__ = ["Round"]
 
@@ -59,3 +63,27 @@ class Round:
         else:
             self.rejected[reason] += 1
         return reason
+
+    def merge(
+        self, previous: GlobalModel | None, strategy: Strategy, schema: Schema, created_at: float
+    ) -> GlobalModel:
+        """The next global model: ``previous`` with this round's accepted updates merged in."""
+        base = previous.summary if previous else ModelSummary.empty(schema.names)
+        updates = list(self.accepted.values())
+        summary = strategy.aggregate(base, [u.summary for u in updates])
+        return GlobalModel(
+            version=(previous.version if previous else 0) + 1,
+            round=self.number,
+            participants=len(updates),
+            summary=summary,
+            created_at=created_at,
+            noise_std=_merged_noise_std(previous, updates, summary.n),
+            schema_digest=schema.digest,
+        )
+
+
+def _merged_noise_std(previous: GlobalModel | None, updates: list[Update], n: float) -> float:
+    """Per-coordinate noise left in a merge: each summary's noise weighs by its readings."""
+    weighted = (previous.noise_std * previous.summary.n) ** 2 if previous else 0.0
+    weighted += sum((u.noise_std * u.summary.n) ** 2 for u in updates)
+    return math.sqrt(weighted) / n if n else 0.0

@@ -8,7 +8,6 @@ two threads touch a round.
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
@@ -22,7 +21,6 @@ import paho.mqtt.client as mqtt
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA, Schema
 from federation.messages import Alert, GlobalModel, MessageError, RoundOpen, Status, Update
-from federation.summary import ModelSummary
 from federation.transport import MqttTarget, make_client
 from gateway.rounds import Round
 from gateway.store import RoundRecord, Store, Traffic
@@ -255,18 +253,7 @@ class Gateway:
         self.observer(RoundClosed(record, model, len(self.online)))
 
     def _merge(self, current: Round) -> GlobalModel:
-        base = self.model.summary if self.model else ModelSummary.empty(self.schema.names)
-        updates = list(current.accepted.values())
-        summary = self.strategy.aggregate(base, [u.summary for u in updates])
-        self.model = GlobalModel(
-            version=(self.model.version if self.model else 0) + 1,
-            round=current.number,
-            participants=len(updates),
-            summary=summary,
-            created_at=self.clock(),
-            noise_std=_merged_noise_std(self.model, updates, summary.n),
-            schema_digest=self.schema.digest,
-        )
+        self.model = current.merge(self.model, self.strategy, self.schema, self.clock())
         return self.model
 
     def _count(self, kind: str, traffic: Traffic) -> None:
@@ -296,10 +283,3 @@ def _compatible(model: GlobalModel | None, schema: Schema) -> GlobalModel | None
                     "a new model", model.version, schema.name, schema.digest)
         return None
     return model
-
-
-def _merged_noise_std(previous: GlobalModel | None, updates: list[Update], n: float) -> float:
-    """Per-coordinate noise left in a merge: each summary's noise weighs by its readings."""
-    weighted = (previous.noise_std * previous.summary.n) ** 2 if previous else 0.0
-    weighted += sum((u.noise_std * u.summary.n) ** 2 for u in updates)
-    return math.sqrt(weighted) / n if n else 0.0
