@@ -38,7 +38,7 @@ servers:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy federation devices gateway broker fedfleet
+	$(BIN)/mypy federation devices gateway broker analytics fedfleet
 
 test: $(STAMP) servers lint
 	$(BIN)/python -m pytest

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fedfleet import commands
+from fedfleet import commands, evaluate
 from fedfleet.config import ConfigError, resolve
 
 __all__ = ["main"]
@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     fleet = sub.add_parser("fleet", parents=[common], help="run simulated vehicles")
     _fleet_options(fleet)
+    evaluate.add_parser(sub)
     return parser
 
 
@@ -97,6 +98,8 @@ def _check(settings: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "evaluate":
+        return evaluate.main(args)
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
         settings = resolve(args.command, flags, config_file=args.config)

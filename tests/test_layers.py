@@ -13,7 +13,8 @@ ALLOWED = {
     "broker": set(),
     "devices": {"federation"},
     "gateway": {"federation"},
-    "fedfleet": {"federation", "broker", "devices", "gateway"},
+    "analytics": {"federation", "devices", "gateway"},
+    "fedfleet": {"federation", "broker", "devices", "gateway", "analytics"},
 }
 
 

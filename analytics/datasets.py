@@ -1,0 +1,283 @@
+"""Labelled fleets to replay: one stream of readings per device, with the true fault rows.
+
+A source names a loader and its argument:
+
+- ``sim:N`` — ``N`` simulated vehicles (:mod:`devices.simulator`) with the simulator's own
+  fault plan; a row is anomalous from its vehicle's fault onset on;
+- ``cmapss:DIR`` — NASA C-MAPSS ``train_FD001.txt`` (and any other ``train_FD00x.txt`` in
+  ``DIR``): one engine is one device, run to failure; its last ``window`` cycles are anomalous;
+- ``skab:DIR`` — the Skoltech Anomaly Benchmark: one experiment (``valve1/3.csv``) is one
+  device, labelled by its ``anomaly`` column;
+- ``csv:DIR`` — the generic CSV log format of :mod:`devices.csvlog`.
+
+Each dataset also says which columns are operating conditions rather than health sensors,
+and carries *reference* rows — data the operator owns apart from the streams replayed (the
+C-MAPSS test engines, SKAB's anomaly-free run) — from which fleet-wide limits may be derived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from devices.csvlog import CsvLogError, DeviceLog, read_folder, read_log
+from devices.faults import plan_faults
+from devices.simulator import SimulatedVehicle
+from federation.features import VEHICLE_SCHEMA, Schema, SchemaError
+
+__all__ = ["Dataset", "DatasetError", "Stream", "load"]
+
+# The columns of a C-MAPSS file: unit, cycle, three operating settings, 21 sensors.
+CMAPSS_SETTINGS = ("setting1", "setting2", "setting3")
+CMAPSS_COLUMNS = ("unit", "cycle", *CMAPSS_SETTINGS, *(f"s{i}" for i in range(1, 22)))
+SKAB_GROUPS = ("valve1", "valve2", "other")
+
+
+class DatasetError(ValueError):
+    """A dataset source that cannot be loaded; the message says why."""
+
+
+@dataclass(frozen=True, eq=False)
+class Stream:
+    """One device's readings in time order, with the true label of every row.
+
+    ``failure_s`` is when the device failed (run-to-failure data), or ``None``.
+    """
+
+    device_id: str
+    times_s: np.ndarray
+    values: np.ndarray
+    labels: np.ndarray
+    failure_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not len(self.times_s) == len(self.values) == len(self.labels):
+            raise ValueError("times, values and labels must have one entry per row")
+
+    def __len__(self) -> int:
+        return len(self.times_s)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A labelled fleet: streams over the same columns, and how to read them.
+
+    Examples
+    --------
+    >>> fleet = load("sim:3", seed=1, duration_s=600)
+    >>> fleet.name, len(fleet.streams), fleet.columns[:2], fleet.time_unit
+    ('sim:3', 3, ('engine_rpm', 'vehicle_speed_kmh'), 's')
+    >>> fleet.rows
+    1800
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    streams: list[Stream]
+    conditions: tuple[str, ...] = ()
+    reference: np.ndarray | None = None
+    time_unit: str = "s"
+    notes: tuple[str, ...] = field(default=())
+    schema: Schema = VEHICLE_SCHEMA
+
+    @property
+    def rows(self) -> int:
+        return sum(len(s) for s in self.streams)
+
+    @property
+    def run_to_failure(self) -> bool:
+        return any(s.failure_s is not None for s in self.streams)
+
+
+def load(
+    source: str,
+    *,
+    seed: int = 0,
+    window: int = 30,
+    time_col: str = "timestamp",
+    label_col: str = "label",
+    sep: str = ",",
+    duration_s: float = 8100.0,
+    limit: int | None = None,
+) -> Dataset:
+    """Load ``kind:arg`` (see the module docstring); ``limit`` keeps the first devices only."""
+    kind, _, arg = source.partition(":")
+    if not arg:
+        raise DatasetError(f"dataset {source!r}: expected KIND:ARG, e.g. sim:50 or cmapss:DIR")
+    if kind == "sim":
+        if not arg.isdigit() or int(arg) < 1:
+            raise DatasetError(f"dataset {source!r}: sim:N needs a whole number N >= 1")
+        return _simulated(int(arg), seed, duration_s)
+    if kind not in ("cmapss", "skab", "csv"):
+        raise DatasetError(f"dataset {source!r}: unknown kind {kind!r} "
+                           "(use sim:N, cmapss:DIR, skab:DIR or csv:DIR)")
+    directory = Path(arg)
+    if not directory.is_dir():
+        raise DatasetError(f"dataset {source!r}: {directory} is not a folder")
+    try:
+        if kind == "cmapss":
+            dataset = _cmapss(directory, window, limit)
+        elif kind == "skab":
+            dataset = _skab(directory, limit)
+        else:
+            dataset = _csv(directory, time_col, label_col, sep, limit)
+    except CsvLogError as exc:
+        raise DatasetError(f"dataset {source!r}: {exc}") from None
+    return _named(dataset, source)
+
+
+def _named(dataset: Dataset, name: str) -> Dataset:
+    """The dataset under its source's name, with the schema its devices agree on.
+
+    Fleet-wide limits come from the reference rows when the source has them (data the
+    operator holds apart from the replayed streams), else from the streams themselves.
+    """
+    rows = dataset.reference
+    notes = dataset.notes
+    if rows is None:
+        rows = np.concatenate([s.values for s in dataset.streams])
+        notes = (*notes, "limits derived from the replayed rows (no reference data)")
+    try:
+        schema = Schema.infer(name.split(":")[0], dict(zip(dataset.columns, rows.T, strict=True)),
+                              conditions=dataset.conditions)
+    except SchemaError as exc:
+        raise DatasetError(f"dataset {name!r}: {exc}") from None
+    return Dataset(name, dataset.columns, dataset.streams, dataset.conditions,
+                   dataset.reference, dataset.time_unit, notes, schema)
+
+
+def _simulated(vehicles: int, seed: int, duration_s: float) -> Dataset:
+    ids = [f"veh-{i:04d}" for i in range(vehicles)]
+    plan = plan_faults(ids, seed)
+    streams = []
+    columns = VEHICLE_SCHEMA.names
+    steps = int(duration_s)
+    for vehicle_id in ids:
+        fault = plan.get(vehicle_id)
+        car = SimulatedVehicle(vehicle_id, seed, fault)
+        readings = [car.read() for _ in range(steps)]
+        times_s = np.array([r.ts_s for r in readings])
+        values = np.array([[r.values[c] for c in columns] for r in readings])
+        onset_s = fault.onset_s if fault else np.inf
+        labels = (times_s > onset_s).astype(np.int8)
+        streams.append(Stream(vehicle_id, times_s, values, labels,
+                              fault.failure_s if fault else None))
+    conditions = tuple(f.name for f in VEHICLE_SCHEMA.features if not f.is_health)
+    return Dataset(f"sim:{vehicles}", columns, streams, conditions, schema=VEHICLE_SCHEMA)
+
+
+def _cmapss(directory: Path, window: int, limit: int | None) -> Dataset:
+    if window < 1:
+        raise DatasetError(f"window must be at least 1 cycle, got {window}")
+    paths = sorted(directory.glob("train_FD00*.txt"))
+    if not paths:
+        raise DatasetError(f"{directory}: no train_FD00x.txt file (NASA C-MAPSS)")
+    streams = []
+    for path in paths:
+        table = _cmapss_table(path)
+        for unit in np.unique(table[:, 0]).astype(int):
+            rows = table[table[:, 0] == unit]
+            cycles = rows[:, 1]
+            if np.any(np.diff(cycles) <= 0):
+                raise DatasetError(f"{path.name}: engine {unit}: cycles are not increasing")
+            labels = (cycles > cycles[-1] - window).astype(np.int8)
+            streams.append(Stream(f"{path.stem[6:].lower()}-engine-{unit:03d}", cycles,
+                                  rows[:, 2:], labels, float(cycles[-1])))
+    streams = streams[:limit]
+    reference = [_cmapss_table(p)[:, 2:] for p in sorted(directory.glob("test_FD00*.txt"))]
+    return _drop_constant(Dataset(
+        "", CMAPSS_COLUMNS[2:], streams, CMAPSS_SETTINGS,
+        np.concatenate(reference) if reference else None, "cycles"))
+
+
+def _cmapss_table(path: Path) -> np.ndarray:
+    try:
+        table = np.loadtxt(path, ndmin=2)
+    except ValueError as exc:
+        raise DatasetError(f"{path.name}: not a C-MAPSS file: {exc}") from None
+    if table.shape[1] != len(CMAPSS_COLUMNS):
+        raise DatasetError(f"{path.name}: {table.shape[1]} columns, C-MAPSS has "
+                           f"{len(CMAPSS_COLUMNS)} (unit, cycle, 3 settings, 21 sensors)")
+    return table
+
+
+def _skab(directory: Path, limit: int | None) -> Dataset:
+    paths = [p for group in SKAB_GROUPS
+             for p in sorted((directory / group).glob("*.csv"), key=_numeric_stem)]
+    if not paths:
+        raise DatasetError(f"{directory}: no valve1/, valve2/ or other/ experiments (SKAB)")
+    logs = [_skab_log(p) for p in paths[:limit]]
+    streams = [Stream(f"{p.parent.name}-{p.stem}", log.times_s - log.times_s[0], log.values,
+                      _labels(log)) for p, log in zip(paths, logs, strict=False)]
+    free = directory / "anomaly-free" / "anomaly-free.csv"
+    reference = _skab_log(free, labelled=False).values if free.exists() else None
+    return _drop_constant(Dataset("", _names(logs[0].columns), streams, (), reference))
+
+
+def _skab_log(path: Path, labelled: bool = True) -> DeviceLog:
+    log = read_log(path, time_col="datetime", label_col="anomaly" if labelled else None,
+                   sep=";")
+    columns = tuple(c for c in log.columns if c not in ("anomaly", "changepoint"))
+    return log.select(columns)
+
+
+def _csv(directory: Path, time_col: str, label_col: str, sep: str, limit: int | None) -> Dataset:
+    logs = read_folder(directory, time_col=time_col, label_col=label_col, sep=sep)[:limit]
+    streams = [Stream(_name(log.device_id), log.times_s, log.values, _labels(log))
+               for log in logs]
+    return Dataset("", _names(logs[0].columns), streams, notes=tuple(dict.fromkeys(
+        note for log in logs for note in log.notes)))
+
+
+def _labels(log: DeviceLog) -> np.ndarray:
+    assert log.labels is not None
+    return log.labels
+
+
+def _name(name: str) -> str:
+    """A device or feature name as ids allow (1-64 of ``A-Za-z0-9_.-``)."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in name)
+    return cleaned.strip("_.-")[:64] or "unnamed"
+
+
+def _names(columns: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(_name(c) for c in columns)
+    if len(set(names)) < len(names):
+        raise DatasetError(f"columns {list(columns)} are not distinct once made into names")
+    return names
+
+
+def _numeric_stem(path: Path) -> tuple[int, str]:
+    return (int(path.stem), "") if path.stem.isdigit() else (1 << 30, path.stem)
+
+
+def _drop_constant(dataset: Dataset) -> Dataset:
+    """Drop columns constant over every stream: they carry nothing to learn."""
+    pooled = np.concatenate([s.values for s in dataset.streams])
+    keep = [i for i, column in enumerate(pooled.T) if _varies(column)]
+    dropped = [dataset.columns[i] for i in range(len(dataset.columns)) if i not in keep]
+    streams = [Stream(s.device_id, s.times_s, s.values[:, keep], s.labels, s.failure_s)
+               for s in dataset.streams]
+    return Dataset(
+        dataset.name, tuple(dataset.columns[i] for i in keep), streams,
+        tuple(c for c in dataset.conditions if c not in dropped),
+        None if dataset.reference is None else dataset.reference[:, keep],
+        dataset.time_unit,
+        (*dataset.notes, *(f"column {c!r} is constant, ignored" for c in dropped)))
+
+
+def _varies(column: np.ndarray) -> bool:
+    finite = column[np.isfinite(column)]
+    return finite.size > 0 and bool(finite.max() > finite.min())
+
+
+def split_devices(streams: Sequence[Stream], fraction: float, seed: int) -> set[str]:
+    """A seeded choice of ``fraction`` of the devices (at least one of two or more)."""
+    if len(streams) < 2 or fraction <= 0:
+        return set()
+    count = min(len(streams) - 1, max(1, round(fraction * len(streams))))
+    chosen = np.random.default_rng(seed).choice(len(streams), size=count, replace=False)
+    return {streams[i].device_id for i in chosen}

@@ -1,0 +1,235 @@
+"""The prequential replay: every regime sees the identical interleaved streams and schedule.
+
+Time advances in ticks. At each tick every device that has joined and has rows left reads its
+next row, in a seeded device order fixed for the run: the device's detector scores the row,
+then learns from it (prequential: score before learn). Every ``round_rows`` ticks a round
+closes and the next opens, exactly as a gateway would: the devices' updates of the round are
+merged into the next global model, which every device adopts. Held-out devices join late, at
+``join_tick``, and receive the latest global model (retained) on joining.
+
+The online regimes run the live system's own code: each device is a
+:class:`devices.vehicle.Vehicle` (detector, alert policy, learning gate, summary, privacy
+noise), updates are accepted by :class:`gateway.rounds.Round` and merged by the gateway's
+:class:`gateway.strategy.ExactMerge`. A row's score is the alert policy's smoothed level, and
+its alarm is whether that level passed the policy's threshold: what the device acts on.
+
+- ``local``: no rounds;
+- ``federated``: rounds with exact summaries;
+- ``federated_dp``: rounds with the vehicle's privacy mechanism (see :func:`privacy_mechanism`);
+- ``centralized``: every device scores with, and learns into, one shared detector (all rows
+  pooled in time order), each keeping its own alert policy;
+- ``batch_reference``: see :mod:`analytics.batch`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from analytics.datasets import Dataset, Stream, split_devices
+from devices.detector import FleetGaussian
+from devices.sources import Reading, SensorSource
+from devices.vehicle import Vehicle
+from federation import messages, topics
+from federation.features import Schema
+from federation.messages import GlobalModel, RoundOpen, Update
+from federation.privacy import GaussianMechanism
+from gateway.rounds import Round
+from gateway.strategy import ExactMerge
+
+__all__ = ["Progress", "Run", "Schedule", "privacy_mechanism", "run_online"]
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When each device starts, the device order within a tick, and the round cadence.
+
+    Examples
+    --------
+    >>> from analytics.datasets import load
+    >>> fleet = load("sim:10", seed=1, duration_s=300)
+    >>> plan = Schedule.plan(fleet, seed=1, round_rows=30, late_fraction=0.2)
+    >>> sorted(plan.late), plan.join_tick, plan.start["veh-0004"], plan.start["veh-0000"]
+    (['veh-0004', 'veh-0005'], 150, 150, 0)
+    """
+
+    order: tuple[int, ...]
+    start: dict[str, int]
+    round_rows: int
+    join_tick: int
+    late: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def plan(cls, dataset: Dataset, seed: int, round_rows: int = 30,
+             late_fraction: float = 0.1) -> Schedule:
+        if round_rows < 1:
+            raise ValueError(f"round_rows must be at least 1, got {round_rows}")
+        streams = dataset.streams
+        late = split_devices(streams, late_fraction, seed)
+        join_tick = int(np.median([len(s) for s in streams])) // 2
+        order = tuple(np.random.default_rng(seed).permutation(len(streams)).tolist())
+        start = {s.device_id: join_tick if s.device_id in late else 0 for s in streams}
+        return cls(order, start, round_rows, join_tick, frozenset(late))
+
+
+@dataclass
+class Run:
+    """One regime's replay: each device's score and alarm on every row, and what it cost."""
+
+    regime: str
+    scores: dict[str, np.ndarray]
+    alarms: dict[str, np.ndarray]
+    rounds: int = 0
+    epsilon_spent: float = 0.0
+    seconds: float = 0.0
+
+
+def privacy_mechanism(epsilon: float, updates: int, delta: float = 1e-5,
+                      clip_norm: float = 0.5) -> GaussianMechanism:
+    """The vehicle's privacy mechanism spending ``epsilon`` over at most ``updates`` updates.
+
+    The one place the replay calls :mod:`federation.privacy`: the whole run's budget is split
+    evenly over the updates a device can send, composed by basic composition.
+
+    >>> round(privacy_mechanism(10.0, updates=5).epsilon, 6)
+    2.0
+    """
+    return GaussianMechanism(epsilon=epsilon / max(1, updates), delta=delta, clip_norm=clip_norm)
+
+
+class _Rows(SensorSource):
+    """A stream's rows as readings, one per ``read``."""
+
+    def __init__(self, stream: Stream, columns: tuple[str, ...]) -> None:
+        self._times = stream.times_s.tolist()
+        self._rows = stream.values.tolist()
+        self._columns = columns
+        self.position = 0
+
+    def read(self) -> Reading | None:
+        if self.position >= len(self._rows):
+            return None
+        k, self.position = self.position, self.position + 1
+        return Reading(self._times[k], dict(zip(self._columns, self._rows[k], strict=True)))
+
+
+def new_detector(dataset: Dataset) -> FleetGaussian:
+    """A fresh device detector over the dataset's schema."""
+    return FleetGaussian(dataset.schema)
+
+
+def run_online(
+    dataset: Dataset,
+    schedule: Schedule,
+    regime: str,
+    *,
+    seed: int,
+    mechanism: GaussianMechanism | None = None,
+    progress: Progress | None = None,
+) -> Run:
+    """Replay ``dataset`` under ``regime`` (``local``, ``federated``, ``federated_dp``,
+    ``centralized``); ``mechanism`` noises the updates of ``federated_dp``."""
+    federate = regime.startswith("federated")
+    shared = new_detector(dataset) if regime == "centralized" else None
+    clock = [0.0]
+    vehicles = [
+        Vehicle(_vehicle_id(s.device_id), _Rows(s, dataset.columns), mechanism=mechanism,
+                rng=np.random.default_rng([seed, i]), detector=shared or new_detector(dataset),
+                clock=lambda: clock[0])
+        for i, s in enumerate(dataset.streams)
+    ]
+    streams = dataset.streams
+    scores = {s.device_id: np.zeros(len(s)) for s in streams}
+    alarms = {s.device_id: np.zeros(len(s), dtype=bool) for s in streams}
+    starts = [schedule.start[s.device_id] for s in streams]
+    ends = [start + len(s) for start, s in zip(starts, streams, strict=True)]
+    ticks = max(ends)
+    gateway = _Gateway(schedule.round_rows, dataset.schema) if federate else None
+    began, done, total = time.monotonic(), 0, dataset.rows
+    for tick in range(ticks):
+        clock[0] = float(tick)
+        if gateway is not None and tick % schedule.round_rows == 0:
+            gateway.next_round(tick, [v for v, s, e in zip(vehicles, starts, ends, strict=True)
+                                      if s <= tick < e])
+        for i in schedule.order:
+            if not starts[i] <= tick < ends[i]:
+                continue
+            vehicle, row = vehicles[i], tick - starts[i]
+            if gateway is not None and tick == starts[i] and tick > 0:
+                gateway.welcome(vehicle)
+            for out in vehicle.step():
+                if gateway is not None and isinstance(out.message, Update):
+                    gateway.offer(vehicle.vehicle_id, out.message)
+            device = streams[i].device_id
+            scores[device][row] = vehicle.policy.level
+            alarms[device][row] = vehicle.policy.level > vehicle.policy.threshold
+            done += 1
+        if progress is not None and (tick % 500 == 0 or tick == ticks - 1):
+            progress(regime, done, total)
+    return Run(regime, scores, alarms, gateway.rounds if gateway else 0,
+               max(v.ledger.epsilon_total for v in vehicles), time.monotonic() - began)
+
+
+class _Gateway:
+    """The gateway's round cycle without a network: accept, merge, publish to every device."""
+
+    def __init__(self, round_rows: int, schema: Schema) -> None:
+        self.round_rows = round_rows
+        self.schema = schema
+        self.strategy = ExactMerge()
+        self.model: GlobalModel | None = None
+        self.round: Round | None = None
+        self.rounds = 0
+        self._retained: list[tuple[str, bytes]] = []
+
+    def next_round(self, tick: int, online: list[Vehicle]) -> None:
+        """Close the open round (merging it if it met its quorum) and open the next."""
+        fresh = []
+        if self.round is not None and self.round.quorum_met:
+            self.model = self.round.merge(self.model, self.strategy, self.schema, float(tick))
+            fresh.append((topics.MODEL_TOPIC, messages.encode(self.model)))
+        version = self.model.version if self.model else 0
+        info = RoundOpen(self.rounds + 1, float(tick), float(tick + self.round_rows), 1, version,
+                         self.schema.names, self.schema.digest)
+        self.round = Round(info)
+        self.rounds += 1
+        fresh.append((topics.ROUND_TOPIC, messages.encode(info)))
+        self._retained = [(topic, payload) for topic, payload in self._retained
+                          if topic not in {t for t, _ in fresh}] + fresh
+        for vehicle in online:
+            for topic, payload in fresh:
+                vehicle.on_message(topic, payload)
+
+    def welcome(self, vehicle: Vehicle) -> None:
+        """What a device receives on subscribing: the retained model and round."""
+        for topic, payload in self._retained:
+            vehicle.on_message(topic, payload)
+
+    def offer(self, vehicle_id: str, update: Update) -> None:
+        assert self.round is not None
+        self.round.offer(vehicle_id, update)
+
+
+def _vehicle_id(device_id: str) -> str:
+    return topics.check_vehicle_id(device_id)
+
+
+def stderr_progress(every_s: float = 5.0) -> Progress:
+    """Report a regime's progress on stderr at most every ``every_s`` seconds, and at its end."""
+    last = {"at": 0.0}
+
+    def report(regime: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last["at"] < every_s:
+            return
+        last["at"] = now
+        print(f"  {regime}: {done:,}/{total:,} rows ({100 * done / max(1, total):.0f} %)",
+              file=sys.stderr, flush=True)
+
+    return report

@@ -1,0 +1,46 @@
+"""SKAB's own outlier-detection protocol, applied to a replay's alarms.
+
+The benchmark (github.com/waico/SKAB) scores outlier detection as binary classification of
+each experiment's rows after its training part, the first 400 rows (which hold no anomaly),
+pooled over all experiments: F1 of the anomalous class, the false-alarm rate
+``FAR = FP / (FP + TN)`` and the missed-alarm rate ``MAR = FN / (FN + TP)``, both in percent.
+Its leaderboard's models are fitted offline on each training part; here the devices learn
+online from the start, so the training part is replayed too but not scored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analytics.datasets import Dataset
+from analytics.replay import Run
+
+__all__ = ["TRAIN_ROWS", "outlier_protocol"]
+
+TRAIN_ROWS = 400
+
+
+def outlier_protocol(dataset: Dataset, run: Run, train_rows: int = TRAIN_ROWS) -> dict[str, float]:
+    """F1, FAR (%) and MAR (%) of ``run``'s alarms over every experiment's test part.
+
+    Examples
+    --------
+    >>> from analytics.datasets import Stream
+    >>> labels = np.array([0] * 400 + [0, 0, 1, 1])
+    >>> stream = Stream("valve1-0", np.arange(404.0), np.zeros((404, 1)), labels)
+    >>> alarms = np.array([1] * 400 + [0, 1, 1, 0], dtype=bool)
+    >>> run = Run("federated", {"valve1-0": np.zeros(404)}, {"valve1-0": alarms})
+    >>> outlier_protocol(Dataset("skab:x", ("a",), [stream]), run)
+    {'f1': 0.5, 'far_pct': 50.0, 'mar_pct': 50.0, 'rows': 4}
+    """
+    labels = np.concatenate([s.labels[train_rows:] for s in dataset.streams]).astype(bool)
+    alarms = np.concatenate([run.alarms[s.device_id][train_rows:] for s in dataset.streams])
+    tp = int((alarms & labels).sum())
+    fp = int((alarms & ~labels).sum())
+    fn = int((~alarms & labels).sum())
+    tn = int((~alarms & ~labels).sum())
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return {"f1": round(f1, 3),
+            "far_pct": round(100 * fp / (fp + tn), 2) if fp + tn else 0.0,
+            "mar_pct": round(100 * fn / (fn + tp), 2) if fn + tp else 0.0,
+            "rows": len(labels)}

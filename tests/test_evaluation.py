@@ -1,0 +1,242 @@
+"""The evaluation harness on small slices of the shared datasets: loaders, metrics, regimes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
+
+from analytics.datasets import DatasetError, load
+from analytics.metrics import detection, lead_time
+from analytics.replay import Schedule, privacy_mechanism, run_online
+from analytics.report import evaluate
+from fedfleet.cli import main
+
+DATA = Path(__file__).parent.parent.parent / "shared" / "datasets"
+CMAPSS, SKAB = DATA / "cmapss", DATA / "skab"
+
+
+# Metrics
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_scikit_learn_on_random_cases(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.random(200) < 0.3
+    scores = labels * rng.random(200) + rng.random(200)
+    alarms = scores > 1.0
+
+    metrics = detection(labels, scores, alarms)
+
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, alarms, average="binary")
+    assert metrics["roc_auc"] == round(roc_auc_score(labels, scores), 3)
+    assert metrics["pr_auc"] == round(average_precision_score(labels, scores), 3)
+    assert (metrics["precision"], metrics["recall"], metrics["f1"]) == (
+        round(precision, 3), round(recall, 3), round(f1, 3))
+
+
+def test_metrics_on_a_hand_made_case():
+    labels = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+    scores = np.array([0, 0, 0, 0, 0, 0, 0, 5, 6, 9])
+    alarms = scores > 5.5
+
+    metrics = detection(labels, scores, alarms)
+
+    assert metrics["roc_auc"] == 1.0 and metrics["pr_auc"] == 1.0
+    assert metrics["precision"] == 1.0 and metrics["recall"] == 1.0
+    assert metrics["false_alarms_per_1000"] == 0.0
+    worse = detection(labels, scores, scores > 4)
+    assert worse["false_alarms_per_1000"] == 125.0  # 1 of 8 normal rows
+    assert worse["precision"] == 0.667
+
+
+def test_a_ranking_metric_is_undefined_with_one_class_only():
+    metrics = detection(np.zeros(5), np.arange(5.0), np.zeros(5))
+
+    assert metrics["roc_auc"] is None and metrics["pr_auc"] is None
+    assert metrics["false_alarms_per_1000"] == 0.0
+
+
+def test_lead_time_counts_from_the_first_alarm_on_a_faulty_row():
+    times = np.arange(100.0, 110.0)
+    labels = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    early_false_alarm = np.array([1, 0, 0, 0, 0, 0, 1, 1, 0, 0])
+
+    assert lead_time(times, labels, early_false_alarm, failure_s=109.0) == 3.0
+    assert lead_time(times, labels, np.zeros(10), failure_s=109.0) is None
+
+
+# Datasets: labels on the right rows
+
+
+def test_cmapss_labels_the_last_window_cycles_of_each_engine():
+    fleet = load(f"cmapss:{CMAPSS}", window=30, limit=3)
+
+    raw = np.loadtxt(CMAPSS / "train_FD001.txt")
+    first = fleet.streams[0]
+    engine_1 = raw[raw[:, 0] == 1]
+    assert first.device_id == "fd001-engine-001" and len(first) == len(engine_1) == 192
+    assert first.labels[-30:].all() and not first.labels[:-30].any()
+    assert first.failure_s == 192.0 and first.times_s[0] == 1.0
+    assert fleet.time_unit == "cycles" and "s1" not in fleet.columns  # constant in FD001
+    column = fleet.columns.index("s2")
+    assert first.values[0, column] == engine_1[0, 6]  # s2 is the 7th raw column
+    assert fleet.schema.feature("setting1").subsystem is None  # an operating condition
+    assert len(load(f"cmapss:{CMAPSS}", window=10, limit=1).streams[0].labels.nonzero()[0]) == 10
+
+
+def test_skab_labels_follow_the_anomaly_column_row_for_row():
+    fleet = load(f"skab:{SKAB}", limit=2)
+
+    raw = np.genfromtxt(SKAB / "valve1" / "1.csv", delimiter=";", names=True)
+    stream = fleet.streams[1]
+    assert stream.device_id == "valve1-1"
+    assert stream.labels.tolist() == raw["anomaly"].astype(int).tolist()
+    assert "Volume_Flow_RateRMS" in fleet.columns and "changepoint" not in fleet.columns
+    assert fleet.reference is not None and len(fleet.reference) == 9405  # anomaly-free run
+
+
+def test_simulated_labels_start_at_the_fault_onset():
+    fleet = load("sim:5", seed=3, duration_s=3000)
+
+    faulty = [s for s in fleet.streams if s.failure_s is not None]
+    assert len(faulty) == 1
+    onset = faulty[0].times_s[np.argmax(faulty[0].labels)]
+    assert 900 <= onset <= 2700 and faulty[0].labels[int(onset):].all()
+
+
+def test_csv_folders_load_through_the_generic_reader(tmp_path):
+    for name, shift in (("a", 0.0), ("b", 1.0)):
+        rows = "\n".join(f"{t};{20 + shift + t % 3};{int(t > 5)}" for t in range(8))
+        (tmp_path / f"{name}.csv").write_text(f"t;temp c;y\n{rows}\n")
+
+    fleet = load(f"csv:{tmp_path}", time_col="t", label_col="y", sep=";")
+
+    assert [s.device_id for s in fleet.streams] == ["a", "b"]
+    assert fleet.columns == ("temp_c",)
+    assert fleet.streams[1].labels.tolist() == [0] * 6 + [1] * 2
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [("sim:x", "whole number"), ("cmapss:/nowhere", "not a folder"), ("kaggle:x", "unknown kind"),
+     ("sim", "expected KIND:ARG")],
+)
+def test_a_bad_source_is_refused_with_a_reason(source, message):
+    with pytest.raises(DatasetError, match=message):
+        load(source)
+
+
+# Regimes
+
+
+@pytest.fixture(scope="module")
+def cmapss_report():
+    fleet = load(f"cmapss:{CMAPSS}", limit=6)
+    return fleet, *evaluate(fleet, epsilons=[1.0, 8.0], seed=1, round_rows=20, late_fraction=0.2)
+
+
+def test_every_regime_scores_every_row_of_the_same_streams(cmapss_report):
+    fleet, report, runs = cmapss_report
+
+    assert set(report["regimes"]) == {"local", "federated", "centralized", "federated_dp_eps=1",
+                                      "federated_dp_eps=8", "batch_reference"}
+    for metrics in report["regimes"].values():
+        assert metrics["rows"] == fleet.rows == report["rows"]
+        assert metrics["anomalous"] == 6 * 30
+        assert metrics["lead_time"]["devices"] == 6
+    for run in runs.values():
+        assert {k: len(v) for k, v in run.scores.items()} == {
+            s.device_id: len(s) for s in fleet.streams}
+    assert set(report["per_device"]) == {s.device_id for s in fleet.streams}
+    assert report["regimes"]["federated"]["rounds"] > 5
+    assert report["regimes"]["local"]["rounds"] == 0
+
+
+def test_privacy_noise_spends_no_more_than_the_budget(cmapss_report):
+    _, report, _ = cmapss_report
+
+    assert 0 < report["regimes"]["federated_dp_eps=1"]["epsilon_spent"] <= 1.0
+    assert 1.0 < report["regimes"]["federated_dp_eps=8"]["epsilon_spent"] <= 8.0
+    assert report["regimes"]["federated"]["epsilon_spent"] == 0.0
+
+
+def test_the_report_has_the_documented_shape_and_is_json(cmapss_report):
+    _, report, _ = cmapss_report
+
+    assert {"dataset", "devices", "rows", "regimes", "per_device", "cold_start"} <= set(report)
+    assert report["devices"] == 6
+    assert len(report["cold_start"]["devices"]) == 1
+    assert report["federated_vs_local"]["devices_compared"] <= 6
+    json.dumps(report)
+
+
+def test_centralized_learns_one_model_from_every_device():
+    fleet = load("sim:3", seed=2, duration_s=1500)
+    plan = Schedule.plan(fleet, seed=2, late_fraction=0)
+
+    pooled = run_online(fleet, plan, "centralized", seed=2)
+    alone = run_online(fleet, plan, "local", seed=2)
+
+    # 4,500 pooled readings pass the detector's warm-up; 1,500 per device do not.
+    assert all(scores.any() for scores in pooled.scores.values())
+    assert not any(scores.any() for scores in alone.scores.values())
+
+
+def test_a_late_device_starts_with_the_fleets_model():
+    fleet = load("sim:4", seed=5, duration_s=2400)
+    plan = Schedule.plan(fleet, seed=5, late_fraction=0.25)
+    (late,) = plan.late
+
+    federated = run_online(fleet, plan, "federated", seed=5)
+    local = run_online(fleet, plan, "local", seed=5)
+
+    assert federated.scores[late][:60].any()
+    assert not local.scores[late].any()
+
+
+def test_the_privacy_budget_splits_evenly_over_updates():
+    mechanism = privacy_mechanism(2.0, updates=8, delta=1e-6)
+
+    assert (mechanism.epsilon, mechanism.delta) == (0.25, 1e-6)
+
+
+# The command
+
+
+def test_evaluate_writes_the_report_and_the_picture(tmp_path, capsys):
+    out, plot = tmp_path / "report.json", tmp_path / "report.png"
+
+    code = main(["evaluate", "--dataset", f"skab:{SKAB}", "--devices", "3", "--epsilon", "5",
+                 "--out", str(out), "--plot", str(plot), "--seed", "3"])
+
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["dataset"] == f"skab:{SKAB}" and report["devices"] == 3
+    assert set(report["skab_protocol"]["federated"]) == {"f1", "far_pct", "mar_pct", "rows"}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr()
+    assert "federated_dp_eps=5" in printed.out and "batch_reference" in printed.out
+    assert "rows (100 %)" in printed.err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--dataset", "sim:0"], "sim:N needs a whole number N >= 1"),
+     (["--dataset", "sim:3", "--epsilon", "0"], "--epsilon must be a positive number"),
+     (["--dataset", "sim:3", "--window", "0"], "--window must be at least 1"),
+     (["--dataset", "sim:3", "--out", "/nowhere/r.json"], "folder /nowhere does not exist")],
+)
+def test_evaluate_usage_errors_exit_2_with_a_message(args, message, capsys):
+    assert main(["evaluate", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_evaluate_reports_a_malformed_csv_folder_without_a_traceback(tmp_path, capsys):
+    (tmp_path / "car.csv").write_text("timestamp,temp\n0,1\n")
+
+    assert main(["evaluate", "--dataset", f"csv:{tmp_path}"]) == 2
+    assert "no label column 'label'" in capsys.readouterr().err
