@@ -78,7 +78,7 @@ def gateway(settings: dict[str, Any], stop: threading.Event) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     try:
-        with _dashboard(settings, store) as url:
+        with _dashboard(settings, store, schema) as url:
             if url:
                 print(f"dashboard on {url}", flush=True)
             _gateway(settings, target, store, Progress(), schema).run(stop)
@@ -88,12 +88,14 @@ def gateway(settings: dict[str, Any], stop: threading.Event) -> int:
 
 
 @contextlib.contextmanager
-def _dashboard(settings: dict[str, Any], store: Store) -> Iterator[str | None]:
+def _dashboard(settings: dict[str, Any], store: Store,
+               schema: Schema = VEHICLE_SCHEMA) -> Iterator[str | None]:
     """Serve the dashboard of ``store`` while the block runs; yield its URL (``None``: off)."""
     if not settings["http_port"]:
         yield None
         return
-    with Dashboard(store, settings["http_host"], settings["http_port"]) as dashboard:
+    with Dashboard(store, settings["http_host"], settings["http_port"],
+                   schema=schema) as dashboard:
         yield dashboard.url
 
 

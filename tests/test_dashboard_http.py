@@ -9,21 +9,21 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from federation.messages import GlobalModel, Status
 from gateway.dashboard import Dashboard, DashboardError
-from gateway.dashboard.figures import RAW_READING_BYTES
-from gateway.store import RoundRecord, SQLiteStore, StoreError, Traffic
+from gateway.dashboard.figures import raw_reading_bytes
+from gateway.influx import InfluxSettings, InfluxStore
+from gateway.store import RoundRecord, SQLiteStore, Store, StoreError, Traffic
 from tests import factories
 from tests.servers import HOST, free_port
 
 
-@pytest.fixture
-def store() -> Iterator[SQLiteStore]:
-    filled = SQLiteStore(":memory:")
+def _fill(filled: Store) -> None:
     filled.record_status(Status("veh-0001", "online", 1.0))
     filled.record_status(Status("veh-0002", "offline", 2.0))
     for ts in (1.0, 2.0):
@@ -34,6 +34,12 @@ def store() -> Iterator[SQLiteStore]:
     filled.record_model(GlobalModel(2, 2, 1, factories.summary(), 5.0, 0.01))
     filled.record_traffic(1.0, "update", Traffic(2, 4_000, 1_000))
     filled.record_rejection(1.0, "not_json", None)
+
+
+@pytest.fixture
+def store() -> Iterator[SQLiteStore]:
+    filled = SQLiteStore(":memory:")
+    _fill(filled)
     yield filled
     filled.close()
 
@@ -62,7 +68,27 @@ def _json(dashboard: Dashboard, path: str) -> Any:
     return json.loads(body)
 
 
-def test_the_api_serves_every_figure_from_the_store(dashboard):
+@pytest.fixture(params=["sqlite", "influx"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each backend the gateway can be configured with, filled the same way."""
+    if request.param == "sqlite":
+        backend: Store = SQLiteStore(tmp_path / "store.db")
+    else:
+        server = request.getfixturevalue("victoria_metrics")
+        backend = InfluxStore(InfluxSettings.from_url(
+            f"influx://127.0.0.1:{server.port}/fleet?local={tmp_path / 'local.db'}",
+            {"INFLUXDB_V2_ORG": "o", "INFLUXDB_V2_TOKEN": "t"}))
+    _fill(backend)
+    yield backend
+    backend.close()
+
+
+def test_the_api_serves_every_figure_from_whichever_store_is_configured(any_store):
+    with Dashboard(any_store, port=0) as dashboard:
+        _the_api_serves_every_figure(dashboard)
+
+
+def _the_api_serves_every_figure(dashboard: Dashboard) -> None:
     fleet = _json(dashboard, "/api/vehicles")
     alerts = _json(dashboard, "/api/alerts?limit=1")
     rounds = _json(dashboard, "/api/rounds")
@@ -71,14 +97,15 @@ def test_the_api_serves_every_figure_from_the_store(dashboard):
     assert [(v["vehicle_id"], v["health"]) for v in fleet["vehicles"]] == [
         ("veh-0001", "alert"), ("veh-0002", "offline")]
     assert fleet["health"] == {"alert": 1, "watch": 0, "ok": 0, "offline": 1}
+    assert fleet["by_subsystem"] == {"cooling": 1}
     assert [(a["vehicle_id"], a["subsystem"], a["ts"]) for a in alerts] == [
         ("veh-0001", "cooling", 2.0)]
     assert [(r["round"], r["participants"]) for r in rounds] == [
         (2, ["veh-0001"]), (1, ["veh-0001"])]
     assert _json(dashboard, "/api/model")["version"] == 2
     assert _json(dashboard, "/api/privacy")["epsilon_spent"] == {"veh-0001": 2.0}
-    assert traffic["raw_bytes"] == 1_000 * RAW_READING_BYTES
-    assert traffic["saved_bytes"] == 1_000 * RAW_READING_BYTES - 4_000
+    assert traffic["raw_bytes"] == 1_000 * raw_reading_bytes()
+    assert traffic["saved_bytes"] == 1_000 * raw_reading_bytes() - 4_000
     assert _json(dashboard, "/api/rejections") == {"not_json": 1}
     assert set(_json(dashboard, "/api/snapshot")) == {
         "fleet", "alerts", "rounds", "model", "privacy", "traffic", "rejections"}

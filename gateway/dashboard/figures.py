@@ -10,10 +10,10 @@ alerts again after each cooldown), ``watch`` (one alert), ``ok`` (online, no ale
 Bytes saved: what streaming every reading would have sent, set against what federation sent.
 ``raw_bytes`` counts only the readings summarised by accepted updates (vehicles do not learn,
 and so do not count, readings taken while a fault is suspected), each as one compact JSON
-message of :data:`RAW_READING_BYTES`; ``sent_bytes`` counts every payload received from
-vehicles (rejected ones too) and each round and model message once per vehicle online. Both
-leave out MQTT and TCP framing, which streaming would pay once per reading. So the saving is
-a lower bound.
+message over the fleet's schema (:func:`raw_reading_bytes`); ``sent_bytes`` counts every
+payload received from vehicles (rejected ones too) and each round and model message once per
+vehicle online. Both leave out MQTT and TCP framing, which streaming would pay once per
+reading. So the saving is a lower bound.
 """
 
 from __future__ import annotations
@@ -23,26 +23,27 @@ import math
 from collections import Counter
 from typing import Any
 
-from federation.features import FEATURES
+from federation.features import VEHICLE_SCHEMA, Schema
 from gateway.store import Store, Traffic, VehicleRecord
 
-__all__ = ["ALERT_LIMIT", "RAW_READING_BYTES", "ROUND_LIMIT", "health", "savings", "snapshot"]
+__all__ = ["ALERT_LIMIT", "ROUND_LIMIT", "health", "raw_reading_bytes", "savings", "snapshot"]
 
 ALERT_LIMIT = 50
 ROUND_LIMIT = 30
 REPEATED_ALERTS = 2
 
 
-def _raw_reading_bytes() -> int:
-    """One reading as a streaming client would publish it: compact JSON, two decimals."""
+def raw_reading_bytes(schema: Schema = VEHICLE_SCHEMA) -> int:
+    """One reading as a streaming client would publish it: compact JSON, two decimals.
+
+    >>> raw_reading_bytes()
+    266
+    """
     reading = {
         "v": 1, "vehicle_id": "veh-0001", "ts": 1_700_000_000.0,
-        "values": {f.name: round((f.low + f.high) / 2 + 0.123, 2) for f in FEATURES},
+        "values": {f.name: round((f.low + f.high) / 2 + 0.123, 2) for f in schema.features},
     }
     return len(json.dumps(reading, separators=(",", ":")))
-
-
-RAW_READING_BYTES = _raw_reading_bytes()
 
 
 def health(vehicle: VehicleRecord) -> str:
@@ -61,20 +62,20 @@ def health(vehicle: VehicleRecord) -> str:
     return "ok" if vehicle.state == "online" else "offline"
 
 
-def savings(traffic: dict[str, Traffic]) -> dict[str, Any]:
-    """Bytes sent against the bytes of streaming the same readings raw.
+def savings(traffic: dict[str, Traffic], reading_bytes: int) -> dict[str, Any]:
+    """Bytes sent against the bytes of streaming the same readings raw, ``reading_bytes`` each.
 
-    >>> figures = savings({"update": Traffic(10, 20_000, 3_000), "status": Traffic(10, 700)})
-    >>> figures["raw_bytes"] == 3_000 * RAW_READING_BYTES, figures["sent_bytes"]
-    (True, 20700)
+    >>> figures = savings({"update": Traffic(10, 20_000, 3_000), "status": Traffic(10, 700)}, 250)
+    >>> figures["raw_bytes"], figures["sent_bytes"], figures["saved_bytes"]
+    (750000, 20700, 729300)
     """
     sent = sum(t.payload_bytes for t in traffic.values())
     readings = sum(t.readings for t in traffic.values())
-    raw = readings * RAW_READING_BYTES
+    raw = readings * reading_bytes
     return {
         "by_kind": {kind: _traffic(t) for kind, t in sorted(traffic.items())},
         "readings": readings,
-        "raw_reading_bytes": RAW_READING_BYTES,
+        "raw_reading_bytes": reading_bytes,
         "raw_bytes": raw,
         "sent_bytes": sent,
         "saved_bytes": raw - sent,
@@ -106,13 +107,16 @@ def _vehicle(vehicle: VehicleRecord) -> dict[str, Any]:
 
 
 def vehicles(store: Store) -> dict[str, Any]:
-    """Every vehicle with its health, and how many there are of each health."""
+    """Every vehicle with its health, how many there are of each health, and how many
+    vehicles last alerted on each subsystem."""
     found = [_vehicle(v) for v in store.vehicles()]
     counts = Counter(v["health"] for v in found)
+    subsystems = Counter(v["last_alert"]["subsystem"] for v in found if v["last_alert"])
     return {
         "vehicles": found,
         "health": {h: counts[h] for h in ("alert", "watch", "ok", "offline")},
         "online": sum(v["state"] == "online" for v in found),
+        "by_subsystem": dict(subsystems.most_common()),
     }
 
 
@@ -153,14 +157,14 @@ def privacy(store: Store) -> dict[str, Any]:
     return {"epsilon_spent": spent, "max_epsilon_spent": max(spent.values(), default=None)}
 
 
-def snapshot(store: Store) -> dict[str, Any]:
-    """Every figure of the dashboard at once."""
+def snapshot(store: Store, reading_bytes: int) -> dict[str, Any]:
+    """Every figure of the dashboard at once; ``reading_bytes`` as in :func:`savings`."""
     return {
         "fleet": vehicles(store),
         "alerts": alerts(store),
         "rounds": rounds(store),
         "model": model(store),
         "privacy": privacy(store),
-        "traffic": savings(store.traffic()),
+        "traffic": savings(store.traffic(), reading_bytes),
         "rejections": dict(sorted(store.rejection_counts().items())),
     }

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from federation.features import VEHICLE_SCHEMA, Schema
 from gateway.dashboard import figures
 from gateway.store import Store
 
@@ -66,8 +67,9 @@ def _plotly_bundle() -> Path | None:
 class _Snapshots:
     """The JSON of every figure, recomputed at most once per ``refresh_seconds``."""
 
-    def __init__(self, store: Store, refresh_seconds: float) -> None:
+    def __init__(self, store: Store, refresh_seconds: float, reading_bytes: int) -> None:
         self._store = store
+        self._reading_bytes = reading_bytes
         self._refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
         self._body = b""
@@ -76,7 +78,7 @@ class _Snapshots:
     def get(self) -> bytes:
         with self._lock:
             if time.monotonic() - self._at >= self._refresh_seconds:
-                self._body = _json(figures.snapshot(self._store))
+                self._body = _json(figures.snapshot(self._store, self._reading_bytes))
                 self._at = time.monotonic()
             return self._body
 
@@ -139,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/api/rounds": lambda: figures.rounds(store, _limit(query, figures.ROUND_LIMIT)),
             "/api/model": lambda: figures.model(store),
             "/api/privacy": lambda: figures.privacy(store),
-            "/api/traffic": lambda: figures.savings(store.traffic()),
+            "/api/traffic": lambda: figures.savings(store.traffic(), self.server.reading_bytes),
             "/api/rejections": lambda: store.rejection_counts(),
         }
         if path in apis:
@@ -234,11 +236,13 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], store: Store, refresh_seconds: float) -> None:
+    def __init__(self, address: tuple[str, int], store: Store, refresh_seconds: float,
+                 schema: Schema) -> None:
         super().__init__(address, _Handler)
         self.store = store
         self.refresh_seconds = refresh_seconds
-        self.snapshots = _Snapshots(store, refresh_seconds)
+        self.reading_bytes = figures.raw_reading_bytes(schema)
+        self.snapshots = _Snapshots(store, refresh_seconds, self.reading_bytes)
         self.stopping = threading.Event()
         self._plotly: bytes | None = None
         self._plotly_lock = threading.Lock()
@@ -262,6 +266,8 @@ class Dashboard:
         Where to listen; port 0 takes any free port (see :attr:`url`).
     refresh_seconds
         How often the live stream looks for changed figures.
+    schema
+        The fleet's features: what one raw reading would weigh, for the bytes saved.
 
     Examples
     --------
@@ -270,15 +276,16 @@ class Dashboard:
     >>> with Dashboard(SQLiteStore(":memory:"), port=0) as dashboard:
     ...     with urllib.request.urlopen(dashboard.url + "api/vehicles", timeout=5) as reply:
     ...         json.load(reply)
-    {'vehicles': [], 'health': {'alert': 0, 'watch': 0, 'ok': 0, 'offline': 0}, 'online': 0}
+    {'vehicles': [], 'health': {'alert': 0, 'watch': 0, 'ok': 0, 'offline': 0}, 'online': 0, \
+'by_subsystem': {}}
     """
 
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 8080,
-                 refresh_seconds: float = 1.0) -> None:
+                 refresh_seconds: float = 1.0, schema: Schema = VEHICLE_SCHEMA) -> None:
         if refresh_seconds <= 0:
             raise ValueError("refresh_seconds must be > 0")
         try:
-            self._server = _Server((host, port), store, refresh_seconds)
+            self._server = _Server((host, port), store, refresh_seconds, schema)
         except OSError as exc:
             taken = exc.errno == errno.EADDRINUSE
             why = f"port {port} is already in use" if taken else exc.strerror or str(exc)

@@ -198,6 +198,17 @@ function renderCharts(s) {
   traces.unshift({ type: "bar", orientation: "h", name: "raw readings", y: ["raw streaming"],
     x: [t.raw_bytes], marker: { color: COLOURS.raw },
     hovertemplate: "raw streaming: %{x:.3s}B<extra></extra>" });
+  const subsystems = Object.entries(s.fleet.by_subsystem).reverse();
+  Plotly.react("chart-subsystems", [
+    { type: "bar", orientation: "h", y: subsystems.map(([name]) => name),
+      x: subsystems.map(([, n]) => n), marker: { color: COLOURS.alert },
+      hovertemplate: "%{y}: %{x} vehicle(s)<extra></extra>" },
+  ], { ...LAYOUT, margin: { ...LAYOUT.margin, l: 90, b: 24, t: 4 },
+       xaxis: { dtick: 1, rangemode: "tozero" },
+       annotations: subsystems.length ? [] : [{ text: "no vehicle has alerted", xref: "paper",
+         yref: "paper", x: 0.5, y: 0.5, showarrow: false, font: { color: "#68758a", size: 13 } }],
+     }, CONFIG);
+
   Plotly.react("chart-traffic", traces, { ...LAYOUT, barmode: "stack",
     margin: { ...LAYOUT.margin, l: 100 }, legend: { orientation: "v", x: 1.02, y: 1 }, xaxis: { title: { text: "bytes" }, tickformat: ".2s" },
     yaxis: { categoryorder: "array", categoryarray: labels } }, CONFIG);
