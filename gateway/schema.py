@@ -29,6 +29,7 @@ from influxdb_client import Point, WritePrecision
 from federation.features import Schema
 from federation.messages import Alert, GlobalModel, Status, Update
 from federation.summary import ModelSummary
+from gateway.dashboard.figures import RAW_READING_BYTES
 from gateway.store import RoundRecord, Traffic
 
 __all__ = [
@@ -118,8 +119,9 @@ MEASUREMENTS: Mapping[str, Measurement] = MappingProxyType(dict([
         "epsilon_round": float, "delta_round": float, "epsilon_spent": float}),
     _measurement("rejection", "one rejected message", ("reason",), {"count": int}),
     _measurement("traffic", "messages and payload bytes since the previous point, by kind; "
-                 "readings summarised by accepted updates", ("kind",), {
-        "messages": int, "payload_bytes": int, "readings": int}),
+                 "readings summarised by accepted updates, and the bytes streaming them "
+                 "raw would have taken", ("kind",), {
+        "messages": int, "payload_bytes": int, "readings": int, "raw_stream_bytes": int}),
 ]))
 
 
@@ -199,4 +201,4 @@ def rejection_point(ts_s: float, reason: str) -> Point:
 def traffic_point(ts_s: float, kind: str, traffic: Traffic) -> Point:
     return _point("traffic", ts_s, {"kind": kind}, {
         "messages": traffic.messages, "payload_bytes": traffic.payload_bytes,
-        "readings": traffic.readings})
+        "readings": traffic.readings, "raw_stream_bytes": traffic.readings * RAW_READING_BYTES})

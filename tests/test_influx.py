@@ -20,6 +20,7 @@ from devices.fleet import Fleet, simulated_vehicles
 from federation.features import VEHICLE_SCHEMA
 from federation.messages import GlobalModel, Status
 from federation.transport import parse_mqtt_url
+from gateway.dashboard.figures import RAW_READING_BYTES
 from gateway.influx import InfluxSettings, InfluxStore
 from gateway.outbox import Outbox
 from gateway.schema import MEASUREMENTS, model_from_fields
@@ -106,7 +107,8 @@ def test_every_measurement_tag_and_field_reaches_the_server(victoria_metrics, tm
             "epsilon_round": 1.0, "delta_round": 1e-5, "epsilon_spent": 7.0},
         ("rejection", (("reason", "not_json"),), ms(20)): {"count": 1},
         ("traffic", (("kind", "update"),), ms(30)): {
-            "messages": 12, "payload_bytes": 9_000, "readings": 600},
+            "messages": 12, "payload_bytes": 9_000, "readings": 600,
+            "raw_stream_bytes": 600 * RAW_READING_BYTES},
     }
     assert points == expected
     names = VEHICLE_SCHEMA.names
