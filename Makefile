@@ -17,23 +17,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fedfleet demo $(ARGS)
 
-# The real servers the integration tests start themselves, and the browser that opens the
-# dashboard (Debian packages, installed if missing): Mosquitto, victoria-metrics (a
-# time-series server with the InfluxDB v2 write API), Chromium (Playwright drives it and
-# never downloads one).
+# The real servers the integration tests start themselves, and the tools they run (Debian
+# packages, installed if missing): Mosquitto, victoria-metrics (a time-series server with the
+# InfluxDB v2 write API), docker-compose (validates docker-compose.yml; no engine needed),
+# Chromium for the dashboard (Playwright drives it and never downloads one).
 servers:
 	@missing=""; \
 	[ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v mosquitto_pub >/dev/null || missing="$$missing mosquitto-clients"; \
 	command -v victoria-metrics >/dev/null || missing="$$missing victoria-metrics"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
-	fi
-	@if ! command -v chromium >/dev/null; then \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; \
 	fi
 
 lint: $(STAMP)

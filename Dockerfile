@@ -1,0 +1,13 @@
+# The fedfleet image: the gateway and the fleet simulator of docker-compose.yml.
+FROM python:3.11.10-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY . .
+RUN pip install --no-compile . \
+    && useradd --create-home --uid 10001 fedfleet \
+    && mkdir /data && chown fedfleet /data
+USER fedfleet
+WORKDIR /data
+ENTRYPOINT ["fedfleet"]
+CMD ["--help"]
