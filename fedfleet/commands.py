@@ -74,7 +74,7 @@ def gateway(settings: dict[str, Any], stop: threading.Event) -> int:
     print(f"fleet schema {schema.name} ({schema.digest}): {len(schema)} features, "
           f"{len(schema.health)} health sensors", flush=True)
     try:
-        store = open_store(settings["store"])
+        store = open_store(settings["store"], schema)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     try:

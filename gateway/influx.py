@@ -31,8 +31,10 @@ from urllib.parse import parse_qs, urlsplit
 from influxdb_client import InfluxDBClient, Point
 from influxdb_client.client.write_api import SYNCHRONOUS
 
+from federation.features import VEHICLE_SCHEMA, Schema
 from federation.messages import Alert, GlobalModel, Status, Update
-from gateway import schema
+from gateway import schema as points
+from gateway.dashboard.figures import raw_reading_bytes
 from gateway.outbox import Outbox, OutboxStats
 from gateway.store import RoundRecord, SQLiteStore, Traffic
 
@@ -108,6 +110,8 @@ class InfluxStore(SQLiteStore):
     ----------
     settings
         The server, credentials, bucket and local files.
+    schema
+        The fleet's features: what one raw reading weighs, to set traffic against.
     clock
         Stamps the points of what vehicles send (alerts, statuses, updates) with the time
         the gateway received them: a vehicle's clock may run in simulated time.
@@ -129,10 +133,11 @@ class InfluxStore(SQLiteStore):
     >>> store.close(timeout_s=0.1)
     """
 
-    def __init__(self, settings: InfluxSettings, *,
+    def __init__(self, settings: InfluxSettings, *, schema: Schema = VEHICLE_SCHEMA,
                  clock: Callable[[], float] = time.time, retry_interval_s: float = 1.0) -> None:
         super().__init__(settings.local_path)
         self.settings = settings
+        self._reading_bytes = raw_reading_bytes(schema)
         self._clock = clock
         self._last_s = 0.0
         self._client = InfluxDBClient(url=settings.server_url, token=settings.token,
@@ -152,41 +157,41 @@ class InfluxStore(SQLiteStore):
         self._last_s = max(self._clock() if ts_s is None else ts_s, self._last_s + 1e-6)
         return self._last_s
 
-    def _queue(self, *points: Point) -> None:
-        self.outbox.put([p.to_line_protocol() for p in points])
+    def _queue(self, *new: Point) -> None:
+        self.outbox.put([point.to_line_protocol() for point in new])
 
     def outbox_stats(self) -> OutboxStats:
         return self.outbox.stats()
 
     def record_round(self, record: RoundRecord) -> None:
         super().record_round(record)
-        self._queue(schema.round_point(record))
+        self._queue(points.round_point(record))
 
     def record_model(self, model: GlobalModel) -> None:
         super().record_model(model)
-        self._queue(schema.model_point(model))
+        self._queue(points.model_point(model))
 
     def record_alert(self, alert: Alert) -> None:
         super().record_alert(alert)
-        self._queue(schema.alert_point(alert, self._stamp()))
+        self._queue(points.alert_point(alert, self._stamp()))
 
     def record_status(self, status: Status) -> None:
         super().record_status(status)
-        self._queue(schema.status_point(status, self._stamp()))
+        self._queue(points.status_point(status, self._stamp()))
 
     def record_budget(self, update: Update) -> None:
         super().record_budget(update)
         received = self._stamp()
-        self._queue(schema.participation_point(update, received),
-                    schema.privacy_point(update, received))
+        self._queue(points.participation_point(update, received),
+                    points.privacy_point(update, received))
 
     def record_rejection(self, ts: float, reason: str, vehicle_id: str | None) -> None:
         super().record_rejection(ts, reason, vehicle_id)
-        self._queue(schema.rejection_point(self._stamp(ts), reason))
+        self._queue(points.rejection_point(self._stamp(ts), reason))
 
     def record_traffic(self, ts: float, kind: str, traffic: Traffic) -> None:
         super().record_traffic(ts, kind, traffic)
-        self._queue(schema.traffic_point(ts, kind, traffic))
+        self._queue(points.traffic_point(ts, kind, traffic, self._reading_bytes))
 
     def drain(self, timeout_s: float) -> bool:
         """Write everything queued now; ``True`` once the server has taken it all."""

@@ -29,7 +29,6 @@ from influxdb_client import Point, WritePrecision
 from federation.features import Schema
 from federation.messages import Alert, GlobalModel, Status, Update
 from federation.summary import ModelSummary
-from gateway.dashboard.figures import RAW_READING_BYTES
 from gateway.store import RoundRecord, Traffic
 
 __all__ = [
@@ -198,7 +197,9 @@ def rejection_point(ts_s: float, reason: str) -> Point:
     return _point("rejection", ts_s, {"reason": reason}, {"count": 1})
 
 
-def traffic_point(ts_s: float, kind: str, traffic: Traffic) -> Point:
+def traffic_point(ts_s: float, kind: str, traffic: Traffic, reading_bytes: int) -> Point:
+    """``reading_bytes``: one raw reading as streaming would send it
+    (:func:`gateway.dashboard.figures.raw_reading_bytes` of the fleet's schema)."""
     return _point("traffic", ts_s, {"kind": kind}, {
         "messages": traffic.messages, "payload_bytes": traffic.payload_bytes,
-        "readings": traffic.readings, "raw_stream_bytes": traffic.readings * RAW_READING_BYTES})
+        "readings": traffic.readings, "raw_stream_bytes": traffic.readings * reading_bytes})

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from federation import messages
+from federation.features import VEHICLE_SCHEMA, Schema
 from federation.messages import Alert, GlobalModel, Status, Update
 
 __all__ = [
@@ -296,10 +297,11 @@ class SQLiteStore(Store):
             self._db.close()
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, schema: Schema = VEHICLE_SCHEMA) -> Store:
     """Open the store a URL names: ``sqlite:///relative.db``, ``sqlite:////abs.db``,
     ``sqlite://:memory:``, or InfluxDB 2 with ``influx://HOST:PORT/BUCKET`` (see
-    :mod:`gateway.influx`).
+    :mod:`gateway.influx`). ``schema`` is the fleet's, which the InfluxDB store needs to
+    weigh raw readings.
 
     >>> open_store("redis://x")
     Traceback (most recent call last):
@@ -311,6 +313,6 @@ def open_store(url: str) -> Store:
     if url.startswith(("influx://", "influxs://")):
         from gateway.influx import InfluxSettings, InfluxStore
 
-        return InfluxStore(InfluxSettings.from_url(url))
+        return InfluxStore(InfluxSettings.from_url(url), schema=schema)
     raise ValueError(
         f"unsupported store URL {url!r}: use sqlite:///PATH or influx://HOST:PORT/BUCKET")

@@ -20,7 +20,7 @@ from devices.fleet import Fleet, simulated_vehicles
 from federation.features import VEHICLE_SCHEMA
 from federation.messages import GlobalModel, Status
 from federation.transport import parse_mqtt_url
-from gateway.dashboard.figures import RAW_READING_BYTES
+from gateway.dashboard.figures import raw_reading_bytes
 from gateway.influx import InfluxSettings, InfluxStore
 from gateway.outbox import Outbox
 from gateway.schema import MEASUREMENTS, model_from_fields
@@ -108,7 +108,7 @@ def test_every_measurement_tag_and_field_reaches_the_server(victoria_metrics, tm
         ("rejection", (("reason", "not_json"),), ms(20)): {"count": 1},
         ("traffic", (("kind", "update"),), ms(30)): {
             "messages": 12, "payload_bytes": 9_000, "readings": 600,
-            "raw_stream_bytes": 600 * RAW_READING_BYTES},
+            "raw_stream_bytes": 600 * raw_reading_bytes(VEHICLE_SCHEMA)},
     }
     assert points == expected
     names = VEHICLE_SCHEMA.names
