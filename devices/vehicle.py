@@ -78,7 +78,11 @@ class Vehicle:
     min_readings_per_update
         A vehicle with fewer new readings than this sits a round out.
     learn_below
-        Readings are learned only while every smoothed residual is below this level.
+        Readings are learned only while every subsystem's level is below this.
+    burn_in_readings
+        The first readings are learned whatever their level: they are the vehicle's own
+        baseline, which the fleet's model cannot know (vehicles differ). Without them a
+        vehicle that is healthy but unlike the fleet's average would never learn its normal.
 
     Examples
     --------
@@ -104,6 +108,7 @@ class Vehicle:
         detector: FleetGaussian | None = None,
         min_readings_per_update: int = 30,
         learn_below: float = 1.5,
+        burn_in_readings: int = 600,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.vehicle_id = topics.check_vehicle_id(vehicle_id)
@@ -116,6 +121,7 @@ class Vehicle:
         self.rng = rng
         self.min_readings_per_update = min_readings_per_update
         self.learn_below = learn_below
+        self.burn_in_readings = burn_in_readings
         self.clock = clock
         self.ledger = Ledger()
         self.round: RoundOpen | None = None
@@ -144,8 +150,9 @@ class Vehicle:
         values = self._finite(reading.values)
         self.pipeline.score_one(values)
         subsystem = self.policy.observe(reading.ts_s, self.detector.residuals())
-        # A sensor under suspicion is not learned from, so a slow fault is not absorbed.
-        if self.policy.level < self.learn_below:
+        # After its burn-in, a vehicle under suspicion learns nothing: a slow fault is not
+        # absorbed into what it takes as normal.
+        if self.readings < self.burn_in_readings or self.policy.level < self.learn_below:
             self.pipeline.learn_one(values)
         self.readings += 1
         if subsystem is not None:

@@ -155,3 +155,31 @@ def test_nan_and_infinite_values_are_dropped_counted_and_never_learned():
     assert vehicle.rejected == {"not_finite": 1}
     assert vehicle.detector.recent_readings == learned
     assert np.isfinite(vehicle.detector.model().cov).all()
+
+
+def _fleet_model(version: int = 7) -> GlobalModel:
+    fleet_data = Steady(seed=5)
+    rows = np.array([[f.scale(fleet_data.read().values[f.name]) for f in FEATURES]
+                     for _ in range(4000)])
+    return GlobalModel(version, version, 30, ModelSummary.from_array(FEATURE_NAMES, rows), 0.0)
+
+
+def _unlike_the_fleet(burn_in_readings: int) -> Vehicle:
+    """A healthy vehicle whose coolant runs 3 degrees above the fleet's, after 900 readings."""
+    vehicle = Vehicle("veh-0002", Steady(seed=2), mechanism=None, rng=np.random.default_rng(0),
+                      clock=lambda: 0.0, burn_in_readings=burn_in_readings)
+    vehicle.on_message(topics.MODEL_TOPIC, messages.encode(_fleet_model()))
+    vehicle.source.hot = 3.0
+    for _ in range(900):
+        vehicle.step()
+    return vehicle
+
+
+def test_a_healthy_vehicle_unlike_the_fleet_learns_its_own_normal_during_burn_in():
+    settled = _unlike_the_fleet(burn_in_readings=600)
+    stuck = _unlike_the_fleet(burn_in_readings=0)
+
+    prior = settled.detector.prior_readings
+    assert settled.detector.model().n == prior + 600
+    assert stuck.detector.model().n < prior + 60  # suspicious within its first minute
+    assert settled.policy.level < 0.9 * stuck.policy.level
