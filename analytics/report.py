@@ -94,7 +94,7 @@ def _pooled(dataset: Dataset, run: Run) -> dict[str, Any]:
                  for s in streams if s.failure_s is not None]
         metrics["lead_time"] = {"unit": dataset.time_unit, **lead_times(leads)}
     metrics.update(rounds=run.rounds, epsilon_spent=round(run.epsilon_spent, 6),
-                   seconds=round(run.seconds, 1))
+                   rejected_messages=run.rejected, seconds=round(run.seconds, 1))
     return metrics
 
 

@@ -43,6 +43,8 @@ def add_parser(sub: Any) -> None:
                         help="only the first N devices (quick runs)")
     parser.add_argument("--late-fraction", type=float, default=0.1, metavar="F",
                         help="share of devices held out to join late, for cold start (0.1)")
+    parser.add_argument("--cold-fraction", type=float, default=0.1, metavar="F",
+                        help="cold start is scored over the late devices' first F of rows (0.1)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -73,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
           f"{len(dataset.schema)} features", file=sys.stderr)
     report, runs = evaluate(dataset, epsilons=args.epsilon, seed=args.seed,
                             round_rows=args.round_rows, late_fraction=args.late_fraction,
-                            progress=stderr_progress())
+                            cold_fraction=args.cold_fraction, progress=stderr_progress())
     report["settings"]["window"] = args.window
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
@@ -96,6 +98,8 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         return "--devices must be at least 2"
     if not 0 <= args.late_fraction < 1:
         return "--late-fraction must be in [0, 1)"
+    if not 0 < args.cold_fraction <= 1:
+        return "--cold-fraction must be in (0, 1]"
     if len(args.sep) != 1 and args.sep != "\\t":
         return "--sep must be one character (or \\t)"
     for option in ("out", "plot"):
@@ -111,7 +115,8 @@ def _table(report: dict[str, Any]) -> str:
     for name, metrics in report["regimes"].items():
         cells = "".join(f"{_cell(metrics[c]):>15}" for c in columns)
         lead = metrics.get("lead_time", {}).get("median")
-        lines.append(f"{name:<22}{cells}  " + (f"{lead} {report['time_unit']}" if lead else "-"))
+        unit = report["time_unit"]
+        lines.append(f"{name:<22}{cells}  " + ("-" if lead is None else f"{lead} {unit}"))
     versus = report["federated_vs_local"]
     lines.append(f"federated beats local (PR-AUC) on {versus['better']} of "
                  f"{versus['devices_compared']} devices; ratios: {report['ratios']}")
