@@ -228,6 +228,7 @@ def test_evaluate_writes_the_report_and_the_picture(tmp_path, capsys):
     [(["--dataset", "sim:0"], "sim:N needs a whole number N >= 1"),
      (["--dataset", "sim:3", "--epsilon", "0"], "--epsilon must be a positive number"),
      (["--dataset", "sim:3", "--window", "0"], "--window must be at least 1"),
+     (["--dataset", "sim:3", "--cold-fraction", "0"], "--cold-fraction must be in (0, 1]"),
      (["--dataset", "sim:3", "--out", "/nowhere/r.json"], "folder /nowhere does not exist")],
 )
 def test_evaluate_usage_errors_exit_2_with_a_message(args, message, capsys):
