@@ -73,6 +73,9 @@ def _trace(axes: Any, stream: Any, runs: dict[str, Run], unit: str) -> None:
         axes.plot(times, runs[name].scores[stream.device_id], linewidth=0.8, label=name)
     for start, end in _windows(stream.labels):
         axes.axvspan(times[start], times[end - 1], color="red", alpha=0.12)
+    threshold = runs["federated"].thresholds.get(stream.device_id)
+    if threshold is not None:
+        axes.axhline(threshold, color="black", linestyle="--", linewidth=0.8, label="threshold")
     axes.set_title(f"{stream.device_id}: alert level (true fault rows shaded)", fontsize="medium")
     axes.set_xlabel(unit)
     axes.legend(loc="upper left", fontsize="small")

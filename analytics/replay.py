@@ -92,6 +92,7 @@ class Run:
     epsilon_spent: float = 0.0
     seconds: float = 0.0
     rejected: dict[str, int] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
 
 
 def privacy_mechanism(epsilon: float, updates: int, delta: float = 1e-5,
@@ -178,9 +179,10 @@ def run_online(
             if progress is not None and (tick % 500 == 0 or tick == ticks - 1):
                 progress(regime, done, total)
     rejected = sum((v.rejected for v in vehicles), Counter())
+    thresholds = {s.device_id: v.policy.threshold for s, v in zip(streams, vehicles, strict=True)}
     return Run(regime, scores, alarms, gateway.rounds if gateway else 0,
                max(v.ledger.epsilon_total for v in vehicles), time.monotonic() - began,
-               dict(rejected))
+               dict(rejected), thresholds)
 
 
 @contextmanager
