@@ -140,7 +140,6 @@ def run_online(
 ) -> Run:
     """Replay ``dataset`` under ``regime`` (``local``, ``federated``, ``federated_dp``,
     ``centralized``); ``mechanism`` noises the updates of ``federated_dp``."""
-    federate = regime.startswith("federated")
     shared = new_detector(dataset) if regime == "centralized" else None
     clock = [0.0]
     vehicles = [
@@ -149,40 +148,43 @@ def run_online(
                 clock=lambda: clock[0])
         for i, s in enumerate(dataset.streams)
     ]
-    streams = dataset.streams
-    scores = {s.device_id: np.zeros(len(s)) for s in streams}
-    alarms = {s.device_id: np.zeros(len(s), dtype=bool) for s in streams}
-    starts = [schedule.start[s.device_id] for s in streams]
-    ends = [start + len(s) for start, s in zip(starts, streams, strict=True)]
-    ticks = max(ends)
-    gateway = _Gateway(schedule.round_rows, dataset.schema) if federate else None
-    began, done, total = time.monotonic(), 0, dataset.rows
+    gateway = (_Gateway(schedule.round_rows, dataset.schema) if regime.startswith("federated")
+               else None)
+    run = Run(regime, {s.device_id: np.zeros(len(s)) for s in dataset.streams},
+              {s.device_id: np.zeros(len(s), dtype=bool) for s in dataset.streams})
+    starts = [schedule.start[s.device_id] for s in dataset.streams]
+    ends = [start + len(s) for start, s in zip(starts, dataset.streams, strict=True)]
+    began, done = time.monotonic(), 0
     with _quiet("devices.vehicle"):
-        for tick in range(ticks):
+        for tick in range(max(ends)):
             clock[0] = float(tick)
             if gateway is not None and tick % schedule.round_rows == 0:
                 gateway.next_round(tick, [v for v, s, e in zip(vehicles, starts, ends, strict=True)
                                           if s <= tick < e])
-            for i in schedule.order:
-                if not starts[i] <= tick < ends[i]:
-                    continue
-                vehicle, row = vehicles[i], tick - starts[i]
-                if gateway is not None and tick == starts[i] and tick > 0:
-                    gateway.welcome(vehicle)
-                for out in vehicle.step():
-                    if gateway is not None and isinstance(out.message, Update):
-                        gateway.offer(vehicle.vehicle_id, out.message)
-                device = streams[i].device_id
-                scores[device][row] = vehicle.policy.level
-                alarms[device][row] = vehicle.policy.level > vehicle.policy.threshold
-                done += 1
-            if progress is not None and (tick % 500 == 0 or tick == ticks - 1):
-                progress(regime, done, total)
-    rejected = sum((v.rejected for v in vehicles), Counter())
-    thresholds = {s.device_id: v.policy.threshold for s, v in zip(streams, vehicles, strict=True)}
-    return Run(regime, scores, alarms, gateway.rounds if gateway else 0,
-               max(v.ledger.epsilon_total for v in vehicles), time.monotonic() - began,
-               dict(rejected), thresholds)
+            active = [i for i in schedule.order if starts[i] <= tick < ends[i]]
+            for i in active:
+                if gateway is not None and tick == starts[i] > 0:
+                    gateway.welcome(vehicles[i])
+                _step(vehicles[i], dataset.streams[i].device_id, tick - starts[i], run, gateway)
+            done += len(active)
+            if progress is not None and (tick % 500 == 0 or tick == max(ends) - 1):
+                progress(regime, done, dataset.rows)
+    run.seconds = time.monotonic() - began
+    run.rounds = gateway.rounds if gateway else 0
+    run.epsilon_spent = max(v.ledger.epsilon_total for v in vehicles)
+    run.rejected = dict(sum((v.rejected for v in vehicles), Counter()))
+    run.thresholds = {s.device_id: v.policy.threshold
+                      for s, v in zip(dataset.streams, vehicles, strict=True)}
+    return run
+
+
+def _step(vehicle: Vehicle, device: str, row: int, run: Run, gateway: _Gateway | None) -> None:
+    """One reading: the vehicle scores, learns and sends; record what it acts on."""
+    for out in vehicle.step():
+        if gateway is not None and isinstance(out.message, Update):
+            gateway.offer(vehicle.vehicle_id, out.message)
+    run.scores[device][row] = vehicle.policy.level
+    run.alarms[device][row] = vehicle.policy.level > vehicle.policy.threshold
 
 
 @contextmanager
