@@ -5,9 +5,14 @@ measurements, tags and fields that the InfluxDB store writes (gateway/schema.py)
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,7 @@ import pytest
 import yaml
 
 from gateway.schema import MEASUREMENTS
+from tests.servers import free_port
 
 ROOT = Path(__file__).parent.parent
 GRAFANA = ROOT / "analytics" / "grafana"
@@ -161,3 +167,105 @@ def _declares(spec: Any, field: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def _local(text: str, swaps: dict[str, str]) -> str:
+    """A compose value with container addresses and paths swapped for this machine's."""
+    for container, here in swaps.items():
+        text = text.replace(container, here)
+    return text.replace("$$", "$")
+
+
+def _healthy(command: list[str], env: dict[str, str], timeout_s: float = 15.0) -> bool:
+    """Whether ``command`` (a compose health check, run here) succeeds within the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while subprocess.run(command, env=env, capture_output=True, timeout=10).returncode != 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+class _Stack:
+    """The compose services run as local processes, with ``swaps`` for their addresses."""
+
+    def __init__(self, compose: dict[str, Any], swaps: dict[str, str], workdir: Path) -> None:
+        self.services = compose["services"]
+        self.swaps = swaps
+        self.workdir = workdir
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def mosquitto(self, port: int) -> dict[str, str]:
+        """Start Mosquitto with the service's own script; its environment."""
+        config = self.workdir / "mosquitto"
+        (config / "config").mkdir(parents=True)
+        (config / "data").mkdir()
+        conf = _local((ROOT / "broker" / "mosquitto.conf").read_text(), self.swaps)
+        conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1")
+        user = pwd.getpwuid(os.geteuid()).pw_name  # no switch to a "mosquitto" user
+        (config / "config" / "mosquitto.conf").write_text(f"{conf}user {user}\n")
+        service = self.services["mosquitto"]
+        env = {**os.environ, "PATH": f"{os.environ['PATH']}:/usr/sbin",
+               **service["environment"]}
+        self.processes.append(subprocess.Popen(
+            ["sh", "-c", _local(service["command"][0], self.swaps)], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return env
+
+    def fedfleet(self, name: str, **extra: str) -> dict[str, str]:
+        """Start ``fedfleet`` as the service ``name`` does; its environment."""
+        service = self.services[name]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+        env |= {k: _local(str(v), self.swaps) for k, v in service["environment"].items()
+                if k not in extra}
+        self.processes.append(subprocess.Popen(
+            [sys.executable, "-m", "fedfleet", *service["command"]], cwd=self.workdir, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return env
+
+    def health_check(self, name: str) -> list[str]:
+        test = self.services[name]["healthcheck"]["test"]
+        if test[0] == "CMD-SHELL":
+            return ["sh", "-c", _local(test[1], self.swaps)]
+        return [sys.executable if test[1] == "python" else test[1],
+                *(_local(arg, self.swaps) for arg in test[2:])]
+
+    def stop(self) -> list[int]:
+        for process in reversed(self.processes):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        return [process.returncode for process in self.processes]
+
+
+@pytest.mark.integration
+def test_the_stack_runs_on_this_machine_as_compose_configures_it(
+        compose, victoria_metrics, tmp_path):
+    """Mosquitto from the compose service's own script (password file, ACL), then the gateway
+    and the fleet with the compose environment and health checks, in compose's order;
+    victoria-metrics stands in for InfluxDB 2."""
+    port, http_port = free_port(), free_port()
+    stack = _Stack(compose, {
+        "/mosquitto/": f"{tmp_path}/mosquitto/", "/data/": f"{tmp_path}/",
+        "/fedfleet/mosquitto.acl": str(ROOT / "broker" / "mosquitto.acl"),
+        "chown mosquitto:mosquitto": f"chown {os.geteuid()}",
+        "mosquitto:1883": f"127.0.0.1:{port}", "-h 127.0.0.1": f"-h 127.0.0.1 -p {port}",
+        "influxdb:8086": f"127.0.0.1:{victoria_metrics.port}", "8080": str(http_port),
+        "0.0.0.0": "127.0.0.1"}, tmp_path)
+    try:
+        env = stack.mosquitto(port)
+        assert _healthy(stack.health_check("mosquitto"), env)
+        env = stack.fedfleet("gateway", FEDFLEET_ROUND_SECONDS="1")
+        assert _healthy(stack.health_check("gateway"), env)
+        stack.fedfleet("fleet", FEDFLEET_VEHICLES="4", FEDFLEET_SPEEDUP="300")
+        anonymous = subprocess.run(["mosquitto_pub", "-p", str(port), "-t", "x", "-m", "1"],
+                                   capture_output=True, text=True, timeout=10)
+        deadline = time.monotonic() + 30
+        while victoria_metrics.samples('{__name__="round_round"}') < 2:
+            assert time.monotonic() < deadline, "fewer than 2 rounds reached the server"
+            time.sleep(0.5)
+    finally:
+        codes = stack.stop()
+
+    assert anonymous.returncode != 0 and "not authorised" in anonymous.stderr.lower()
+    assert victoria_metrics.samples('{__name__="participation_round"}') > 0
+    assert codes[1:] == [0, 0]
