@@ -99,6 +99,7 @@ class Outbox:
         self._wake = threading.Event()
         self._urgent = threading.Event()
         self._idle = threading.Event()
+        self._failing = threading.Event()  # the last write failed
         self._stopping = threading.Event()
         self._waiting: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         self._counts = dict.fromkeys(
@@ -143,9 +144,16 @@ class Outbox:
         return self._idle.wait(timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Write what the server takes within ``timeout_s``; the rest stays on disk."""
+        """Write what the server takes within ``timeout_s``, unless a write fails: then, or
+        at the timeout, stop; what is left stays on disk for the next start."""
         if not self._stopping.is_set():
-            drained = self.drain(timeout_s)
+            deadline = time.monotonic() + timeout_s
+            self.drain(timeout_s=0)
+            while not (self._idle.is_set() or self._failing.is_set()):
+                if time.monotonic() > deadline:
+                    break
+                self._idle.wait(0.05)
+            drained = self._idle.is_set()
             self._stopping.set()
             self._wake.set()
             self._thread.join(timeout_s)
@@ -181,6 +189,7 @@ class Outbox:
                 now = time.monotonic()
                 failing_since = failing_since or now
                 failures += 1
+                self._failing.set()
                 with self._lock:
                     self._counts["write_errors"] += 1
                     self._last_error = _describe(exc)
@@ -192,6 +201,7 @@ class Outbox:
                             self._max_retry_interval_s)
                 self._stopping.wait(_retry_after(exc) or delay)
                 continue
+            self._failing.clear()
             if failures:
                 log.info("InfluxDB writes again after %d failed attempts in %.0f s", failures,
                          time.monotonic() - failing_since)

@@ -221,7 +221,9 @@ def test_points_still_on_disk_at_shutdown_are_written_at_the_next_start(
     for number in range(1, 4):
         first.record_round(RoundRecord(number, 1.7e9 + number, 1.7e9 + number + 1, 2, 0,
                                        True, number))
-    first.close(timeout_s=0.5)
+    closing = time.monotonic()
+    first.close()  # does not wait out its timeout for a server that is away
+    assert time.monotonic() - closing < 5
     victoria_metrics.start()
 
     with caplog.at_level(logging.INFO, logger="gateway.outbox"):
