@@ -162,6 +162,7 @@ CREATE INDEX IF NOT EXISTS alerts_by_vehicle ON alerts (vehicle_id, id);
 CREATE TABLE IF NOT EXISTS statuses (vehicle_id TEXT PRIMARY KEY, state TEXT, ts REAL);
 CREATE TABLE IF NOT EXISTS budgets (vehicle_id TEXT, round INTEGER, epsilon REAL,
     delta REAL, epsilon_total REAL, PRIMARY KEY (vehicle_id, round));
+CREATE INDEX IF NOT EXISTS budgets_by_round ON budgets (round);
 CREATE TABLE IF NOT EXISTS rejections (id INTEGER PRIMARY KEY, ts REAL, reason TEXT,
     vehicle_id TEXT);
 CREATE TABLE IF NOT EXISTS traffic (kind TEXT PRIMARY KEY, messages INTEGER,
@@ -175,7 +176,8 @@ SELECT ids.vehicle_id, COALESCE(s.state, 'unknown'), s.ts,
     (SELECT COUNT(*) FROM alerts a WHERE a.vehicle_id = ids.vehicle_id),
     (SELECT payload FROM alerts a WHERE a.vehicle_id = ids.vehicle_id ORDER BY id DESC LIMIT 1),
     (SELECT COUNT(*) FROM budgets b WHERE b.vehicle_id = ids.vehicle_id),
-    (SELECT COALESCE(MAX(epsilon_total), 0.0) FROM budgets b WHERE b.vehicle_id = ids.vehicle_id)
+    COALESCE((SELECT epsilon_total FROM budgets b WHERE b.vehicle_id = ids.vehicle_id
+              ORDER BY round DESC LIMIT 1), 0.0)
 FROM ids LEFT JOIN statuses s ON s.vehicle_id = ids.vehicle_id ORDER BY ids.vehicle_id
 """
 
@@ -256,7 +258,10 @@ class SQLiteStore(Store):
         return [messages.decode(Alert, r[0].encode(), schema=None) for r in rows]
 
     def budgets(self) -> dict[str, float]:
-        rows = self._read("SELECT vehicle_id, MAX(epsilon_total) FROM budgets GROUP BY vehicle_id")
+        rows = self._read(
+            "SELECT vehicle_id, (SELECT epsilon_total FROM budgets b WHERE b.vehicle_id = "
+            "v.vehicle_id ORDER BY round DESC LIMIT 1) FROM (SELECT DISTINCT vehicle_id FROM "
+            "budgets) v")
         return {vehicle: total for vehicle, total in rows}
 
     def statuses(self) -> dict[str, str]:
