@@ -137,9 +137,16 @@ def _named(dataset: Dataset, name: str) -> Dataset:
     """
     rows = dataset.reference
     notes = dataset.notes
+    pooled = np.concatenate([s.values for s in dataset.streams])
     if rows is None:
-        rows = np.concatenate([s.values for s in dataset.streams])
+        rows = pooled
         notes = (*notes, "limits derived from the replayed rows (no reference data)")
+    elif (outside := _outside(rows, pooled)) > 0.01:
+        # Clipped readings lose what they say (SKAB's anomaly-free run is one set-up of the
+        # rig, and would clip most readings of the others).
+        rows = np.concatenate([rows, pooled])
+        notes = (*notes, f"the reference rows' ranges leave {outside:.0%} of the readings "
+                         "outside: limits span both")
     try:
         schema = Schema.infer(name.split(":")[0], dict(zip(dataset.columns, rows.T, strict=True)),
                               conditions=dataset.conditions)
@@ -267,6 +274,12 @@ def _drop_constant(dataset: Dataset) -> Dataset:
         None if dataset.reference is None else dataset.reference[:, keep],
         dataset.time_unit,
         (*dataset.notes, *(f"column {c!r} is constant, ignored" for c in dropped)))
+
+
+def _outside(reference: np.ndarray, rows: np.ndarray) -> float:
+    """The share of values in ``rows`` outside the column ranges of ``reference``."""
+    low, high = np.nanmin(reference, axis=0), np.nanmax(reference, axis=0)
+    return float(np.mean((rows < low) | (rows > high)))
 
 
 def _varies(column: np.ndarray) -> bool:

@@ -36,6 +36,7 @@ import numpy as np
 from analytics.datasets import Dataset, Stream, split_devices
 from devices.detector import FleetGaussian
 from devices.sources import Reading, SensorSource
+from devices.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE, Tuning
 from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.features import Schema
@@ -124,9 +125,15 @@ class _Rows(SensorSource):
         return Reading(self._times[k], dict(zip(self._columns, self._rows[k], strict=True)))
 
 
+def tuning_for(dataset: Dataset) -> Tuning:
+    """The device settings for the dataset's kind of machine and cadence of readings."""
+    kind = dataset.name.partition(":")[0]
+    return {"cmapss": ENGINE_CYCLES, "skab": TEST_RIG}.get(kind, VEHICLE)
+
+
 def new_detector(dataset: Dataset) -> FleetGaussian:
     """A fresh device detector over the dataset's schema."""
-    return FleetGaussian(dataset.schema)
+    return tuning_for(dataset).detector(dataset.schema)
 
 
 def run_online(
@@ -142,10 +149,11 @@ def run_online(
     ``centralized``); ``mechanism`` noises the updates of ``federated_dp``."""
     shared = new_detector(dataset) if regime == "centralized" else None
     clock = [0.0]
+    tuning = tuning_for(dataset)
     vehicles = [
         Vehicle(_vehicle_id(s.device_id), _Rows(s, dataset.columns), mechanism=mechanism,
-                rng=np.random.default_rng([seed, i]), detector=shared or new_detector(dataset),
-                clock=lambda: clock[0])
+                rng=np.random.default_rng([seed, i]), clock=lambda: clock[0],
+                **tuning.vehicle_kwargs(dataset.schema, shared))
         for i, s in enumerate(dataset.streams)
     ]
     gateway = (_Gateway(schedule.round_rows, dataset.schema) if regime.startswith("federated")

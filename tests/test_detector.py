@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from analytics.datasets import load
+from analytics.replay import tuning_for
+from analytics.report import evaluate
 from devices.alerts import AlertPolicy
 from devices.detector import FleetGaussian
+from devices.tuning import ENGINE_CYCLES
 from federation.features import Feature, Schema
 
 
@@ -52,3 +58,18 @@ def test_a_lone_sensor_off_does_not_carry_a_four_sensor_subsystem():
 
     assert policy.observe(0.0, {"t0_c": 4.0, "t1_c": 0.0, "t2_c": 0.0, "t3_c": 0.0}) is None
     assert policy.level == 2.0
+
+
+CMAPSS = Path(__file__).parent.parent.parent / "shared" / "datasets" / "cmapss"
+
+
+def test_on_turbofan_engines_the_fleets_model_beats_each_engine_alone():
+    fleet = load(f"cmapss:{CMAPSS}", limit=20)
+
+    report, _ = evaluate(fleet, epsilons=[], seed=0)
+
+    federated, local = report["regimes"]["federated"], report["regimes"]["local"]
+    assert tuning_for(fleet) is ENGINE_CYCLES
+    assert federated["pr_auc"] > 0.9
+    assert federated["pr_auc"] > local["pr_auc"] + 0.1
+    assert federated["false_alarms_per_1000"] < local["false_alarms_per_1000"]

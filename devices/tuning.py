@@ -1,0 +1,86 @@
+"""How a device's detector, alerts and learning gate are set for the cadence of its readings.
+
+The same model runs everywhere; what changes between a car read every second and a turbofan
+read once per flight cycle is how many readings make a baseline, how long the alert chart
+remembers, and where it alarms. Each preset below was chosen by replaying labelled data
+through the live code (``fedfleet evaluate``; see docs/EVALUATION.md for the figures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from devices.alerts import AlertPolicy
+from devices.detector import FleetGaussian
+from federation.features import Schema
+
+__all__ = ["ENGINE_CYCLES", "TEST_RIG", "VEHICLE", "Tuning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """The settings of one device's detector, alert policy and learning gate.
+
+    Parameters
+    ----------
+    prior_readings
+        The most readings the fleet's model counts for in a device's model.
+    min_readings
+        Readings a model needs before it scores.
+    refresh_every
+        Readings between recomputations of the precision matrix.
+    burn_in_readings
+        A device's first readings, learned whatever their level (its own baseline).
+    alpha
+        EWMA weight of the newest residual in the alert chart.
+    threshold
+        The alert level.
+    cooldown_s
+        Quiet time of a subsystem after an alert (reading time).
+
+    Examples
+    --------
+    >>> from federation.features import VEHICLE_SCHEMA
+    >>> ENGINE_CYCLES.policy(VEHICLE_SCHEMA).alpha, VEHICLE.detector(VEHICLE_SCHEMA).prior_readings
+    (0.2, 3600.0)
+    """
+
+    prior_readings: float = 3600.0
+    min_readings: int = 3000
+    refresh_every: int = 120
+    burn_in_readings: int = 600
+    alpha: float = 0.02
+    threshold: float = 4.0
+    cooldown_s: float = 1800.0
+
+    def detector(self, schema: Schema) -> FleetGaussian:
+        return FleetGaussian(schema, prior_readings=self.prior_readings,
+                             refresh_every=self.refresh_every, min_readings=self.min_readings)
+
+    def policy(self, schema: Schema) -> AlertPolicy:
+        return AlertPolicy(self.threshold, self.alpha, self.cooldown_s, schema=schema)
+
+    def vehicle_kwargs(
+        self, schema: Schema, detector: FleetGaussian | None = None
+    ) -> dict[str, Any]:
+        """Keyword arguments of :class:`devices.vehicle.Vehicle` for this tuning."""
+        return {"detector": detector or self.detector(schema), "policy": self.policy(schema),
+                "burn_in_readings": self.burn_in_readings}
+
+
+VEHICLE = Tuning()
+"""A road vehicle read once a second (the simulator, OBD-II)."""
+
+ENGINE_CYCLES = Tuning(prior_readings=400.0, min_readings=30, refresh_every=1,
+                       burn_in_readings=30, alpha=0.2, threshold=2.1, cooldown_s=1e9)
+"""A machine read once per duty cycle and run for a few hundred (C-MAPSS turbofans). The
+fleet's model anchors what a new engine's healthy sensors look like, so it weighs as much
+as two engine lives; the threshold keeps false alarms near 1 per 1,000 healthy cycles."""
+
+TEST_RIG = Tuning(prior_readings=0.0, min_readings=100, refresh_every=10,
+                  burn_in_readings=400, alpha=0.05, threshold=0.52, cooldown_s=1e9)
+"""One experiment per set-up of a test rig read once a second (SKAB). Each experiment runs
+the rig at a set-up of its own, so another set-up's normal only hides faults: the fleet's
+model is not used as a prior, and the first 400 readings (the benchmark's training part)
+are the device's baseline."""
