@@ -1,0 +1,308 @@
+"""The device agent: one vehicle on a real sensor source, with an MQTT connection of its own.
+
+Reading, scoring, learning, alerting and taking part in rounds are :class:`Vehicle`'s, exactly
+as for a simulated vehicle; the agent adds the connection. paho's network thread keeps it
+alive and reconnects with backoff; the calling thread reads the source and runs the vehicle,
+so a slow sensor never starves the keepalive and a reconnect never stops the readings.
+
+Alerts and updates go out with QoS 1 and stay in paho's outgoing queue until the broker
+acknowledges them. While the broker is away they wait there, in order, up to ``max_queued``
+messages (more are dropped, counted and logged), and are sent once it is back: a reconnect
+loses nothing that fits the queue. An update that arrives after its round has closed is
+refused by the gateway; the readings it summarised stay in the vehicle's own model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from devices.sources import Reading, SensorSource
+from devices.vehicle import Outgoing, Vehicle
+from federation import topics
+from federation.messages import Alert, Update
+from federation.transport import MqttTarget, make_client
+
+__all__ = ["AgentStatus", "DeviceAgent"]
+
+log = logging.getLogger(__name__)
+
+_INBOX_SIZE = 64  # rounds and models are few; a flood beyond this is dropped and counted
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """How the agent is doing; reported to the observer every ``status_every_s``."""
+
+    connected: bool
+    readings: int
+    readings_per_s: float
+    incomplete_readings: int
+    alerts_raised: int
+    alerts_delivered: int
+    queued: int
+    dropped: int
+    updates_sent: int
+    updates_delivered: int
+    model_version: int
+
+
+class _Metered(SensorSource):
+    """Pass readings through, counting those that miss a schema channel (never learned)."""
+
+    def __init__(self, inner: SensorSource, channels: Iterable[str]) -> None:
+        self.inner = inner
+        self.channels = frozenset(channels)
+        self.readings = 0
+        self.incomplete = 0
+        self.never_seen = set(self.channels)
+
+    def read(self) -> Reading | None:
+        reading = self.inner.read()
+        if reading is not None:
+            self.readings += 1
+            self.never_seen -= reading.values.keys()
+            if not self.channels <= reading.values.keys():
+                self.incomplete += 1
+        return reading
+
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class DeviceAgent:
+    """Runs one :class:`Vehicle` against a broker on its own paho client.
+
+    Parameters
+    ----------
+    target
+        The broker.
+    vehicle
+        The vehicle, with its source; the agent connects as ``fedfleet-{vehicle_id}`` with a
+        Last Will that marks it offline, and says ``online`` on every (re)connect.
+    channels
+        The schema's feature names: readings without all of them are scored but not learned,
+        and the agent warns when a channel never appears.
+    max_queued
+        The most messages waiting for the broker's acknowledgement (alerts kept while the
+        broker is away); beyond it new ones are dropped and counted.
+    observer
+        Called with every :class:`~federation.messages.Alert` raised and an
+        :class:`AgentStatus` every ``status_every_s``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from devices.simulator import SimulatedVehicle
+    >>> from federation.features import FEATURE_NAMES
+    >>> from federation.transport import parse_mqtt_url
+    >>> vehicle = Vehicle("veh-0001", SimulatedVehicle("veh-0001", seed=1), mechanism=None,
+    ...                   rng=np.random.default_rng(0))
+    >>> agent = DeviceAgent(parse_mqtt_url("mqtt://127.0.0.1:1"), vehicle, FEATURE_NAMES)
+    >>> agent.status().connected, agent.status().queued
+    (False, 0)
+    """
+
+    def __init__(
+        self,
+        target: MqttTarget,
+        vehicle: Vehicle,
+        channels: Iterable[str],
+        *,
+        max_queued: int = 1000,
+        observer: Callable[[Alert | AgentStatus], None] | None = None,
+        status_every_s: float = 10.0,
+        keepalive_s: int = 30,
+        idle_wait_s: float = 0.05,
+    ) -> None:
+        if max_queued < 1:
+            raise ValueError(f"max_queued must be at least 1, got {max_queued}")
+        self.vehicle = vehicle
+        self.meter = _Metered(vehicle.source, channels)
+        vehicle.source = self.meter
+        self.observer = observer or (lambda event: None)
+        self.status_every_s = status_every_s
+        self.idle_wait_s = idle_wait_s
+        self._target, self._keepalive_s = target, keepalive_s
+        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(_INBOX_SIZE)
+        self._lock = threading.Lock()
+        self._pending: dict[int, type] = {}  # mid -> message kind, until the broker acks
+        self._early_acks: set[int] = set()
+        self._delivered = {Alert: 0, Update: 0}
+        self.dropped = 0
+        self.inbox_dropped = 0
+        self._connected = threading.Event()
+        self._rate = (time.monotonic(), 0)
+        will = vehicle.status("offline")
+        self.client = make_client(f"fedfleet-{vehicle.vehicle_id}", target,
+                                  will=(will.topic, will.payload))
+        self.client.max_queued_messages_set(max_queued)
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+
+    def status(self) -> AgentStatus:
+        now, readings = time.monotonic(), self.meter.readings
+        since, before = self._rate
+        self._rate = (now, readings)
+        with self._lock:
+            queued = len(self._pending)
+            alerts, updates = self._delivered[Alert], self._delivered[Update]
+        return AgentStatus(
+            self._connected.is_set(), readings, (readings - before) / max(now - since, 1e-9),
+            self.meter.incomplete, self.vehicle.alerts_raised, alerts, queued, self.dropped,
+            self.vehicle.updates_sent, updates, self.vehicle.model_version)
+
+    def run(self, stop: threading.Event, duration_s: float | None = None,
+            drain_timeout_s: float = 10.0) -> None:
+        """Read and run the vehicle until ``stop``, ``duration_s``, or the source ends.
+
+        Then wait up to ``drain_timeout_s`` for queued messages to be acknowledged, say
+        ``offline``, and disconnect cleanly.
+        """
+        self.client.connect_async(self._target.host, self._target.port, self._keepalive_s)
+        self.client.loop_start()
+        deadline = math.inf if duration_s is None else time.monotonic() + duration_s
+        next_status = time.monotonic() + self.status_every_s
+        warned_incomplete = False
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                self._take_inbox()
+                before = self.meter.readings
+                for out in self.vehicle.step():
+                    self._send(out)
+                if self.meter.readings == before:
+                    if self.meter.finished:
+                        log.info("%s: the source has ended", self.vehicle.vehicle_id)
+                        break
+                    self._wait_inbox(self.idle_wait_s)
+                if time.monotonic() >= next_status:
+                    next_status += self.status_every_s
+                    self.observer(self.status())
+                    if not warned_incomplete:
+                        warned_incomplete = self._warn_incomplete()
+        finally:
+            self._shut_down(drain_timeout_s)
+
+    def _warn_incomplete(self) -> bool:
+        if not self.meter.readings or not self.meter.never_seen:
+            return False
+        log.warning("%s: no reading so far has %s: readings are scored but the detector "
+                    "learns only complete ones; give the fleet a schema of the channels "
+                    "this device has", self.vehicle.vehicle_id,
+                    ", ".join(sorted(self.meter.never_seen)))
+        return True
+
+    def _send(self, out: Outgoing) -> None:
+        if isinstance(out.message, Alert):
+            self.observer(out.message)
+        rc = self._publish(out)
+        if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            self.dropped += 1
+            log.warning("%s: %s dropped (%s); %d dropped so far", self.vehicle.vehicle_id,
+                        type(out.message).__name__.lower(), mqtt.error_string(rc),
+                        self.dropped)
+
+    def _publish(self, out: Outgoing) -> int:
+        """Publish, and track the message until the broker acknowledges it."""
+        # Not under self._lock: paho calls on_publish holding its own lock, which publish needs.
+        info = self.client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)
+        if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            with self._lock:
+                if info.mid in self._early_acks:  # acknowledged before publish() returned
+                    self._early_acks.discard(info.mid)
+                    self._count_delivered(type(out.message))
+                else:
+                    self._pending[info.mid] = type(out.message)
+        return int(info.rc)
+
+    def _take_inbox(self) -> None:
+        while True:
+            try:
+                topic, payload = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            self.vehicle.on_message(topic, payload)
+
+    def _wait_inbox(self, timeout_s: float) -> None:
+        try:
+            topic, payload = self._inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            return
+        self.vehicle.on_message(topic, payload)
+
+    def _shut_down(self, drain_timeout_s: float) -> None:
+        self._wait_acknowledged(drain_timeout_s)
+        if self._pending:
+            log.warning("%s: %d messages were never acknowledged by the broker and are lost",
+                        self.vehicle.vehicle_id, len(self._pending))
+        if self._connected.is_set():
+            self._publish(self.vehicle.status("offline"))
+            self._wait_acknowledged(2.0)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.meter.close()
+
+    def _wait_acknowledged(self, timeout_s: float) -> None:
+        end = time.monotonic() + timeout_s
+        while self._pending and time.monotonic() < end:
+            time.sleep(0.05)
+
+    # paho callbacks, on its network thread: never let an exception escape them.
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                    props: Any) -> None:
+        if rc.is_failure:
+            log.error("%s: broker refused the connection: %s", self.vehicle.vehicle_id, rc)
+            return
+        client.subscribe([(topics.ROUND_TOPIC, 1), (topics.MODEL_TOPIC, 1)])
+        self._publish(self.vehicle.status("online"))
+        self._connected.set()
+        log.info("%s: connected to %s:%d", self.vehicle.vehicle_id, self._target.host,
+                 self._target.port)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        log.warning("%s: cannot reach the broker at %s:%d; retrying", self.vehicle.vehicle_id,
+                    self._target.host, self._target.port)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                       props: Any) -> None:
+        if self._connected.is_set():
+            log.warning("%s: lost the broker (%s); alerts wait in the queue",
+                        self.vehicle.vehicle_id, rc)
+        self._connected.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._inbox.put_nowait((msg.topic, bytes(msg.payload)))
+        except queue.Full:
+            self.inbox_dropped += 1
+            log.warning("%s: inbox full, dropped a message on %s", self.vehicle.vehicle_id,
+                        msg.topic)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any,
+                    props: Any) -> None:
+        with self._lock:
+            kind = self._pending.pop(mid, None)
+            if kind is None:
+                self._early_acks.add(mid)
+            else:
+                self._count_delivered(kind)
+
+    def _count_delivered(self, kind: type) -> None:
+        if kind in self._delivered:
+            self._delivered[kind] += 1
