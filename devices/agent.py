@@ -78,6 +78,9 @@ class _Metered(SensorSource):
     def finished(self) -> bool:
         return self.inner.finished
 
+    def counters(self) -> dict[str, int]:
+        return self.inner.counters()
+
     def close(self) -> None:
         self.inner.close()
 
@@ -91,10 +94,9 @@ class DeviceAgent:
         The broker.
     vehicle
         The vehicle, with its source; the agent connects as ``fedfleet-{vehicle_id}`` with a
-        Last Will that marks it offline, and says ``online`` on every (re)connect.
-    channels
-        The schema's feature names: readings without all of them are scored but not learned,
-        and the agent warns when a channel never appears.
+        Last Will that marks it offline, and says ``online`` on every (re)connect. Readings
+        without every channel of its schema are scored but not learned: the agent counts them
+        and warns when a channel never appears.
     max_queued
         The most messages waiting for the broker's acknowledgement (alerts kept while the
         broker is away); beyond it new ones are dropped and counted.
@@ -106,11 +108,10 @@ class DeviceAgent:
     --------
     >>> import numpy as np
     >>> from devices.simulator import SimulatedVehicle
-    >>> from federation.features import FEATURE_NAMES
     >>> from federation.transport import parse_mqtt_url
     >>> vehicle = Vehicle("veh-0001", SimulatedVehicle("veh-0001", seed=1), mechanism=None,
     ...                   rng=np.random.default_rng(0))
-    >>> agent = DeviceAgent(parse_mqtt_url("mqtt://127.0.0.1:1"), vehicle, FEATURE_NAMES)
+    >>> agent = DeviceAgent(parse_mqtt_url("mqtt://127.0.0.1:1"), vehicle)
     >>> agent.status().connected, agent.status().queued
     (False, 0)
     """
@@ -119,7 +120,6 @@ class DeviceAgent:
         self,
         target: MqttTarget,
         vehicle: Vehicle,
-        channels: Iterable[str],
         *,
         max_queued: int = 1000,
         observer: Callable[[Alert | AgentStatus], None] | None = None,
@@ -130,7 +130,7 @@ class DeviceAgent:
         if max_queued < 1:
             raise ValueError(f"max_queued must be at least 1, got {max_queued}")
         self.vehicle = vehicle
-        self.meter = _Metered(vehicle.source, channels)
+        self.meter = _Metered(vehicle.source, vehicle.schema.names)
         vehicle.source = self.meter
         self.observer = observer or (lambda event: None)
         self.status_every_s = status_every_s
@@ -144,6 +144,7 @@ class DeviceAgent:
         self.dropped = 0
         self.inbox_dropped = 0
         self._connected = threading.Event()
+        self._closing = False
         self._rate = (time.monotonic(), 0)
         will = vehicle.status("offline")
         self.client = make_client(f"fedfleet-{vehicle.vehicle_id}", target,
@@ -253,6 +254,7 @@ class DeviceAgent:
         if self._connected.is_set():
             self._publish(self.vehicle.status("offline"))
             self._wait_acknowledged(2.0)
+        self._closing = True
         self.client.disconnect()
         self.client.loop_stop()
         self.meter.close()
@@ -281,7 +283,7 @@ class DeviceAgent:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._closing:
             log.warning("%s: lost the broker (%s); alerts wait in the queue",
                         self.vehicle.vehicle_id, rc)
         self._connected.clear()

@@ -3,6 +3,7 @@
 ======================================  ==============================================
 ``obd://PORT[?baud=N&timeout=S]``       an ELM327 adapter (:mod:`devices.obdii`)
 ``serial://DEVICE[?baud=N]``            a board printing lines (:mod:`devices.serialport`)
+``csv://PATH[?speedup=X&time=C&sep=S]`` a recorded log, replayed (:mod:`devices.replay`)
 ``stdin``                               lines on standard input (:mod:`devices.stdin`)
 ======================================  ==============================================
 
@@ -12,14 +13,15 @@ what was expected.
 
 >>> open_source("serial://loop://?baud=115200", ["battery_v"]).name
 'serial://loop://'
->>> open_source("serial://loop://?parity=odd", ["battery_v"])
+>>> open_source("serial://COM3?bits=7", ["battery_v"])
 Traceback (most recent call last):
 ...
-devices.sources.SourceError: serial://loop://?parity=odd: unknown option(s) parity; serial:// takes baud
->>> open_source("can0", ["battery_v"])
-Traceback (most recent call last):
-...
-devices.sources.SourceError: unknown source 'can0': use obd://PORT, serial://DEVICE or stdin
+devices.sources.SourceError: serial://COM3?bits=7: unknown option(s) bits; serial:// takes baud
+>>> try:
+...     open_source("can0", ["battery_v"])
+... except SourceError as exc:
+...     print(exc)
+unknown source 'can0': use obd://PORT, serial://DEVICE, csv://PATH or stdin
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from devices.sources import SensorSource, SourceError
 
 __all__ = ["open_source"]
 
-_FORMS = "obd://PORT, serial://DEVICE or stdin"
+_FORMS = "obd://PORT, serial://DEVICE, csv://PATH or stdin"
 
 
 def _split(spec: str, scheme: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
@@ -70,12 +72,18 @@ def open_source(spec: str, channels: Iterable[str]) -> SensorSource:
     if spec.startswith("serial://"):
         from devices.serialport import SerialSource
         port, options = _split(spec, "serial", ("baud",))
-        baud = int(_number(spec, options, "baud", int)) if "baud" in options else 9600
-        return SerialSource(port, channels, baudrate=baud)
+        serial_baud = int(_number(spec, options, "baud", int)) if "baud" in options else 9600
+        return SerialSource(port, channels, baudrate=serial_baud)
     if spec.startswith("obd://"):
         from devices.obdii import ObdSource
         port, options = _split(spec, "obd", ("baud", "timeout"))
         baud = int(_number(spec, options, "baud", int)) if "baud" in options else None
         timeout_s = _number(spec, options, "timeout", float) if "timeout" in options else 1.0
         return ObdSource(port, channels, baudrate=baud, timeout_s=timeout_s)
+    if spec.startswith("csv://"):
+        from devices.replay import CsvReplay
+        path, options = _split(spec, "csv", ("speedup", "time", "sep"))
+        speedup = _number(spec, options, "speedup", float) if "speedup" in options else 1.0
+        return CsvReplay(path, channels, speedup=speedup,
+                         time_col=options.get("time", "timestamp"), sep=options.get("sep", ","))
     raise SourceError(f"unknown source {spec!r}: use {_FORMS}")

@@ -135,6 +135,9 @@ class LineSource(SensorSource):
     def finished(self) -> bool:
         return self._ended and not self._lines
 
+    def counters(self) -> dict[str, int]:
+        return {f"skipped {reason}": count for reason, count in sorted(self.rejected.items())}
+
     def read(self) -> Reading | None:
         for line in self._next_lines():
             reading = self._reading(line)
@@ -164,12 +167,14 @@ class LineSource(SensorSource):
             if self._discarding:
                 self._discarding = False
             elif len(line) > self.max_line_bytes:
+                self.lines += 1
                 self._reject("too_long", f"a line longer than {self.max_line_bytes} bytes")
             elif line.strip():
                 self._lines.append(bytes(line))
         self._buffer = bytearray(rest)
         if len(self._buffer) > self.max_line_bytes:
             if not self._discarding:
+                self.lines += 1
                 self._reject("too_long", f"a line longer than {self.max_line_bytes} bytes")
             self._discarding = True
             self._buffer.clear()

@@ -13,11 +13,12 @@ schema without those channels (see ``docs/DEVICES.md``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +86,8 @@ class ObdSource(SensorSource):
     def __init__(self, port: str, channels: Iterable[str], *, baudrate: int | None = None,
                  timeout_s: float = 1.0, fast: bool = False,
                  clock: Callable[[], float] = time.time, max_backoff_s: float = 30.0) -> None:
-        self._obd = import_optional("obd", "obd", "obd://")
+        with _quiet("pint"):  # python-OBD redefines a few pint units, and pint says so
+            self._obd = import_optional("obd", "obd", "obd://")
         if baudrate is None and port.startswith("socket://"):
             baudrate = SOCKET_BAUDRATE
         self.name = f"obd://{port}"
@@ -123,6 +125,10 @@ class ObdSource(SensorSource):
             return None
         self._last_ts = max(self.clock(), self._last_ts + 1e-6)
         return Reading(self._last_ts, values)
+
+    def counters(self) -> dict[str, int]:
+        missed = {f"no answer for {feature}": n for feature, n in sorted(self.missing.items())}
+        return missed | ({"reconnected": self.reconnects} if self.reconnects else {})
 
     def _connect(self) -> bool:
         now = time.monotonic()
@@ -171,6 +177,18 @@ class ObdSource(SensorSource):
         if self.connection is not None:
             self.connection.close()
             self.connection = None
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Hide a logger's warnings for a while."""
+    target = logging.getLogger(logger)
+    level = target.level
+    target.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
 
 
 def _in_unit(value: Any, unit: str) -> float | None:

@@ -62,6 +62,9 @@ class SerialSource(LineSource):
         except (self._serial.SerialException, OSError, ValueError) as exc:
             raise SourceError(f"cannot open serial port {port!r}: {exc}") from None
 
+    def counters(self) -> dict[str, int]:
+        return super().counters() | ({"reopened": self.reconnects} if self.reconnects else {})
+
     def _open(self) -> Any:
         return self._serial.serial_for_url(self._url, baudrate=self._baudrate,
                                            timeout=self._wait_s)

@@ -49,6 +49,10 @@ class SensorSource(abc.ABC):
         """Whether the source has ended for good (end of a log or of standard input)."""
         return False
 
+    def counters(self) -> dict[str, int]:
+        """What the source skipped, missed or retried so far, by reason (for people to read)."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing
         """Release whatever the source holds (ports, files)."""
 

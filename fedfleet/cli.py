@@ -52,6 +52,23 @@ def _parser() -> argparse.ArgumentParser:
 
     fleet = sub.add_parser("fleet", parents=[common], help="run simulated vehicles")
     _fleet_options(fleet)
+
+    device = sub.add_parser("device", parents=[common],
+                            help="run one vehicle on a real sensor source")
+    device.add_argument("--id", dest="vehicle_id", metavar="VEHICLE_ID",
+                        help="the vehicle's id (1-64 of A-Z a-z 0-9 _ . -)")
+    device.add_argument("--source", metavar="SOURCE",
+                        help="obd://PORT, serial://DEVICE?baud=N, csv://PATH?speedup=X or stdin")
+    device.add_argument("--username", metavar="U", help="broker user (overrides the URL's)")
+    device.add_argument("--password", metavar="P",
+                        help="broker password (better: the FEDFLEET_PASSWORD variable)")
+    device.add_argument("--schema", metavar="FILE",
+                        help="the fleet's feature schema (JSON; default: the vehicle schema)")
+    device.add_argument("--queue-size", type=int, metavar="N",
+                        help="messages kept while the broker is away (default 1000)")
+    device.add_argument("--duration", type=float, metavar="SECONDS",
+                        help="stop after this many seconds (default: until Ctrl-C)")
+    _privacy_options(device)
     evaluate.add_parser(sub)
     return parser
 
@@ -69,6 +86,10 @@ def _fleet_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speedup", type=float, metavar="X",
                         help="simulated seconds per wall second")
     parser.add_argument("--fault-fraction", type=float, metavar="F")
+    _privacy_options(parser)
+
+
+def _privacy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--privacy", choices=["local", "off"],
                         help="noise each update on the vehicle (default), or send exact summaries")
     parser.add_argument("--epsilon-per-round", type=float, metavar="E")
@@ -89,6 +110,7 @@ def _check(settings: dict[str, Any]) -> None:
         ("port", lambda v: 1 <= v <= 65535, "a TCP port (1-65535)"),
         ("http_port", lambda v: 0 <= v <= 65535, "a TCP port (1-65535), or 0 for none"),
         ("duration", lambda v: v >= 0, "0 or more"),
+        ("queue_size", lambda v: v >= 1, "at least 1"),
         ("privacy", lambda v: v in ("local", "off"), "local or off"),
     ]
     for key, ok, meaning in rules:

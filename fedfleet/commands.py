@@ -7,20 +7,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from broker.embedded import BrokerError, EmbeddedBroker
+from devices.agent import DeviceAgent
+from devices.attach import open_source
+from devices.detector import FleetGaussian
 from devices.faults import FaultSpec
 from devices.fleet import Fleet, simulated_vehicles
 from devices.simulator import SimulatedVehicle
 from devices.vehicle import Vehicle
-from federation import messages
+from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA, Schema, SchemaError, load_schema
 from federation.privacy import GaussianMechanism
 from federation.transport import MqttTarget, parse_mqtt_url
 from fedfleet.config import ConfigError
-from fedfleet.progress import Progress
+from fedfleet.progress import DeviceProgress, Progress
 from gateway.dashboard import Dashboard
 from gateway.service import Gateway
 from gateway.store import SQLiteStore, Store, open_store
@@ -34,7 +40,8 @@ DEMO_STORE = Path("fedfleet-data/demo.db")
 
 def run(command: str, settings: dict[str, Any], stop: threading.Event) -> int:
     handlers: dict[str, Callable[[dict[str, Any], threading.Event], int]] = {
-        "demo": demo, "broker": broker, "gateway": gateway, "fleet": fleet}
+        "demo": demo, "broker": broker, "gateway": gateway, "fleet": fleet,
+        "device": device}
     return handlers[command](settings, stop)
 
 
@@ -99,9 +106,13 @@ def _dashboard(settings: dict[str, Any], store: Store,
         yield dashboard.url
 
 
-def _vehicles(settings: dict[str, Any], start_ts_s: float) -> list[Vehicle]:
-    mechanism = None if settings["privacy"] == "off" else GaussianMechanism(
+def _mechanism(settings: dict[str, Any]) -> GaussianMechanism | None:
+    return None if settings["privacy"] == "off" else GaussianMechanism(
         settings["epsilon_per_round"], settings["delta"], settings["clip_norm"])
+
+
+def _vehicles(settings: dict[str, Any], start_ts_s: float) -> list[Vehicle]:
+    mechanism = _mechanism(settings)
     return simulated_vehicles(settings["vehicles"], settings["seed"], mechanism,
                               fault_fraction=settings["fault_fraction"], start_ts_s=start_ts_s)
 
@@ -111,6 +122,35 @@ def fleet(settings: dict[str, Any], stop: threading.Event) -> int:
     vehicles = _vehicles(settings, start)
     progress = Progress(faults=_faults(vehicles), sim_start_s=start)
     Fleet(_target(settings), vehicles, speedup=settings["speedup"], observer=progress).run(stop)
+    return 0
+
+
+def device(settings: dict[str, Any], stop: threading.Event) -> int:
+    """One vehicle on a real sensor source, until Ctrl-C, --duration or the source's end."""
+    target = _target(settings)
+    if settings["username"]:
+        target = replace(target, username=settings["username"],
+                         password=settings["password"] or None)
+    schema = _schema(settings)
+    if not settings["vehicle_id"] or not settings["source"]:
+        raise ConfigError("--id and --source are required")
+    try:
+        topics.check_vehicle_id(settings["vehicle_id"])
+        source = open_source(settings["source"], schema.names)
+    except ValueError as exc:  # a bad id, or a SourceError
+        raise ConfigError(str(exc)) from None
+    # Fresh entropy for the privacy noise: a fixed seed would make it predictable.
+    vehicle = Vehicle(settings["vehicle_id"], source, mechanism=_mechanism(settings),
+                      rng=np.random.default_rng(), detector=FleetGaussian(schema))
+    progress = DeviceProgress(settings["vehicle_id"])
+    agent = DeviceAgent(target, vehicle, max_queued=settings["queue_size"], observer=progress)
+    privacy = ("off" if settings["privacy"] == "off" else
+               f"epsilon {settings['epsilon_per_round']:g} per round")
+    print(f"fedfleet device {vehicle.vehicle_id}: source {settings['source']}, schema "
+          f"{schema.name} ({schema.digest}), broker {target.host}:{target.port}, privacy "
+          f"{privacy}; Ctrl-C to stop", flush=True)
+    agent.run(stop, duration_s=settings["duration"] or None)
+    print(progress.summary(agent.status(), source), flush=True)
     return 0
 
 

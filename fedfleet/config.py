@@ -48,9 +48,15 @@ DEFAULTS: dict[str, Any] = {
     "clip_norm": 0.5,
     # demo
     "duration": 0.0,
+    # device
+    "vehicle_id": "",
+    "source": "",
+    "username": "",
+    "password": "",  # better from FEDFLEET_PASSWORD than from the command line
+    "queue_size": 1000,
 }
 
-COMMANDS = ("demo", "broker", "gateway", "fleet")
+COMMANDS = ("demo", "broker", "gateway", "fleet", "device")
 # The demo runs short rounds so that a minute shows many of them.
 COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {"demo": {"round_seconds": 5.0, "speedup": 120.0}}
 

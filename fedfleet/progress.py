@@ -9,13 +9,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from devices.agent import AgentStatus
 from devices.detector import MAX_PRIOR_NOISE
 from devices.faults import FaultSpec
 from devices.fleet import FleetStatus
+from devices.sources import SensorSource
 from federation.messages import Alert
 from gateway.service import RoundClosed
 
-__all__ = ["Progress"]
+__all__ = ["DeviceProgress", "Progress"]
 
 
 @dataclass
@@ -105,6 +107,42 @@ class Progress:
             f"{len(detected)}",
             f"update message: {update_bytes} bytes; global model message: {model_bytes} bytes",
         ])
+
+
+@dataclass
+class DeviceProgress:
+    """Prints a device agent's alerts as it raises them, and its status every ten seconds."""
+
+    vehicle_id: str
+    out: TextIO = sys.stdout
+    _started: float = field(default_factory=time.monotonic)
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, Alert):
+            sensors = ", ".join(f"{name} z={z:+.1f}" for name, z in event.sensors)
+            self._print(f"ALERT {event.subsystem}: {sensors} (score {event.score:.1f}, "
+                        f"model v{event.model_version})")
+        elif isinstance(event, AgentStatus):
+            self._print(self._status(event))
+
+    def _print(self, line: str) -> None:
+        print(f"[{time.monotonic() - self._started:7.1f} s] {line}", file=self.out, flush=True)
+
+    def _status(self, s: AgentStatus) -> str:
+        link = "connected" if s.connected else "broker away"
+        return (f"{self.vehicle_id} {link}: {s.readings} readings ({s.readings_per_s:.1f}/s, "
+                f"{s.incomplete_readings} incomplete), {s.alerts_raised} alerts "
+                f"({s.alerts_delivered} delivered, {s.queued} waiting, {s.dropped} dropped), "
+                f"{s.updates_sent} updates ({s.updates_delivered} delivered), "
+                f"model v{s.model_version}")
+
+    def summary(self, status: AgentStatus, source: SensorSource) -> str:
+        """The closing figures of a run."""
+        counted = ", ".join(f"{k}: {v}" for k, v in source.counters().items()) or "none"
+        elapsed_s = time.monotonic() - self._started
+        return (f"{status.readings} readings in {elapsed_s:.1f} s "
+                f"({status.readings / max(elapsed_s, 1e-9):.1f}/s); {self._status(status)}\n"
+                f"source counters: {counted}")
 
 
 def _hms(seconds: float) -> str:

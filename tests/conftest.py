@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from broker.embedded import EmbeddedBroker
-from tests.servers import Mosquitto, VictoriaMetrics
+from tests.servers import Elm327Emulator, Mosquitto, VictoriaMetrics
 
 # Commands started by tests serve no dashboard unless a test asks for one on a free port, so
 # that no test needs port 8080 (which a running demo may hold).
@@ -39,3 +39,10 @@ def victoria_metrics() -> Iterator[VictoriaMetrics]:
     """A fresh time-series server for each test: what one test wrote, no other reads."""
     with VictoriaMetrics() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def elm327() -> Iterator[Elm327Emulator]:
+    """An ELM327 adapter and car, shared by the tests that only read from it."""
+    with Elm327Emulator() as emulator:
+        yield emulator

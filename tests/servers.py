@@ -1,4 +1,5 @@
-"""Real servers that integration tests start themselves: Mosquitto and victoria-metrics."""
+"""Real servers that integration tests start themselves: Mosquitto, victoria-metrics, and an
+ELM327 adapter with a car behind it (the PyPI package ``ELM327-emulator``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -17,7 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
-__all__ = ["Mosquitto", "ServerError", "VictoriaMetrics", "free_port", "mosquitto_binary"]
+__all__ = ["Elm327Emulator", "Mosquitto", "ServerError", "VictoriaMetrics", "free_port",
+           "mosquitto_binary"]
 
 HOST = "127.0.0.1"
 _INSTALL_HINT = ("install Debian's mosquitto package: the README's test command (`make test`) "
@@ -64,7 +67,9 @@ class _Server:
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the server and return once it answers."""
         with self.log_path.open("ab") as log:  # startup errors go to stderr
-            self._process = subprocess.Popen(self._command(), stdout=log, stderr=log)
+            # In its own dir: a server may drop files where it runs (the emulator's elm.log).
+            self._process = subprocess.Popen(self._command(), stdout=log, stderr=log,
+                                             cwd=self._dir)
         deadline = time.monotonic() + timeout_s
         while not self._ready():
             if self._process.poll() is not None:
@@ -194,3 +199,35 @@ class VictoriaMetrics(_Server):
     def samples(self, match: str = '{__name__=~".+"}') -> int:
         """How many samples the series matching ``match`` hold in all."""
         return sum(len(series["values"]) for series in self.export(match))
+
+
+class Elm327Emulator(_Server):
+    """ELM327-emulator's ``car`` scenario in batch mode, listening on 127.0.0.1 and a port.
+
+    A client reaches it as ``socket://127.0.0.1:PORT``; it serves one client at a time, and
+    waits for the next when a client hangs up.
+    """
+
+    name = "elm327"
+
+    @property
+    def url(self) -> str:
+        return f"socket://{HOST}:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "elm", "-s", "car", "-n", str(self.port),
+                "-b", str(self._dir / "batch.log")]
+
+    def _ready(self) -> bool:
+        try:  # the emulator goes back to waiting once this probe hangs up
+            with socket.create_connection((HOST, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """Kill the emulator at once, as a pulled adapter vanishes."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(10)
+            self._process = None
