@@ -53,8 +53,9 @@ def main(args: argparse.Namespace) -> int:
     if problem:
         print(f"fedfleet evaluate: error: {problem}", file=sys.stderr)
         return 2
-    try:
+    try:  # all of it now: a missing library is a usage error before the run, not after
         from analytics.datasets import DatasetError, load
+        from analytics.plot import draw
         from analytics.replay import stderr_progress
         from analytics.report import evaluate
     except ImportError as exc:
@@ -80,8 +81,6 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     if args.plot:
-        from analytics.plot import draw
-
         draw(report, dataset, runs, args.plot)
     print(_table(report))
     return 0
