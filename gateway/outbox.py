@@ -167,25 +167,11 @@ class Outbox:
     # --- the writer thread ----------------------------------------------------------
     def _run(self) -> None:
         failures = 0
-        failing_since = 0.0
-        last_report = 0.0
+        failing_since = last_report = 0.0
         while not self._stopping.is_set():
-            batch = self._oldest()
-            if not batch:
-                with self._lock:  # a put() since _oldest() means not idle after all
-                    if self._waiting == 0:
-                        self._urgent.clear()
-                        self._idle.set()
-                self._wake.wait(self._flush_interval_s)
-                self._wake.clear()
-                continue
-            if len(batch) < self.batch_size and not self._urgent.is_set():
-                self._wake.wait(self._flush_interval_s)  # let a partial batch fill up
-                self._wake.clear()
-                batch = self._oldest()
             try:
-                self._write(batch)
-            except Exception as exc:  # the server is down or refuses: keep it, retry later
+                wrote = self._step()
+            except Exception as exc:  # the server is away or refuses: keep the points, retry
                 now = time.monotonic()
                 failing_since = failing_since or now
                 failures += 1
@@ -193,7 +179,7 @@ class Outbox:
                 with self._lock:
                     self._counts["write_errors"] += 1
                     self._last_error = _describe(exc)
-                if now - last_report >= REPORT_EVERY_S or failures == 1:
+                if failures == 1 or now - last_report >= REPORT_EVERY_S:
                     last_report = now
                     log.error("cannot write to InfluxDB for %.0f s (%s); %d points wait on "
                               "disk", now - failing_since, self._last_error, self._waiting)
@@ -201,11 +187,30 @@ class Outbox:
                             self._max_retry_interval_s)
                 self._stopping.wait(_retry_after(exc) or delay)
                 continue
-            self._failing.clear()
-            if failures:
-                log.info("InfluxDB writes again after %d failed attempts in %.0f s", failures,
-                         time.monotonic() - failing_since)
-                failures, failing_since = 0, 0.0
+            if wrote:
+                self._failing.clear()
+                if failures:
+                    log.info("InfluxDB writes again after %d failed attempts in %.0f s",
+                             failures, time.monotonic() - failing_since)
+                    failures, failing_since = 0, 0.0
+
+    def _step(self) -> bool:
+        """Write the oldest batch, or wait for points; whether a batch was written."""
+        batch = self._oldest()
+        if not batch:
+            with self._lock:  # a put() since _oldest() means not idle after all
+                if self._waiting == 0:
+                    self._urgent.clear()
+                    self._idle.set()
+            self._wake.wait(self._flush_interval_s)
+            self._wake.clear()
+            return False
+        if len(batch) < self.batch_size and not self._urgent.is_set():
+            self._wake.wait(self._flush_interval_s)  # let a partial batch fill up
+            self._wake.clear()
+            batch = self._oldest()
+        self._write(batch)
+        return True
 
     def _oldest(self) -> list[tuple[int, str]]:
         with self._lock:
