@@ -81,6 +81,8 @@ def test_the_gateway_writes_to_the_bucket_grafana_reads(compose):
     assert gateway["INFLUXDB_V2_TOKEN"] == grafana["INFLUXDB_TOKEN"] == ENV_EXAMPLE[
         "INFLUXDB_TOKEN"]
     assert DATASOURCE["url"] == "http://influxdb:8086"
+    assert DATASOURCE["jsonData"]["defaultBucket"] == "${INFLUXDB_BUCKET}"
+    assert grafana["INFLUXDB_BUCKET"] == ENV_EXAMPLE["INFLUXDB_BUCKET"]
 
 
 def test_secrets_come_from_the_env_file_alone(tmp_path):
@@ -150,8 +152,7 @@ def test_every_query_names_measurements_tags_and_fields_the_store_writes(name):
         tags |= set(re.findall(r'tag: "(\w+)"', query))
         for columns in re.findall(r"(?:group\(columns|rowKey): \[([^\]]*)\]", query):
             tags |= {c for c in re.findall(r'"(\w+)"', columns) if not c.startswith("_")}
-        if "buckets()" in query:
-            continue
+        assert "bucket: v.defaultBucket" in query, f"{name}: not the data source's bucket"
         specs = [MEASUREMENTS[m] for m in measurements]  # KeyError: not a measurement
 
         assert specs, f"{name}: a query names no measurement:\n{query}"
