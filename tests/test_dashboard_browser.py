@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 VEHICLES = 12
+LEAVING = ["veh-0100", "veh-0101"]  # a second fleet that the test stops: they go offline
 FAULTY = {"veh-0003": FaultMode.COOLING_DEGRADATION, "veh-0008": FaultMode.CHARGING_FAILURE}
 
 
@@ -40,10 +41,9 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-def _fleet() -> list[Vehicle]:
+def _fleet(ids: list[str]) -> list[Vehicle]:
     vehicles, start_ts_s = [], time.time()
-    for i in range(VEHICLES):
-        vehicle_id = f"veh-{i:04d}"
+    for i, vehicle_id in enumerate(ids):
         fault = FaultSpec(FAULTY[vehicle_id], onset_s=600.0, failure_s=1500.0) if (
             vehicle_id in FAULTY) else None
         source = SimulatedVehicle(vehicle_id, seed=1, fault=fault, start_ts_s=start_ts_s)
@@ -53,25 +53,29 @@ def _fleet() -> list[Vehicle]:
 
 
 @pytest.fixture
-def page(browser: Browser, mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Page]:
+def fleet_page(browser: Browser, mosquitto: Mosquitto,
+               tmp_path: Path) -> Iterator[tuple[Page, threading.Event]]:
+    """The dashboard open on a running fleet, and the stop event of two vehicles that leave."""
     target = parse_mqtt_url(mosquitto.url)
     store = SQLiteStore(tmp_path / "gateway.db")
-    stop = threading.Event()
+    stop, leave = threading.Event(), threading.Event()
     gateway = Gateway(target, store, round_seconds=1.0, min_updates=VEHICLES // 2,
                       client_id="dashboard-test-gateway")
-    fleet = Fleet(target, _fleet(), speedup=200)
-    threads = [threading.Thread(target=gateway.run, args=(stop,)),
-               threading.Thread(target=fleet.run, args=(stop,))]
+    fleets = [(Fleet(target, _fleet([f"veh-{i:04d}" for i in range(VEHICLES)]), speedup=200),
+               stop), (Fleet(target, _fleet(LEAVING), speedup=200), leave)]
+    threads = [threading.Thread(target=gateway.run, args=(stop,))] + [
+        threading.Thread(target=fleet.run, args=(event,)) for fleet, event in fleets]
     for thread in threads:
         thread.start()
     opened = browser.new_page(viewport={"width": 1440, "height": 1000})
     try:
         with Dashboard(store, port=free_port(), refresh_seconds=0.5) as dashboard:
             opened.goto(dashboard.url)
-            yield opened
+            yield opened, leave
     finally:
         opened.close()
         stop.set()
+        leave.set()
         for thread in threads:
             thread.join(timeout=20)
         store.close()
@@ -82,13 +86,22 @@ def _latest_round(page: Page) -> int:
     return int(page.get_attribute("#rounds tbody tr[data-round]", "data-round") or 0)
 
 
-def test_vehicles_an_alert_and_rounds_appear_and_update_without_a_reload(page):
-    page.wait_for_function(f"document.querySelectorAll('#vehicles .tile').length === {VEHICLES}",
+def _health(page: Page, vehicle: str) -> str | None:
+    return page.get_attribute(f'.tile[data-vehicle="{vehicle}"]', "data-health")
+
+
+def test_vehicles_an_alert_and_rounds_appear_and_update_without_a_reload(fleet_page):
+    page, leave = fleet_page
+    everyone = VEHICLES + len(LEAVING)
+    page.wait_for_function(f"document.querySelectorAll('#vehicles .tile').length === {everyone}",
                            timeout=20_000)
     page.wait_for_selector("#rounds tbody tr[data-round]", timeout=20_000)
     page.evaluate("window.sameDocument = true")
     first_round = _latest_round(page)
     first_version = page.inner_text("#model-version")
+    assert [_health(page, v) for v in LEAVING] == ["ok", "ok"]
+
+    leave.set()
 
     alert = page.wait_for_selector('#alerts li[data-vehicle="veh-0003"][data-subsystem="cooling"]',
                                    timeout=60_000)
@@ -96,14 +109,16 @@ def test_vehicles_an_alert_and_rounds_appear_and_update_without_a_reload(page):
                            f".dataset.round) >= {first_round + 2}", timeout=20_000)
     page.wait_for_function("document.querySelectorAll('#chart-rounds .bars path').length > 0",
                            timeout=10_000)
+    page.wait_for_function("document.querySelectorAll('.tile[data-health=\"offline\"]').length"
+                           f" === {len(LEAVING)}", timeout=10_000)
     page.wait_for_timeout(1_500)  # let the charts settle for the screenshot
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
     assert page.evaluate("window.sameDocument") is True, "the page reloaded"
     assert "veh-0003" in alert.inner_text() and "cooling" in alert.inner_text()
-    assert page.get_attribute('.tile[data-vehicle="veh-0003"]', "data-health") in (
-        "watch", "alert")
+    assert _health(page, "veh-0003") in ("watch", "alert")
+    assert [_health(page, v) for v in LEAVING] == ["offline", "offline"]
     assert page.inner_text("#model-version") != first_version
     participants = page.inner_text("#rounds tbody tr[data-round] .chips")
     assert "veh-00" in participants
