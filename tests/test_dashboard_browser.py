@@ -16,6 +16,7 @@ from devices.faults import FaultMode, FaultSpec
 from devices.fleet import Fleet
 from devices.simulator import SimulatedVehicle
 from devices.vehicle import Vehicle
+from federation.messages import Alert
 from federation.transport import parse_mqtt_url
 from gateway.dashboard import Dashboard
 from gateway.service import Gateway
@@ -124,3 +125,24 @@ def test_vehicles_an_alert_and_rounds_appear_and_update_without_a_reload(fleet_p
     assert "veh-00" in participants
     assert page.inner_text("#live-text") == "live"
     assert page.inner_text("#kpi-saved").endswith("B")  # a byte figure, not a placeholder
+
+
+def test_text_from_vehicles_is_shown_as_text_never_run(browser, tmp_path):
+    hostile = "<img src=x onerror=ran=1>"  # a subsystem is free text (up to 32 characters)
+    store = SQLiteStore(tmp_path / "gateway.db")
+    store.record_alert(Alert("veh-0001", 1.7e9, 9.0, 4.0, hostile,
+                             (("coolant_temp_c", 9.0),), 1))
+    opened = browser.new_page()
+    try:
+        with Dashboard(store, port=free_port(), refresh_seconds=0.5) as dashboard:
+            opened.goto(dashboard.url)
+            badge = opened.wait_for_selector("#alerts .badge", timeout=10_000)
+            opened.wait_for_function("document.querySelectorAll('#chart-subsystems .bars path')"
+                                     ".length > 0", timeout=10_000)
+
+            assert badge.inner_text() == hostile
+            assert opened.evaluate("window.ran") is None
+            assert opened.query_selector("img") is None
+    finally:
+        opened.close()
+        store.close()

@@ -39,6 +39,11 @@ function vehicleClock(ts) {
     month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hour12: false });
 }
 
+// Plotly reads a few HTML tags in labels; a subsystem is free text from a vehicle.
+function label(text) {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
 function count(n) { return Number(n).toLocaleString(); }
 
 function plural(n, word) { return `${count(n)} ${word}${n === 1 ? "" : "s"}`; }
@@ -200,7 +205,7 @@ function renderCharts(s) {
     hovertemplate: "raw streaming: %{x:.3s}B<extra></extra>" });
   const subsystems = Object.entries(s.fleet.by_subsystem).reverse();
   Plotly.react("chart-subsystems", [
-    { type: "bar", orientation: "h", y: subsystems.map(([name]) => name),
+    { type: "bar", orientation: "h", y: subsystems.map(([name]) => label(name)),
       x: subsystems.map(([, n]) => n), marker: { color: COLOURS.alert },
       hovertemplate: "%{y}: %{x} vehicle(s)<extra></extra>" },
   ], { ...LAYOUT, margin: { ...LAYOUT.margin, l: 90, b: 24, t: 4 },
