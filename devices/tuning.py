@@ -3,7 +3,7 @@
 The same model runs everywhere; what changes between a car read every second and a turbofan
 read once per flight cycle is how many readings make a baseline, how long the alert chart
 remembers, and where it alarms. Each preset below was chosen by replaying labelled data
-through the live code (``fedfleet evaluate``; see docs/EVALUATION.md for the figures).
+through the live code with ``fedfleet evaluate``.
 """
 
 from __future__ import annotations
@@ -76,11 +76,15 @@ ENGINE_CYCLES = Tuning(prior_readings=400.0, min_readings=30, refresh_every=1,
                        burn_in_readings=30, alpha=0.2, threshold=2.1, cooldown_s=1e9)
 """A machine read once per duty cycle and run for a few hundred (C-MAPSS turbofans). The
 fleet's model anchors what a new engine's healthy sensors look like, so it weighs as much
-as two engine lives; the threshold keeps false alarms near 1 per 1,000 healthy cycles."""
+as two engine lives (its own mean alone absorbs early wear: PR-AUC 0.94 instead of 0.97).
+The threshold keeps false alarms under 1 per 1,000 healthy cycles: on FD001 0.96, with a
+median first-alert lead of 18 cycles (threshold 2.0: 2.6 false alarms, lead 20)."""
 
 TEST_RIG = Tuning(prior_readings=0.0, min_readings=100, refresh_every=10,
                   burn_in_readings=400, alpha=0.05, threshold=0.52, cooldown_s=1e9)
 """One experiment per set-up of a test rig read once a second (SKAB). Each experiment runs
 the rig at a set-up of its own, so another set-up's normal only hides faults: the fleet's
 model is not used as a prior, and the first 400 readings (the benchmark's training part)
-are the device's baseline."""
+are the device's baseline. Measured: with the fleet's model as a prior of 50 readings,
+PR-AUC 0.52; of none (each experiment alone), 0.72. The threshold is the level that gave
+the best F1 on the benchmark's test parts (0.755): an optimistic, fitted figure."""
