@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analytics.datasets import Dataset, Stream, split_devices
-from devices.detector import FleetGaussian
 from devices.sources import Reading, SensorSource
 from devices.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE, Tuning
 from devices.vehicle import Vehicle
@@ -45,7 +44,9 @@ from federation.privacy import GaussianMechanism
 from gateway.rounds import Round
 from gateway.strategy import ExactMerge
 
-__all__ = ["Progress", "Run", "Schedule", "privacy_mechanism", "run_online"]
+__all__ = [
+    "TUNINGS", "Progress", "Run", "Schedule", "privacy_mechanism", "run_online", "tuning_for",
+]
 
 Progress = Callable[[str, int, int], None]
 
@@ -125,15 +126,13 @@ class _Rows(SensorSource):
         return Reading(self._times[k], dict(zip(self._columns, self._rows[k], strict=True)))
 
 
+TUNINGS = {"vehicle": VEHICLE, "engine": ENGINE_CYCLES, "rig": TEST_RIG}
+
+
 def tuning_for(dataset: Dataset) -> Tuning:
     """The device settings for the dataset's kind of machine and cadence of readings."""
     kind = dataset.name.partition(":")[0]
     return {"cmapss": ENGINE_CYCLES, "skab": TEST_RIG}.get(kind, VEHICLE)
-
-
-def new_detector(dataset: Dataset) -> FleetGaussian:
-    """A fresh device detector over the dataset's schema."""
-    return tuning_for(dataset).detector(dataset.schema)
 
 
 def run_online(
@@ -143,13 +142,15 @@ def run_online(
     *,
     seed: int,
     mechanism: GaussianMechanism | None = None,
+    tuning: Tuning | None = None,
     progress: Progress | None = None,
 ) -> Run:
     """Replay ``dataset`` under ``regime`` (``local``, ``federated``, ``federated_dp``,
-    ``centralized``); ``mechanism`` noises the updates of ``federated_dp``."""
-    shared = new_detector(dataset) if regime == "centralized" else None
+    ``centralized``); ``mechanism`` noises the updates of ``federated_dp``; the devices run
+    with ``tuning`` (by default the preset for the dataset's kind)."""
+    tuning = tuning or tuning_for(dataset)
+    shared = tuning.detector(dataset.schema) if regime == "centralized" else None
     clock = [0.0]
-    tuning = tuning_for(dataset)
     vehicles = [
         Vehicle(_vehicle_id(s.device_id), _Rows(s, dataset.columns), mechanism=mechanism,
                 rng=np.random.default_rng([seed, i]), clock=lambda: clock[0],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,8 @@ from analytics import skab
 from analytics.batch import run_batch
 from analytics.datasets import Dataset
 from analytics.metrics import detection, lead_time, lead_times, wins
-from analytics.replay import Progress, Run, Schedule, privacy_mechanism, run_online
+from analytics.replay import Progress, Run, Schedule, privacy_mechanism, run_online, tuning_for
+from devices.tuning import Tuning
 
 __all__ = ["dp_regime", "evaluate"]
 
@@ -48,18 +50,21 @@ def evaluate(
     late_fraction: float = 0.1,
     cold_fraction: float = 0.1,
     delta: float = 1e-5,
+    tuning: Tuning | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], dict[str, Run]]:
     """Replay every regime on identical streams and schedule; return the report and runs."""
     schedule = Schedule.plan(dataset, seed, round_rows, late_fraction)
-    runs = {name: run_online(dataset, schedule, name, seed=seed, progress=progress)
+    tuning = tuning or tuning_for(dataset)
+    runs = {name: run_online(dataset, schedule, name, seed=seed, tuning=tuning,
+                             progress=progress)
             for name in ONLINE}
     updates = max(math.ceil(len(s) / round_rows) + 1 for s in dataset.streams)
     for epsilon in epsilons:
         name = dp_regime(epsilon)
         mechanism = privacy_mechanism(epsilon, updates, delta)
         runs[name] = run_online(dataset, schedule, name, seed=seed, mechanism=mechanism,
-                                progress=progress)
+                                tuning=tuning, progress=progress)
     runs["batch_reference"] = run_batch(dataset, schedule, seed=seed, progress=progress)
     regimes = {name: _pooled(dataset, run) for name, run in runs.items()}
     report = {
@@ -69,7 +74,8 @@ def evaluate(
         "time_unit": dataset.time_unit,
         "settings": {"seed": seed, "round_rows": round_rows, "epsilons": list(epsilons),
                      "delta": delta, "late_devices": sorted(schedule.late),
-                     "join_tick": schedule.join_tick, "cold_fraction": cold_fraction},
+                     "join_tick": schedule.join_tick, "cold_fraction": cold_fraction,
+                     "tuning": asdict(tuning)},
         "regimes": regimes,
         "per_device": _per_device(dataset, runs),
         "federated_vs_local": _wins(dataset, runs["federated"], runs["local"]),

@@ -43,6 +43,9 @@ def add_parser(sub: Any) -> None:
                         help="only the first N devices (quick runs)")
     parser.add_argument("--late-fraction", type=float, default=0.1, metavar="F",
                         help="share of devices held out to join late, for cold start (0.1)")
+    parser.add_argument("--tuning", choices=["vehicle", "engine", "rig"],
+                        help="device settings (devices/tuning.py); default: by dataset kind "
+                             "(sim and csv: vehicle, cmapss: engine, skab: rig)")
     parser.add_argument("--cold-fraction", type=float, default=0.1, metavar="F",
                         help="cold start is scored over the late devices' first F of rows (0.1)")
 
@@ -56,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     try:  # all of it now: a missing library is a usage error before the run, not after
         from analytics.datasets import DatasetError, load
         from analytics.plot import draw
-        from analytics.replay import stderr_progress
+        from analytics.replay import TUNINGS, stderr_progress
         from analytics.report import evaluate
     except ImportError as exc:
         print(f"fedfleet evaluate: error: {exc.name} is missing; install the evaluation "
@@ -76,7 +79,9 @@ def main(args: argparse.Namespace) -> int:
           f"{len(dataset.schema)} features", file=sys.stderr)
     report, runs = evaluate(dataset, epsilons=args.epsilon, seed=args.seed,
                             round_rows=args.round_rows, late_fraction=args.late_fraction,
-                            cold_fraction=args.cold_fraction, progress=stderr_progress())
+                            cold_fraction=args.cold_fraction,
+                            tuning=TUNINGS[args.tuning] if args.tuning else None,
+                            progress=stderr_progress())
     report["settings"]["window"] = args.window
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

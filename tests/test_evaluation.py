@@ -13,6 +13,7 @@ from analytics.datasets import DatasetError, load
 from analytics.metrics import detection, lead_time
 from analytics.replay import Schedule, privacy_mechanism, run_online
 from analytics.report import evaluate
+from devices.tuning import TEST_RIG, VEHICLE
 from fedfleet.cli import main
 
 DATA = Path(__file__).parent.parent.parent / "shared" / "datasets"
@@ -211,12 +212,13 @@ def test_evaluate_writes_the_report_and_the_picture(tmp_path, capsys):
     out, plot = tmp_path / "report.json", tmp_path / "report.png"
 
     code = main(["evaluate", "--dataset", f"skab:{SKAB}", "--devices", "3", "--epsilon", "5",
-                 "--out", str(out), "--plot", str(plot), "--seed", "3"])
+                 "--out", str(out), "--plot", str(plot), "--seed", "3", "--tuning", "vehicle"])
 
     assert code == 0
     report = json.loads(out.read_text())
     assert report["dataset"] == f"skab:{SKAB}" and report["devices"] == 3
     assert set(report["skab_protocol"]["federated"]) == {"f1", "far_pct", "mar_pct", "rows"}
+    assert report["settings"]["tuning"]["threshold"] == VEHICLE.threshold != TEST_RIG.threshold
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr()
     assert "federated_dp_eps=5" in printed.out and "batch_reference" in printed.out
