@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fedfleet import commands, evaluate
+from fedfleet.commands import TUNINGS
 from fedfleet.config import ConfigError, resolve
 
 __all__ = ["main"]
@@ -64,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="broker password (better: the FEDFLEET_PASSWORD variable)")
     device.add_argument("--schema", metavar="FILE",
                         help="the fleet's feature schema (JSON; default: the vehicle schema)")
+    device.add_argument("--tuning", choices=sorted(TUNINGS),
+                        help="detector and alert settings for the cadence of readings "
+                             "(default: vehicle, one reading a second)")
     device.add_argument("--queue-size", type=int, metavar="N",
                         help="messages kept while the broker is away (default 1000)")
     device.add_argument("--duration", type=float, metavar="SECONDS",

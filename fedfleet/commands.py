@@ -16,10 +16,10 @@ import numpy as np
 from broker.embedded import BrokerError, EmbeddedBroker
 from devices.agent import DeviceAgent
 from devices.attach import open_source
-from devices.detector import FleetGaussian
 from devices.faults import FaultSpec
 from devices.fleet import Fleet, simulated_vehicles
 from devices.simulator import SimulatedVehicle
+from devices.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE
 from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA, Schema, SchemaError, load_schema
@@ -36,6 +36,7 @@ __all__ = ["run"]
 log = logging.getLogger("fedfleet")
 
 DEMO_STORE = Path("fedfleet-data/demo.db")
+TUNINGS = {"vehicle": VEHICLE, "engine-cycles": ENGINE_CYCLES, "test-rig": TEST_RIG}
 
 
 def run(command: str, settings: dict[str, Any], stop: threading.Event) -> int:
@@ -140,8 +141,11 @@ def device(settings: dict[str, Any], stop: threading.Event) -> int:
     except ValueError as exc:  # a bad id, or a SourceError
         raise ConfigError(str(exc)) from None
     # Fresh entropy for the privacy noise: a fixed seed would make it predictable.
+    if settings["tuning"] not in TUNINGS:
+        raise ConfigError(f"tuning must be one of {', '.join(sorted(TUNINGS))}")
     vehicle = Vehicle(settings["vehicle_id"], source, mechanism=_mechanism(settings),
-                      rng=np.random.default_rng(), detector=FleetGaussian(schema))
+                      rng=np.random.default_rng(),
+                      **TUNINGS[settings["tuning"]].vehicle_kwargs(schema))
     progress = DeviceProgress(settings["vehicle_id"])
     agent = DeviceAgent(target, vehicle, max_queued=settings["queue_size"], observer=progress)
     privacy = ("off" if settings["privacy"] == "off" else

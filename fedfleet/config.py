@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "username": "",
     "password": "",  # better from FEDFLEET_PASSWORD than from the command line
     "queue_size": 1000,
+    "tuning": "vehicle",
 }
 
 COMMANDS = ("demo", "broker", "gateway", "fleet", "device")

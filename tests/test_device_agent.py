@@ -207,6 +207,7 @@ def test_readings_on_stdin_take_part_in_a_round_and_the_device_says_offline_at_t
         (["--id", "bad id", "--source", "stdin"], "invalid vehicle id 'bad id'"),
         (["--id", "x", "--source", "serial:///dev/nonexistent-tty"], "cannot open serial port"),
         (["--id", "x", "--source", "stdin", "--queue-size", "0"], "queue-size must be at least 1"),
+        (["--id", "x", "--source", "stdin", "--tuning", "fast"], "invalid choice"),
         (["--id", "x", "--source", "stdin", "--schema", "/nonexistent.json"],
          "cannot read schema file"),
     ],
