@@ -127,6 +127,22 @@ def test_vehicles_an_alert_and_rounds_appear_and_update_without_a_reload(fleet_p
     assert page.inner_text("#kpi-saved").endswith("B")  # a byte figure, not a placeholder
 
 
+def test_clicking_a_vehicle_shows_only_its_alerts_until_the_filter_is_cleared(fleet_page):
+    page, _ = fleet_page
+    page.wait_for_selector('#alerts li[data-vehicle="veh-0003"]', timeout=60_000)
+
+    page.click('.tile[data-vehicle="veh-0003"]')
+    mine = page.eval_on_selector_all("#alerts li", "items => items.map(i => i.dataset.vehicle)")
+    page.click('.tile[data-vehicle="veh-0000"]')
+    healthy = page.inner_text("#alerts")
+    page.click("#alert-filter")
+
+    assert mine and set(mine) == {"veh-0003"}
+    assert healthy == "No recent alert from veh-0000."
+    assert page.is_hidden("#alert-filter")
+    assert page.query_selector(".tile.selected") is None
+
+
 def test_text_from_vehicles_is_shown_as_text_never_run(browser, tmp_path):
     hostile = "<img src=x onerror=ran=1>"  # a subsystem is free text (up to 32 characters)
     store = SQLiteStore(tmp_path / "gateway.db")

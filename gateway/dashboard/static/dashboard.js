@@ -7,6 +7,8 @@ const KIND_COLOURS = { update: "#2d6cdf", alert: "#d9423c", status: "#7b8794",
                        round: "#9b6bd6", model: "#18a2a8" };
 const seenAlerts = new Set();
 let snapshots = 0;
+let latest = null;    // the last snapshot, to re-render when the operator picks a vehicle
+let selected = null;  // the vehicle whose alerts the feed shows, or null for every vehicle
 
 function el(tag, props, ...children) {
   const node = document.createElement(tag);
@@ -61,7 +63,8 @@ function renderKpis(s) {
   const model = s.model;
   text("model-version", model ? `v${model.version}` : "none yet");
   text("model-note", model ? `round ${model.round} · ${model.participants} vehicles · `
-    + `${count(Math.round(model.readings))} readings` : "waiting for a round with quorum");
+    + `${count(Math.round(model.readings))} readings · noise σ ${model.noise_std.toPrecision(2)}`
+    : "waiting for a round with quorum");
   const merged = s.rounds.filter((r) => r.quorum_met).length;
   text("kpi-rounds", s.rounds.length ? String(s.rounds[0].round) : "–");
   text("kpi-rounds-note", s.rounds.length
@@ -87,7 +90,8 @@ function tile(v) {
   const title = `${v.vehicle_id}: ${HEALTH_WORDS[v.health]}, ${v.state}; ${v.alerts} alert(s)`
     + (last ? `, last on ${last.subsystem} at ${vehicleClock(last.ts)} (vehicle clock)` : "")
     + `; took part in ${v.updates} round(s)`;
-  const classes = `tile ${v.health}` + (v.state !== "online" && v.health !== "offline" ? " gone" : "");
+  const classes = `tile ${v.health}` + (v.state !== "online" && v.health !== "offline" ? " gone" : "")
+    + (v.vehicle_id === selected ? " selected" : "");
   return el("div", { class: classes, title, dataset: { vehicle: v.vehicle_id, health: v.health } },
     el("div", { class: "id" }, v.vehicle_id),
     el("div", { class: "what" }, what),
@@ -100,9 +104,17 @@ function renderTiles(fleet) {
   box.replaceChildren(...fleet.vehicles.map(tile));
 }
 
-function renderAlerts(alerts) {
+function renderAlerts(all) {
   const list = document.getElementById("alerts");
-  if (!alerts.length) return;
+  const filter = document.getElementById("alert-filter");
+  filter.hidden = selected === null;
+  text("alert-filter-vehicle", selected || "");
+  const alerts = all.filter((a) => selected === null || a.vehicle_id === selected);
+  if (!alerts.length) {
+    list.replaceChildren(el("li", { class: "empty" }, selected === null
+      ? "No alert yet." : `No recent alert from ${selected}.`));
+    return;
+  }
   const first = seenAlerts.size === 0;
   list.replaceChildren(...alerts.map((a) => {
     const key = `${a.vehicle_id}|${a.ts}|${a.subsystem}`;
@@ -219,7 +231,16 @@ function renderCharts(s) {
     yaxis: { categoryorder: "array", categoryarray: labels } }, CONFIG);
 }
 
+function select(vehicle) {
+  selected = vehicle === selected ? null : vehicle;
+  if (latest) {
+    renderTiles(latest.fleet);
+    renderAlerts(latest.alerts);
+  }
+}
+
 function render(s) {
+  latest = s;
   renderKpis(s);
   renderTiles(s.fleet);
   renderAlerts(s.alerts);
@@ -250,4 +271,9 @@ function connect() {
   source.onerror = () => setLive("lost", "reconnecting…");  // EventSource retries by itself
 }
 
+document.getElementById("vehicles").addEventListener("click", (event) => {
+  const picked = event.target.closest(".tile");
+  if (picked) select(picked.dataset.vehicle);
+});
+document.getElementById("alert-filter").addEventListener("click", () => select(selected));
 connect();
