@@ -39,6 +39,7 @@ def _fedfleet(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
         (["fleet", "--epsilon-per-round", "0"], "epsilon-per-round must be greater than 0"),
         (["gateway", "--mqtt", "http://x"], "MQTT URL must start with mqtt://"),
         (["gateway", "--store", "redis://x"], "unsupported store URL"),
+        (["gateway", "--store", "influx://127.0.0.1:9/fleet"], "set INFLUXDB_V2_TOKEN"),
         (["fleet", "--config", "/nonexistent.toml"], "cannot read config file"),
         (["gateway", "--schema", "/nonexistent.json"], "cannot read schema file"),
         (["broker", "--port", "70000"], "port must be a TCP port"),
