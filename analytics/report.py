@@ -5,7 +5,7 @@ The report's shape::
     {"dataset", "devices", "rows", "time_unit", "settings",
      "regimes": {name: {pooled metrics, "lead_time" (run-to-failure data), "rounds", ...}},
      "per_device": {device: {regime: metrics}},
-     "federated_vs_local": {devices where federated's PR-AUC beats local's},
+     "federated_vs_local": {metric: devices where federated beats local on it},
      "ratios": {PR-AUC of federated over centralized, batch_reference and local},
      "cold_start": {late-joining devices over their first readings, federated vs local},
      "skab_protocol": {regime: F1, FAR, MAR} (SKAB only), "notes"}
@@ -67,6 +67,7 @@ def evaluate(
                                 tuning=tuning, progress=progress)
     runs["batch_reference"] = run_batch(dataset, schedule, seed=seed, progress=progress)
     regimes = {name: _pooled(dataset, run) for name, run in runs.items()}
+    per_device = _per_device(dataset, runs)
     report = {
         "dataset": dataset.name,
         "devices": len(dataset.streams),
@@ -77,8 +78,8 @@ def evaluate(
                      "join_tick": schedule.join_tick, "cold_fraction": cold_fraction,
                      "tuning": asdict(tuning)},
         "regimes": regimes,
-        "per_device": _per_device(dataset, runs),
-        "federated_vs_local": _wins(dataset, runs["federated"], runs["local"]),
+        "per_device": per_device,
+        "federated_vs_local": _wins(per_device, "federated", "local"),
         "ratios": _ratios(regimes),
         "cold_start": _cold_start(dataset, runs, schedule, cold_fraction),
         "notes": list(dataset.notes),
@@ -111,13 +112,13 @@ def _per_device(dataset: Dataset, runs: dict[str, Run]) -> dict[str, dict[str, A
             for s in dataset.streams}
 
 
-def _wins(dataset: Dataset, first: Run, second: Run) -> dict[str, Any]:
-    def pr_auc(run: Run) -> dict[str, float | None]:
-        return {s.device_id: _float(detection(s.labels, run.scores[s.device_id],
-                                              run.alarms[s.device_id])["pr_auc"])
-                for s in dataset.streams}
+def _wins(per_device: dict[str, dict[str, Any]], first: str, second: str) -> dict[str, Any]:
+    """Per metric, on how many devices with an anomaly ``first`` beats ``second``."""
+    def of(regime: str, metric: str) -> dict[str, float | None]:
+        return {device: _float(m[regime][metric]) if m[regime]["anomalous"] else None
+                for device, m in per_device.items()}
 
-    return {"metric": "pr_auc", **wins(pr_auc(first), pr_auc(second))}
+    return {metric: wins(of(first, metric), of(second, metric)) for metric in ("pr_auc", "f1")}
 
 
 def _ratios(regimes: dict[str, dict[str, Any]]) -> dict[str, float | None]:

@@ -121,9 +121,11 @@ def _table(report: dict[str, Any]) -> str:
         lead = metrics.get("lead_time", {}).get("median")
         unit = report["time_unit"]
         lines.append(f"{name:<22}{cells}  " + ("-" if lead is None else f"{lead} {unit}"))
-    versus = report["federated_vs_local"]
-    lines.append(f"federated beats local (PR-AUC) on {versus['better']} of "
-                 f"{versus['devices_compared']} devices; ratios: {report['ratios']}")
+    for metric, versus in report["federated_vs_local"].items():
+        lines.append(f"federated beats local on {metric}: {versus['better']} of "
+                     f"{versus['devices_compared']} devices with an anomaly "
+                     f"({versus['equal']} equal, {versus['worse']} worse)")
+    lines.append(f"ratios of pooled PR-AUC: {report['ratios']}")
     cold = report["cold_start"]
     if "federated" in cold:
         federated, local = cold["federated"]["pr_auc"], cold["local"]["pr_auc"]

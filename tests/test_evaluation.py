@@ -171,7 +171,9 @@ def test_the_report_has_the_documented_shape_and_is_json(cmapss_report):
     assert {"dataset", "devices", "rows", "regimes", "per_device", "cold_start"} <= set(report)
     assert report["devices"] == 6
     assert len(report["cold_start"]["devices"]) == 1
-    assert report["federated_vs_local"]["devices_compared"] <= 6
+    versus = report["federated_vs_local"]["f1"]
+    assert versus["devices_compared"] == 6
+    assert versus["better"] + versus["equal"] + versus["worse"] == 6
     json.dumps(report)
 
 
