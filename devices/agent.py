@@ -197,6 +197,8 @@ class DeviceAgent:
                     if not warned_incomplete:
                         warned_incomplete = self._warn_incomplete()
         finally:
+            if not warned_incomplete:  # a short run still says what never came
+                self._warn_incomplete()
             self._shut_down(drain_timeout_s)
 
     def _warn_incomplete(self) -> bool:

@@ -56,6 +56,7 @@ PIDS: tuple[Pid, ...] = (
     Pid("THROTTLE_POS", "throttle_pct", "percent"),                  # 01 11
     Pid("LONG_FUEL_TRIM_1", "fuel_trim_long_pct", "percent"),        # 01 07
     Pid("SHORT_FUEL_TRIM_1", "fuel_trim_short_pct", "percent"),      # 01 06
+    Pid("HYBRID_BATTERY_REMAINING", "hybrid_battery_pct", "percent"),  # 01 5B
 )
 """Which PID feeds which feature; the first supported PID of a feature is used."""
 

@@ -22,6 +22,7 @@ from devices.alerts import AlertPolicy
 from devices.detector import FleetGaussian
 from devices.simulator import SimulatedVehicle
 from devices.sources import Reading, SensorSource
+from devices.stdin import StdinSource
 from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA
@@ -248,3 +249,20 @@ def _retained_status(port: int, vehicle_id: str, state: str, timeout_s: float = 
         if status.state == state or time.monotonic() > deadline:
             return status
         time.sleep(0.2)
+
+
+def test_a_channel_that_never_comes_is_named_in_a_warning(tmp_path, caplog, agent_thread):
+    feed = tmp_path / "feed.txt"
+    feed.write_text("".join(f"ts={t} engine_rpm=900 coolant_temp_c=85\n" for t in range(50)))
+    vehicle = Vehicle("partial-1", StdinSource(VEHICLE_SCHEMA.names, stream=feed.open("rb")),
+                      mechanism=None, rng=np.random.default_rng(0))
+    agent = DeviceAgent(parse_mqtt_url(f"mqtt://127.0.0.1:{free_port()}"), vehicle,
+                        status_every_s=0.2)
+
+    with caplog.at_level("WARNING", logger="devices.agent"):
+        agent.run(threading.Event(), duration_s=2, drain_timeout_s=0.1)
+
+    warnings = [r.getMessage() for r in caplog.records if "no reading so far has" in r.message]
+    assert len(warnings) == 1
+    assert "ambient_temp_c, battery_v, engine_load_pct, intake_temp_c" in warnings[0]
+    assert agent.status().incomplete_readings == 50

@@ -53,6 +53,18 @@ def test_the_emulated_car_exposes_the_obd_schema_and_readings_are_in_its_units(e
     assert all(0 <= r.values["engine_load_pct"] <= 100 for r in readings)  # percent
 
 
+def test_a_pid_the_car_supports_but_answers_null_is_a_missing_value(elm327):
+    # The emulated car lists 01 5B (hybrid battery) as supported, and answers it with no data.
+    source = ObdSource(elm327.url, ["engine_rpm", "hybrid_battery_pct"])
+
+    readings = [r for r in (source.read() for _ in range(20)) if r is not None]
+    source.close()
+
+    assert "hybrid_battery_pct" in source.queried
+    assert len(readings) == 20 and all(set(r.values) == {"engine_rpm"} for r in readings)
+    assert source.counters() == {"no answer for hybrid_battery_pct": 20}
+
+
 def test_a_car_on_obd_takes_part_in_rounds_and_receives_the_global_model(tmp_path, elm327):
     with Mosquitto() as broker, running_gateway(broker.url, tmp_path / "gw.db",
                                                 schema=OBD_SCHEMA) as gateway:
