@@ -145,6 +145,7 @@ class DeviceAgent:
         self.inbox_dropped = 0
         self._connected = threading.Event()
         self._closing = False
+        self._refused = ""
         self._rate = (time.monotonic(), 0)
         will = vehicle.status("offline")
         self.client = make_client(f"fedfleet-{vehicle.vehicle_id}", target,
@@ -173,7 +174,8 @@ class DeviceAgent:
         """Read and run the vehicle until ``stop``, ``duration_s``, or the source ends.
 
         Then wait up to ``drain_timeout_s`` for queued messages to be acknowledged, say
-        ``offline``, and disconnect cleanly.
+        ``offline``, and disconnect cleanly. A broker that refuses the connection (bad
+        credentials) raises :class:`ConnectionError`: retrying would not help.
         """
         self.client.connect_async(self._target.host, self._target.port, self._keepalive_s)
         self.client.loop_start()
@@ -182,6 +184,8 @@ class DeviceAgent:
         warned_incomplete = False
         try:
             while not stop.is_set() and time.monotonic() < deadline:
+                if self._refused:  # bad credentials: retrying will not help
+                    break
                 self._take_inbox()
                 before = self.meter.readings
                 for out in self.vehicle.step():
@@ -200,6 +204,8 @@ class DeviceAgent:
             if not warned_incomplete:  # a short run still says what never came
                 self._warn_incomplete()
             self._shut_down(drain_timeout_s)
+        if self._refused:
+            raise ConnectionError(f"the broker refused {self.vehicle.vehicle_id}: {self._refused}")
 
     def _warn_incomplete(self) -> bool:
         if not self.meter.readings or not self.meter.never_seen:
@@ -263,7 +269,7 @@ class DeviceAgent:
 
     def _wait_acknowledged(self, timeout_s: float) -> None:
         end = time.monotonic() + timeout_s
-        while self._pending and time.monotonic() < end:
+        while self._pending and not self._refused and time.monotonic() < end:
             time.sleep(0.05)
 
     # paho callbacks, on its network thread: never let an exception escape them.
@@ -271,7 +277,7 @@ class DeviceAgent:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                     props: Any) -> None:
         if rc.is_failure:
-            log.error("%s: broker refused the connection: %s", self.vehicle.vehicle_id, rc)
+            self._refused = str(rc)
             return
         client.subscribe([(topics.ROUND_TOPIC, 1), (topics.MODEL_TOPIC, 1)])
         self._publish(self.vehicle.status("online"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -31,7 +32,7 @@ from federation.transport import parse_mqtt_url
 from gateway.service import Gateway
 from gateway.store import SQLiteStore
 from tests.servers import Mosquitto, free_port
-from tests.test_source_contract import simulated_lines
+from tests.test_source_contract import simulated_csv, simulated_lines
 
 pytestmark = pytest.mark.integration
 
@@ -152,11 +153,12 @@ def test_a_full_queue_drops_new_messages_and_counts_them(agent_thread):
     assert status.dropped == status.alerts_raised - 3 > 0
 
 
-def _fedfleet(*args: str, cwd: Path, **kwargs) -> subprocess.Popen[str]:
+def _fedfleet(*args: str, cwd: Path, env_extra: dict[str, str] | None = None,
+              **kwargs: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "fedfleet", *args], cwd=cwd, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, **kwargs)
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}, **kwargs)
 
 
 @contextlib.contextmanager
@@ -223,28 +225,35 @@ def test_device_usage_errors_exit_2_with_a_clear_message(args, message, tmp_path
     assert "Traceback" not in output
 
 
-def test_a_killed_device_is_marked_offline_by_its_last_will(tmp_path):
+@pytest.mark.parametrize("end", ["sigterm", "kill"])
+def test_a_device_that_stops_or_dies_is_marked_offline(end, tmp_path):
     with Mosquitto() as broker:
         read_end, write_end = os.pipe()
-        device = _fedfleet("device", "--id", "will-1", "--source", "stdin", "--mqtt", broker.url,
+        device = _fedfleet("device", "--id", "end-1", "--source", "stdin", "--mqtt", broker.url,
                            cwd=tmp_path, stdin=read_end)
         os.close(read_end)
-        online = _retained_status(broker.port, "will-1", "online")
-        device.kill()
-        device.wait(timeout=10)
+        online = _retained_status(broker.port, "end-1", "online")
+        if end == "sigterm":  # a clean stop: it says offline itself, and exits 0
+            device.send_signal(signal.SIGTERM)
+        else:  # a crash: its Last Will says offline for it
+            device.kill()
+        device.communicate(timeout=30)
         os.close(write_end)
-        offline = _retained_status(broker.port, "will-1", "offline")
+        offline = _retained_status(broker.port, "end-1", "offline")
 
     assert (online.state, offline.state) == ("online", "offline")
+    assert device.returncode == (0 if end == "sigterm" else -signal.SIGKILL)
 
 
-def _retained_status(port: int, vehicle_id: str, state: str, timeout_s: float = 15) -> Status:
+def _retained_status(port: int, vehicle_id: str, state: str, timeout_s: float = 15,
+                     auth: tuple[str, str] | None = None) -> Status:
     from paho.mqtt import subscribe
 
+    login = {"username": auth[0], "password": auth[1]} if auth else None
     deadline = time.monotonic() + timeout_s
     while True:
         message = subscribe.simple(topics.status_topic(vehicle_id), qos=1, hostname="127.0.0.1",
-                                   port=port, retained=True)
+                                   port=port, retained=True, auth=login)
         status = messages.decode(Status, message.payload)
         if status.state == state or time.monotonic() > deadline:
             return status
@@ -266,3 +275,44 @@ def test_a_channel_that_never_comes_is_named_in_a_warning(tmp_path, caplog, agen
     assert len(warnings) == 1
     assert "ambient_temp_c, battery_v, engine_load_pct, intake_temp_c" in warnings[0]
     assert agent.status().incomplete_readings == 50
+
+
+def test_credentials_from_the_environment_are_used_and_a_refusal_says_why(tmp_path):
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "dev-7", "s3cret"],
+                   check=True, timeout=15)
+    with Mosquitto(options={"allow_anonymous": "false",
+                            "password_file": str(passwords)}) as broker:
+        read_end, write_end = os.pipe()
+        good = _fedfleet("device", "--id", "dev-7", "--source", "stdin", "--mqtt", broker.url,
+                         "--username", "dev-7", cwd=tmp_path, stdin=read_end,
+                         env_extra={"FEDFLEET_PASSWORD": "s3cret"})
+        os.close(read_end)
+        online = _retained_status(broker.port, "dev-7", "online", auth=("dev-7", "s3cret"))
+        os.close(write_end)  # end of input: the device says offline and exits
+        good_output, _ = good.communicate(timeout=30)
+        read_end, write_end = os.pipe()
+        bad = _fedfleet("device", "--id", "dev-7", "--source", "stdin", "--mqtt", broker.url,
+                        "--username", "dev-7", "--password", "wrong", cwd=tmp_path,
+                        stdin=read_end)
+        os.close(read_end)
+        bad_output, _ = bad.communicate(timeout=30)  # it stops by itself, input still open
+        os.close(write_end)
+
+    assert online.state == "online"
+    assert good.returncode == 0, good_output
+    assert bad.returncode == 1
+    assert "the broker refused dev-7: Not authorized" in bad_output
+
+
+def test_a_csv_log_is_replayed_to_its_end_through_the_command(tmp_path):
+    log = simulated_csv(tmp_path / "truck-9.csv", 1000)
+    with Mosquitto() as broker:
+        device = _fedfleet("device", "--id", "truck-9", "--source",
+                           f"csv://{log}?speedup=2000", "--mqtt", broker.url, cwd=tmp_path,
+                           stdin=subprocess.DEVNULL)
+        output, _ = device.communicate(timeout=60)
+
+    assert device.returncode == 0, output
+    assert "1000 readings in" in output
+    assert "source counters: none" in output  # the log's gaps are missing values, not skips
