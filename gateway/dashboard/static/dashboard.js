@@ -75,33 +75,43 @@ function renderKpis(s) {
     ? `${(100 * t.saved_fraction).toFixed(1)}% less than ${bytes(t.raw_bytes)} raw`
     : "no readings summarised yet");
   const spent = Object.values(s.privacy.epsilon_spent);
+  const exhausted = (s.privacy.exhausted || []).length;
   text("kpi-epsilon", s.privacy.max_epsilon_spent === null
     ? "–" : `max ${epsilon(s.privacy.max_epsilon_spent)}`);
   text("kpi-epsilon-note", !spent.length ? "no update accepted yet"
     : s.privacy.max_epsilon_spent === 0 ? "updates are sent exact (privacy off)"
-    : `mean ${epsilon(spent.reduce((a, b) => a + b, 0) / spent.length)} over ${spent.length} vehicles`);
+    : `mean ${epsilon(spent.reduce((a, b) => a + b, 0) / spent.length)} over ${spent.length} vehicles`
+      + (exhausted ? ` · ${exhausted} exhausted` : ""));
 }
 
-function tile(v) {
+function tile(v, budgets, exhausted) {
   const last = v.last_alert;
+  const budget = budgets[v.vehicle_id] || 0;
+  const spentAll = exhausted.has(v.vehicle_id);
   const what = last ? `${last.subsystem}${v.alerts > 1 ? " ×" + v.alerts : ""}`
     : (v.state === "online" ? "ok" : v.state);
-  const eps = v.epsilon_spent === null ? "" : ` · ε ${epsilon(v.epsilon_spent)}`;
+  const eps = v.epsilon_spent === null ? ""
+    : ` · ε ${epsilon(v.epsilon_spent)}${budget ? "/" + epsilon(budget) : ""}${spentAll ? " spent" : ""}`;
   const title = `${v.vehicle_id}: ${HEALTH_WORDS[v.health]}, ${v.state}; ${v.alerts} alert(s)`
     + (last ? `, last on ${last.subsystem} at ${vehicleClock(last.ts)} (vehicle clock)` : "")
-    + `; took part in ${v.updates} round(s)`;
+    + `; took part in ${v.updates} round(s)`
+    + (spentAll ? "; privacy budget exhausted: it no longer sends updates" : "");
   const classes = `tile ${v.health}` + (v.state !== "online" && v.health !== "offline" ? " gone" : "")
     + (v.vehicle_id === selected ? " selected" : "");
-  return el("div", { class: classes, title, dataset: { vehicle: v.vehicle_id, health: v.health } },
+  return el("div", { class: classes, title,
+                     dataset: { vehicle: v.vehicle_id, health: v.health,
+                                exhausted: String(spentAll) } },
     el("div", { class: "id" }, v.vehicle_id),
     el("div", { class: "what" }, what),
     el("div", { class: "meta" }, `${v.updates} rounds${eps}`));
 }
 
-function renderTiles(fleet) {
+function renderTiles(fleet, privacy) {
   const box = document.getElementById("vehicles");
   if (!fleet.vehicles.length) return;
-  box.replaceChildren(...fleet.vehicles.map(tile));
+  const budgets = privacy.epsilon_budget || {};
+  const exhausted = new Set(privacy.exhausted || []);
+  box.replaceChildren(...fleet.vehicles.map((v) => tile(v, budgets, exhausted)));
 }
 
 function renderAlerts(all) {
@@ -196,13 +206,22 @@ function renderCharts(s) {
        yaxis: { title: { text: "updates" }, rangemode: "tozero" } }, CONFIG);
 
   const spent = Object.entries(s.privacy.epsilon_spent);
+  const budgets = s.privacy.epsilon_budget || {};
+  const exhausted = new Set(s.privacy.exhausted || []);
+  const withBudget = spent.filter(([v]) => budgets[v] > 0);
   Plotly.react("chart-privacy", [
-    { type: "bar", x: spent.map(([v]) => v), y: spent.map(([, e]) => e),
-      marker: { color: COLOURS.accent }, hovertemplate: "%{x}: ε %{y:.2f}<extra></extra>" },
-  ], { ...LAYOUT, margin: { ...LAYOUT.margin, b: spent.length <= 30 ? 64 : 20 },
-       annotations: s.privacy.max_epsilon_spent === 0 ? [{ text: "privacy off: updates carry no noise",
-         xref: "paper", yref: "paper", x: 0.5, y: 0.6, showarrow: false,
-         font: { color: "#68758a", size: 13 } }] : [],
+    { type: "bar", name: "ε spent", x: spent.map(([v]) => v), y: spent.map(([, e]) => e),
+      marker: { color: spent.map(([v]) => (exhausted.has(v) ? COLOURS.alert : COLOURS.accent)) },
+      hovertemplate: "%{x}: ε %{y:.2f} spent<extra></extra>" },
+    { type: "scatter", mode: "markers", name: "budget", x: withBudget.map(([v]) => v),
+      y: withBudget.map(([v]) => budgets[v]), visible: withBudget.length ? true : false,
+      marker: { symbol: "line-ew", size: 14, line: { width: 3, color: "#1d2733" } },
+      hovertemplate: "%{x}: budget ε %{y:.2f}<extra></extra>" },
+  ], { ...LAYOUT, showlegend: withBudget.length > 0,
+       margin: { ...LAYOUT.margin, b: spent.length <= 30 ? 64 : 20 },
+       annotations: s.privacy.max_epsilon_spent === 0 ? [{
+         text: "privacy off: updates carry no noise", xref: "paper", yref: "paper", x: 0.5,
+         y: 0.6, showarrow: false, font: { color: "#68758a", size: 13 } }] : [],
        yaxis: { title: { text: "ε spent" }, rangemode: "tozero" },
        xaxis: { showticklabels: spent.length <= 30, tickangle: -45 } }, CONFIG);
 
@@ -227,14 +246,15 @@ function renderCharts(s) {
      }, CONFIG);
 
   Plotly.react("chart-traffic", traces, { ...LAYOUT, barmode: "stack",
-    margin: { ...LAYOUT.margin, l: 100 }, legend: { orientation: "v", x: 1.02, y: 1 }, xaxis: { title: { text: "bytes" }, tickformat: ".2s" },
+    margin: { ...LAYOUT.margin, l: 100 }, legend: { orientation: "v", x: 1.02, y: 1 },
+    xaxis: { title: { text: "bytes" }, tickformat: ".2s" },
     yaxis: { categoryorder: "array", categoryarray: labels } }, CONFIG);
 }
 
 function select(vehicle) {
   selected = vehicle === selected ? null : vehicle;
   if (latest) {
-    renderTiles(latest.fleet);
+    renderTiles(latest.fleet, latest.privacy);
     renderAlerts(latest.alerts);
   }
 }
@@ -242,7 +262,7 @@ function select(vehicle) {
 function render(s) {
   latest = s;
   renderKpis(s);
-  renderTiles(s.fleet);
+  renderTiles(s.fleet, s.privacy);
   renderAlerts(s.alerts);
   renderRounds(s.rounds);
   renderTraffic(s.traffic);
