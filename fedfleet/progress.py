@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from devices.agent import AgentStatus
@@ -25,11 +26,12 @@ class Progress:
     """Prints each closed round and each alert, and tallies them against injected faults.
 
     ``faults`` maps a vehicle id to its injected fault; ``sim_start_s`` is the simulated
-    clock's origin, so alert times print as simulated time since the start.
+    clock's origin, so alert times print as simulated time since the start. Without it
+    (a gateway serving real vehicles) alerts print with their UTC time and no verdict.
     """
 
     faults: Mapping[str, FaultSpec] = field(default_factory=dict)
-    sim_start_s: float = 0.0
+    sim_start_s: float | None = None  # None: real vehicles, whose alerts carry wall time
     out: TextIO = sys.stdout
     rounds: list[RoundClosed] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
@@ -78,13 +80,18 @@ class Progress:
         """``detected`` (a fault after its onset, right subsystem), ``wrong subsystem``
         or ``false alarm`` (no fault, or before its onset)."""
         truth = self.faults.get(alert.vehicle_id)
-        if truth is None or alert.ts - self.sim_start_s < truth.onset_s:
+        start_s = self.sim_start_s or 0.0
+        if truth is None or alert.ts - start_s < truth.onset_s:
             return "false alarm"
         return "detected" if truth.subsystem == alert.subsystem else "wrong subsystem"
 
     def _alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
         sensors = ", ".join(f"{name} z={z:+.1f}" for name, z in alert.sensors)
+        if self.sim_start_s is None:  # no simulated clock and no ground truth to compare
+            when = datetime.fromtimestamp(alert.ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            self._print(f"ALERT {alert.vehicle_id} {alert.subsystem} at {when}: {sensors}")
+            return
         truth = self.faults.get(alert.vehicle_id)
         injected = f"injected {truth.mode.value} at sim {_hms(truth.onset_s)}" if truth else (
             "no fault injected")

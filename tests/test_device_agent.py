@@ -4,6 +4,7 @@ the broker going away."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA
 from federation.messages import Alert, Status
 from federation.transport import parse_mqtt_url
+from fedfleet.progress import Progress
 from gateway.service import Gateway
 from gateway.store import SQLiteStore
 from tests.servers import Mosquitto, free_port
@@ -316,3 +318,14 @@ def test_a_csv_log_is_replayed_to_its_end_through_the_command(tmp_path):
     assert device.returncode == 0, output
     assert "1000 readings in" in output
     assert "source counters: none" in output  # the log's gaps are missing values, not skips
+
+
+def test_a_gateway_prints_a_real_vehicles_alert_with_its_utc_time_and_no_verdict():
+    out = io.StringIO()
+    progress = Progress(out=out)  # what `fedfleet gateway` runs: no simulation, no truth
+
+    progress(Alert("pump-7", 1764000123.0, 6.2, 4.0, "cooling", (("coolant_temp_c", 6.2),), 0))
+
+    line = out.getvalue()
+    assert "ALERT pump-7 cooling at 2025-11-24 16:02:03 UTC: coolant_temp_c z=+6.2" in line
+    assert "sim" not in line and "false alarm" not in line
