@@ -40,7 +40,7 @@ from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.features import Schema
 from federation.messages import GlobalModel, RoundOpen, Update
-from federation.privacy import GaussianMechanism
+from federation.privacy import GaussianMechanism, SeededNoise
 from gateway.rounds import Round
 from gateway.strategy import ExactMerge
 
@@ -153,7 +153,7 @@ def run_online(
     clock = [0.0]
     vehicles = [
         Vehicle(_vehicle_id(s.device_id), _Rows(s, dataset.columns), mechanism=mechanism,
-                rng=np.random.default_rng([seed, i]), clock=lambda: clock[0],
+                noise=SeededNoise([seed, i]), clock=lambda: clock[0],
                 **tuning.vehicle_kwargs(dataset.schema, shared))
         for i, s in enumerate(dataset.streams)
     ]

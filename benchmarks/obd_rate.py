@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from devices.detector import FleetGaussian
 from devices.obdii import ObdSource
 from devices.vehicle import Vehicle
@@ -70,7 +68,7 @@ def main() -> None:
             source, connect_s = _connected(emulator.url, fast)
             pids = len(source.queried)
             alone = _per_second(_source_step(source), args.seconds)
-            vehicle = Vehicle("bench-1", source, mechanism=None, rng=np.random.default_rng(0),
+            vehicle = Vehicle("bench-1", source, mechanism=None,
                               detector=FleetGaussian(SCHEMA))
             agent_path = _per_second(_vehicle_step(vehicle), args.seconds)
             source.close()

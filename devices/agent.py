@@ -106,11 +106,9 @@ class DeviceAgent:
 
     Examples
     --------
-    >>> import numpy as np
     >>> from devices.simulator import SimulatedVehicle
     >>> from federation.transport import parse_mqtt_url
-    >>> vehicle = Vehicle("veh-0001", SimulatedVehicle("veh-0001", seed=1), mechanism=None,
-    ...                   rng=np.random.default_rng(0))
+    >>> vehicle = Vehicle("veh-0001", SimulatedVehicle("veh-0001", seed=1), mechanism=None)
     >>> agent = DeviceAgent(parse_mqtt_url("mqtt://127.0.0.1:1"), vehicle)
     >>> agent.status().connected, agent.status().queued
     (False, 0)

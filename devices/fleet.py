@@ -16,15 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import paho.mqtt.client as mqtt
 
+from devices.ledger import PrivacyLedger
 from devices.mux import ClientMux
 from devices.simulator import make_fleet
 from devices.vehicle import Outgoing, Vehicle
 from federation import topics
 from federation.messages import Alert
-from federation.privacy import GaussianMechanism
+from federation.privacy import Mechanism
 from federation.transport import MqttTarget, make_client
 
 __all__ = ["Fleet", "FleetStatus", "simulated_vehicles"]
@@ -46,24 +46,28 @@ class FleetStatus:
     lag_s: float
     updates_sent: int
     alerts_raised: int
+    exhausted: int = 0
 
 
 def simulated_vehicles(
     count: int,
     seed: int,
-    mechanism: GaussianMechanism | None,
+    mechanism: Mechanism | None,
     *,
     fault_fraction: float = 0.2,
     start_ts_s: float | None = None,
+    ledger_for: Callable[[str], PrivacyLedger | None] | None = None,
     **vehicle_kwargs: Any,
 ) -> list[Vehicle]:
-    """``count`` simulated vehicles with faults planned from ``seed``."""
+    """``count`` simulated vehicles with faults planned from ``seed``; ``ledger_for`` gives
+    each vehicle id its privacy ledger (default: in memory, no budget). ``seed`` plans the
+    simulation only: privacy noise stays secure unless ``noise`` is passed."""
     start = time.time() if start_ts_s is None else start_ts_s
     sources = make_fleet(count, seed, fault_fraction=fault_fraction, start_ts_s=start)
     return [
         Vehicle(source.vehicle_id, source, mechanism=mechanism,
-                rng=np.random.default_rng([seed, index]), **vehicle_kwargs)
-        for index, source in enumerate(sources)
+                ledger=ledger_for(source.vehicle_id) if ledger_for else None, **vehicle_kwargs)
+        for source in sources
     ]
 
 
@@ -132,6 +136,7 @@ class Fleet:
         return FleetStatus(
             self._mux.connected(), len(self.vehicles), float(self.steps), self.lag_s,
             sum(v.updates_sent for v in self.vehicles), sum(v.alerts_raised for v in self.vehicles),
+            sum(v.exhausted for v in self.vehicles),
         )
 
     def _connect(self, vehicle: Vehicle) -> None:

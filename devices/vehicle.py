@@ -14,15 +14,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from devices.alerts import AlertPolicy
 from devices.detector import FleetGaussian, make_pipeline
+from devices.ledger import LedgerError, PrivacyLedger
 from devices.sources import SensorSource
 from federation import messages, topics
-from federation.features import Schema
+from federation.accounting import Spend
 from federation.messages import (
     Alert,
+    AlertReport,
     GlobalModel,
     Message,
     MessageError,
@@ -30,18 +30,14 @@ from federation.messages import (
     Status,
     Update,
 )
-from federation.privacy import GaussianMechanism, Ledger
-from federation.summary import ModelSummary
+from federation.privacy import Mechanism, NoiseSource, SecureNoise, public_centre
+from federation.randomized_response import RandomizedResponse
 
 __all__ = ["Outgoing", "Vehicle"]
 
 log = logging.getLogger(__name__)
 
-
-def _public_centre(schema: Schema) -> ModelSummary:
-    """Before any global model exists, offsets are clipped around the middle of every range."""
-    d = len(schema)
-    return ModelSummary(schema.names, 0.0, np.full(d, 0.5), np.zeros((d, d)))
+_DAY_S = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +68,20 @@ class Vehicle:
         The anomaly model; its schema is the fleet's schema this vehicle speaks (by default
         the built-in vehicle schema).
     mechanism
-        The privacy mechanism applied to each update; ``None`` sends exact summaries.
-    rng
-        Randomness for the privacy noise.
+        The privacy mechanism for each update; ``None`` sends exact summaries.
+    central
+        Send summaries clipped but not noised, for a gateway trusted to noise the aggregate
+        with ``mechanism`` (the vehicle still accounts every round it takes part in).
+    ledger
+        What the vehicle has spent; before each update it checks that the round fits the
+        ledger's budget, and once it does not, it publishes no more updates (it keeps learning
+        and using the global model) and says so in its status. Default: in memory, no budget.
+    noise
+        Where privacy noise comes from; default :class:`~federation.privacy.SecureNoise`.
+    alert_report
+        If given, each update also carries a randomized-response answer to "did I raise an
+        alert today (by my reading clock)?"; the answer for a day and a truth is drawn once
+        and repeated, so a day costs at most two answers.
     min_readings_per_update
         A vehicle with fewer new readings than this sits a round out.
     learn_below
@@ -88,7 +95,7 @@ class Vehicle:
     --------
     >>> from devices.simulator import SimulatedVehicle
     >>> vehicle = Vehicle("veh-0001", SimulatedVehicle("veh-0001", seed=1), mechanism=None,
-    ...                   rng=np.random.default_rng(0), clock=lambda: 0.0)
+    ...                   clock=lambda: 0.0)
     >>> vehicle.on_message(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 60.0, 1, 0)))
     >>> sent = [out for _ in range(60) for out in vehicle.step()]
     >>> [(out.topic, out.qos) for out in sent]
@@ -102,8 +109,11 @@ class Vehicle:
         vehicle_id: str,
         source: SensorSource,
         *,
-        mechanism: GaussianMechanism | None,
-        rng: np.random.Generator,
+        mechanism: Mechanism | None,
+        central: bool = False,
+        ledger: PrivacyLedger | None = None,
+        noise: NoiseSource | None = None,
+        alert_report: RandomizedResponse | None = None,
         policy: AlertPolicy | None = None,
         detector: FleetGaussian | None = None,
         min_readings_per_update: int = 30,
@@ -118,16 +128,23 @@ class Vehicle:
         self.pipeline = make_pipeline(self.detector)
         self.policy = policy or AlertPolicy(schema=self.schema)
         self.mechanism = mechanism
-        self.rng = rng
+        self.privacy = "off" if mechanism is None else "central" if central else "local"
+        self.ledger = ledger or PrivacyLedger(
+            None, budget=math.inf, delta=mechanism.delta if mechanism else 0.5)
+        self.noise = noise or SecureNoise()
+        self.alert_report = alert_report
         self.min_readings_per_update = min_readings_per_update
         self.learn_below = learn_below
         self.burn_in_readings = burn_in_readings
         self.clock = clock
-        self.ledger = Ledger()
         self.round: RoundOpen | None = None
         self.global_model: GlobalModel | None = None
         self.readings = 0
-        self.last_sent_round = 0
+        self.last_sent_round = self.ledger.last_round
+        self.exhausted = mechanism is not None and not self.ledger.allows([mechanism.spend])
+        self._alert_day = -1
+        self._answers: dict[tuple[int, bool], bool] = {}
+        self._day = 0
         self.updates_sent = 0
         self.last_update: Outgoing | None = None
         self.alerts_raised = 0
@@ -138,8 +155,14 @@ class Vehicle:
         return self.global_model.version if self.global_model else 0
 
     def status(self, state: str) -> Outgoing:
-        status = Status(self.vehicle_id, state, self.clock())
+        """The retained status: presence, privacy mode, spending and whether it is exhausted."""
+        status = Status(self.vehicle_id, state, self.clock(), self.privacy,
+                        self._epsilon_total(), _finite_or_zero(self.ledger.budget),
+                        self.exhausted)
         return Outgoing.of(topics.status_topic(self.vehicle_id), status, retain=True)
+
+    def _epsilon_total(self) -> float:
+        return self.ledger.epsilon_total if self.mechanism is not None else 0.0
 
     def step(self) -> list[Outgoing]:
         """Read one reading (if any), score it, learn it; return what to publish."""
@@ -155,7 +178,9 @@ class Vehicle:
         if self.readings < self.burn_in_readings or self.policy.level < self.learn_below:
             self.pipeline.learn_one(values)
         self.readings += 1
+        self._day = int(reading.ts_s // _DAY_S)
         if subsystem is not None:
+            self._alert_day = self._day
             out.append(self._alert(reading.ts_s, subsystem))
         if self._should_update():
             out.append(self._update())
@@ -199,27 +224,72 @@ class Vehicle:
     def _should_update(self) -> bool:
         return (
             self.round is not None
+            and not self.exhausted
             and self.round.round > self.last_sent_round
             and self.detector.recent_readings >= self.min_readings_per_update
             and self.clock() < self.round.deadline
         )
 
     def _update(self) -> Outgoing:
+        """The round's update, or the vehicle's status once its budget cannot pay for it."""
         assert self.round is not None
+        report, spends = self._report()
+        if self.mechanism is not None:
+            spends = [self.mechanism.spend, *spends]
+        if not self._spend(spends):
+            return self.status("online")
         summary = self.detector.take_summary()
-        epsilon = delta = noise_std = 0.0
+        epsilon = delta = noise_std = clip_norm = 0.0
         if self.mechanism is not None:
             centre = (self.global_model.summary if self.global_model
-                      else _public_centre(self.schema))
-            summary = self.mechanism.privatize(summary, centre, self.rng)
+                      else public_centre(self.schema.names))
+            summary = (self.mechanism.clipped(summary, centre) if self.privacy == "central"
+                       else self.mechanism.privatize(summary, centre, self.noise))
             epsilon, delta = self.mechanism.epsilon, self.mechanism.delta
-            noise_std = self.mechanism.sigma
-            self.ledger.spend(epsilon, delta)
+            noise_std = 0.0 if self.privacy == "central" else self.mechanism.noise_std
+            clip_norm = self.mechanism.clip_norm
         update = Update(
             self.vehicle_id, self.round.round, self.model_version, summary, epsilon, delta,
-            self.ledger.epsilon_total, self.clock(), noise_std, self.schema.digest,
+            self._epsilon_total(), self.clock(), noise_std, self.schema.digest,
+            privacy=self.privacy, mechanism=self.mechanism.name if self.mechanism else "none",
+            clip_norm=clip_norm, epsilon_budget=_finite_or_zero(self.ledger.budget),
+            alert_report=report,
         )
         self.last_sent_round = self.round.round
         self.updates_sent += 1
         self.last_update = Outgoing.of(topics.update_topic(self.vehicle_id), update)
         return self.last_update
+
+    def _report(self) -> tuple[AlertReport | None, list[Spend]]:
+        """Today's randomized alert answer, and what it costs (nothing when repeated)."""
+        if self.alert_report is None:
+            return None, []
+        truth = self._alert_day == self._day
+        key = (self._day, truth)
+        fresh = key not in self._answers
+        if fresh:
+            self._answers = {k: v for k, v in self._answers.items() if k[0] == self._day}
+            self._answers[key] = self.alert_report.respond(truth, self.noise)
+        report = AlertReport(self._day, self._answers[key], self.alert_report.epsilon)
+        return report, [self.alert_report.spend] if fresh else []
+
+    def _spend(self, spends: list[Spend]) -> bool:
+        """Record ``spends`` in the ledger if the budget allows; else stop publishing updates."""
+        assert self.round is not None
+        if not spends:
+            return True
+        try:
+            if self.ledger.allows(spends):
+                self.ledger.record(self.round.round, spends, self.clock())
+                return True
+            log.info("%s: privacy budget %.3g exhausted (%.3g spent); no more updates",
+                     self.vehicle_id, self.ledger.budget, self.ledger.epsilon_total)
+        except LedgerError as exc:
+            log.error("%s: %s; no more updates", self.vehicle_id, exc)
+        self.exhausted = True
+        return False
+
+
+def _finite_or_zero(value: float) -> float:
+    """Budgets on the wire: 0 stands for none."""
+    return value if math.isfinite(value) else 0.0

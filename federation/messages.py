@@ -13,10 +13,12 @@ Exceptions::
                                wrong_features, bad_shape)
 
 >>> status = Status(vehicle_id="veh-0001", state="online", ts=1700000000.0)
->>> encode(status)
-b'{"v":1,"vehicle_id":"veh-0001","state":"online","ts":1700000000.0}'
+>>> encode(status)[:65]
+b'{"v":1,"vehicle_id":"veh-0001","state":"online","ts":1700000000.0'
 >>> decode(Status, encode(status)) == status
 True
+>>> decode(Status, b'{"v":1,"vehicle_id":"veh-0001","state":"online","ts":0}').privacy
+'off'
 >>> decode(Status, b'{"v":1,"vehicle_id":"veh-0001","state":"asleep","ts":0}')
 Traceback (most recent call last):
 ...
@@ -39,8 +41,10 @@ from federation.topics import check_vehicle_id
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
+    "PRIVACY_MODES",
     "VERSION",
     "Alert",
+    "AlertReport",
     "GlobalModel",
     "Message",
     "MessageError",
@@ -55,6 +59,8 @@ VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_READINGS_PER_UPDATE = 10_000_000
 MAX_ABS_VALUE = 1e6
+PRIVACY_MODES = ("local", "central", "off")
+_MECHANISMS = ("gaussian", "laplace", "none")
 
 
 class MessageError(ValueError):
@@ -92,6 +98,19 @@ def _num(obj: dict[str, Any], key: str, low: float = -MAX_ABS_VALUE, high: float
         raise MessageError("not_finite", f"{key!r} must be finite")
     if not low <= value <= high:
         raise MessageError("out_of_range", f"{key!r} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def _optional(obj: dict[str, Any], key: str, default: Any, parse: Callable[..., Any],
+              *args: Any) -> Any:
+    """``parse(obj, key, *args)`` when ``key`` is present, else ``default``."""
+    return parse(obj, key, *args) if key in obj else default
+
+
+def _bool(obj: dict[str, Any], key: str) -> bool:
+    value = obj.get(key)
+    if not isinstance(value, bool):
+        raise MessageError("wrong_type", f"{key!r} must be true or false")
     return value
 
 
@@ -182,15 +201,30 @@ def _summary_fields(summary: ModelSummary) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """A vehicle's presence; retained, and also its Last Will (``state="offline"``)."""
+    """A vehicle's presence; retained, and also its Last Will (``state="offline"``).
+
+    It also says how the vehicle protects its updates (``privacy``), what it has spent of its
+    budget, and whether it has stopped publishing updates because its budget is
+    ``exhausted``. The privacy fields are optional on the wire.
+    """
 
     vehicle_id: str
     state: str
     ts: float
+    privacy: str = "off"
+    epsilon_total: float = 0.0
+    epsilon_budget: float = 0.0
+    exhausted: bool = False
 
     @classmethod
     def _parse(cls, obj: dict[str, Any], schema: Schema | None) -> Status:
-        return cls(_vehicle(obj), _choice(obj, "state", ("online", "offline")), _num(obj, "ts"))
+        return cls(
+            _vehicle(obj), _choice(obj, "state", ("online", "offline")), _num(obj, "ts"),
+            _optional(obj, "privacy", "off", _choice, PRIVACY_MODES),
+            _optional(obj, "epsilon_total", 0.0, _num, 0),
+            _optional(obj, "epsilon_budget", 0.0, _num, 0),
+            _optional(obj, "exhausted", False, _bool),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +301,31 @@ class GlobalModel:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertReport:
+    """A randomized-response answer to "did this vehicle raise an alert on ``day``?" (days of
+    its reading clock since the epoch), and the epsilon of one answer."""
+
+    day: int
+    answer: bool
+    epsilon: float
+
+    @classmethod
+    def _parse(cls, obj: Any) -> AlertReport:
+        if not isinstance(obj, dict):
+            raise MessageError("wrong_type", "'alert_report' must be an object")
+        return cls(_int(obj, "day"), _bool(obj, "answer"), _num(obj, "epsilon", 1e-6, 50))
+
+
+@dataclass(frozen=True, slots=True)
 class Update:
-    """A vehicle's noised model summary for one round, and the privacy it spent on it."""
+    """A vehicle's model summary for one round, and the privacy it spent on it.
+
+    ``privacy`` says how the summary is protected: ``"local"`` (clipped and noised by the
+    vehicle with ``mechanism``), ``"central"`` (clipped only: the gateway must noise the
+    aggregate with ``mechanism`` at ``epsilon``, ``delta`` and ``clip_norm``) or ``"off"``
+    (exact). ``epsilon_total`` is the vehicle's composed total after this update, out of
+    ``epsilon_budget``. The privacy fields after ``noise_std`` are optional on the wire.
+    """
 
     vehicle_id: str
     round: int
@@ -280,6 +337,11 @@ class Update:
     sent_at: float
     noise_std: float = 0.0
     schema_digest: str = VEHICLE_SCHEMA.digest
+    privacy: str = "local"
+    mechanism: str = "gaussian"
+    clip_norm: float = 0.0
+    epsilon_budget: float = 0.0
+    alert_report: AlertReport | None = None
 
     @classmethod
     def _parse(cls, obj: dict[str, Any], schema: Schema | None) -> Update:
@@ -288,14 +350,32 @@ class Update:
         summary, digest = _summary(obj, schema)
         if not 1 <= summary.n <= MAX_READINGS_PER_UPDATE:
             raise MessageError("out_of_range", f"'n' must be in [1, {MAX_READINGS_PER_UPDATE}]")
-        return cls(
+        update = cls(
             vehicle, round_number, base_version, summary,
             _num(obj, "epsilon", 0), _num(obj, "delta", 0, 1), _num(obj, "epsilon_total", 0),
             _num(obj, "sent_at"), _num(obj, "noise_std", 0), digest,
+            _optional(obj, "privacy", "local", _choice, PRIVACY_MODES),
+            _optional(obj, "mechanism", "gaussian", _choice, _MECHANISMS),
+            _optional(obj, "clip_norm", 0.0, _num, 0, MAX_ABS_VALUE),
+            _optional(obj, "epsilon_budget", 0.0, _num, 0),
+            AlertReport._parse(obj["alert_report"]) if obj.get("alert_report") is not None
+            else None,
         )
+        if update.privacy == "central" and not update.can_be_noised_centrally:
+            raise MessageError("out_of_range", "a central-privacy update needs a mechanism, "
+                               "epsilon > 0, 0 < delta < 1 and clip_norm > 0")
+        return update
+
+    @property
+    def can_be_noised_centrally(self) -> bool:
+        return (self.mechanism != "none" and self.epsilon > 0 and 0 < self.delta < 1
+                and self.clip_norm > 0)
 
     def _fields(self) -> dict[str, Any]:
-        return _summary_fields(self.summary)
+        report = self.alert_report
+        return _summary_fields(self.summary) | {
+            "alert_report": None if report is None else
+            {"day": report.day, "answer": report.answer, "epsilon": report.epsilon}}
 
 
 Message = Status | Alert | RoundOpen | GlobalModel | Update

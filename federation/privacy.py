@@ -1,138 +1,303 @@
-"""Differential privacy for model summaries: clipping, the Gaussian mechanism, accounting.
+"""Differential privacy for model summaries: clipping, the Gaussian and Laplace mechanisms.
 
-The privacy unit is one vehicle's contribution to one round. A vehicle expresses its round
-summary as an offset from a public centre (the global model it last received), clips the
-offset's L2 norm to ``clip_norm`` and adds Gaussian noise calibrated with the analytic
-Gaussian mechanism (Balle & Wang, 2018), which is tight for every epsilon, unlike the classical
-``sqrt(2 ln(1.25/delta)) / epsilon`` bound that only holds for epsilon < 1. Replacing one
-vehicle's round data moves the clipped offset by at most ``2 * clip_norm``: that is the L2
-sensitivity. The reading count ``n`` is published in the clear (participation and volume are
-visible), so it is not noised.
+A summary is released as an offset from a public centre (the global model the vehicle last
+received, or :func:`public_centre` before any): the offset of ``mean`` and of the upper
+triangle of ``cov``, packed into one vector, is clipped to norm ``clip_norm`` (L2 for Gaussian
+noise, L1 for Laplace noise) and noised. Any two clipped offsets differ by at most
+``2 * clip_norm`` in that norm: that is the sensitivity to replacing everything one vehicle
+learned in a round, whatever the features and however many readings. ``n`` is sent as is.
+See ``docs/PRIVACY.md`` for the threat model and the derivation.
 
-Spending is composed across rounds by basic composition (epsilons and deltas add).
+Noise comes from a :class:`NoiseSource`. :class:`SecureNoise`, the default everywhere, draws
+from OpenDP's samplers, which use the operating system's cryptographically secure generator
+and sample exactly (no floating-point artefacts an attacker could read the secret from);
+it cannot be seeded. :class:`SeededNoise` is for tests and benchmarks only.
 """
 
 from __future__ import annotations
 
+import abc
 import math
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
+from typing import Any
 
 import numpy as np
 
+from federation.accounting import Spend, gaussian_noise_multiplier
 from federation.summary import ModelSummary
 
-__all__ = ["GaussianMechanism", "Ledger", "analytic_gaussian_sigma", "clip_l2"]
+__all__ = [
+    "MECHANISMS",
+    "GaussianMechanism",
+    "LaplaceMechanism",
+    "Mechanism",
+    "NoiseSource",
+    "SecureNoise",
+    "SeededNoise",
+    "clip",
+    "make_mechanism",
+    "pack",
+    "public_centre",
+    "unpack",
+]
+
+MECHANISMS = ("gaussian", "laplace")
 
 
-def _phi(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+class NoiseSource(abc.ABC):
+    """Where privacy noise comes from."""
+
+    @abc.abstractmethod
+    def gaussian(self, values: np.ndarray, scale: float) -> np.ndarray:
+        """``values`` plus independent normal noise of standard deviation ``scale``."""
+
+    @abc.abstractmethod
+    def laplace(self, values: np.ndarray, scale: float) -> np.ndarray:
+        """``values`` plus independent Laplace noise of scale ``scale``."""
+
+    @abc.abstractmethod
+    def bernoulli(self, p: float) -> bool:
+        """True with probability ``p``."""
 
 
-def _delta_for(sigma: float, epsilon: float, sensitivity: float) -> float:
-    a, b = sensitivity / (2 * sigma), epsilon * sigma / sensitivity
-    return _phi(a - b) - math.exp(epsilon) * _phi(-a - b)
-
-
-def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
-    """The smallest noise standard deviation that makes a Gaussian mechanism (epsilon, delta)-DP.
-
-    >>> round(analytic_gaussian_sigma(1.0, 1e-5, 1.0), 3)
-    3.731
-    >>> classical = math.sqrt(2 * math.log(1.25 / 1e-5)) / 1.0
-    >>> analytic_gaussian_sigma(1.0, 1e-5, 1.0) < classical
-    True
-    """
-    if not epsilon > 0 or not 0 < delta < 1 or not sensitivity > 0:
-        raise ValueError("need epsilon > 0, 0 < delta < 1 and sensitivity > 0")
-    low, high = 1e-6 * sensitivity, sensitivity
-    while _delta_for(high, epsilon, sensitivity) > delta:
-        low, high = high, high * 2
-    for _ in range(200):
-        mid = (low + high) / 2
-        low, high = (mid, high) if _delta_for(mid, epsilon, sensitivity) > delta else (low, mid)
-    return high
-
-
-def clip_l2(vector: np.ndarray, bound: float) -> tuple[np.ndarray, bool]:
-    """Scale ``vector`` down to L2 norm ``bound`` if it is longer; say whether it was clipped.
-
-    >>> clip_l2(np.array([3.0, 4.0]), 1.0)
-    (array([0.6, 0.8]), True)
-    """
-    norm = float(np.linalg.norm(vector))
-    if norm <= bound:
-        return vector, False
-    return vector * (bound / norm), True
-
-
-def _pack(mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    return np.concatenate([mean, cov[np.triu_indices(len(mean))]])
-
-
-def _unpack(vector: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
-    cov = np.zeros((d, d))
-    cov[np.triu_indices(d)] = vector[d:]
-    return vector[:d], cov + np.triu(cov, 1).T
-
-
-@dataclass(frozen=True)
-class GaussianMechanism:
-    """Clip a summary around a public centre and add calibrated Gaussian noise.
+class SecureNoise(NoiseSource):
+    """Production noise: OpenDP's exact samplers on the system's secure random generator.
 
     Examples
     --------
-    >>> mech = GaussianMechanism(epsilon=1.0, delta=1e-5, clip_norm=0.25)
-    >>> round(mech.sigma, 4)
-    1.8653
-    >>> names = ("a", "b")
-    >>> mine = ModelSummary.from_array(names, np.array([[0.2, 0.4], [0.4, 0.6]]))
-    >>> noisy = mech.privatize(mine, ModelSummary.empty(names), np.random.default_rng(7))
-    >>> noisy.n, noisy.cov.shape, bool(np.allclose(noisy.cov, noisy.cov.T))
-    (2.0, (2, 2), True)
+    >>> noisy = SecureNoise().gaussian(np.zeros(3), 1.0)
+    >>> noisy.shape, bool(np.isfinite(noisy).all())
+    ((3,), True)
     """
+
+    def gaussian(self, values: np.ndarray, scale: float) -> np.ndarray:
+        return np.asarray(_opendp_measurement("gaussian", scale)(values.tolist()), dtype=float)
+
+    def laplace(self, values: np.ndarray, scale: float) -> np.ndarray:
+        return np.asarray(_opendp_measurement("laplace", scale)(values.tolist()), dtype=float)
+
+    def bernoulli(self, p: float) -> bool:
+        return secrets.randbelow(2**53) < p * 2**53
+
+
+@lru_cache(maxsize=64)
+def _opendp_measurement(kind: str, scale: float) -> Any:
+    import opendp.prelude as dp  # ~1 s to import: only where secure noise is drawn
+
+    dp.enable_features("contrib")
+    atoms = dp.vector_domain(dp.atom_domain(T=float, nan=False))
+    if kind == "gaussian":
+        return dp.m.make_gaussian(atoms, dp.l2_distance(T=float), scale=scale)
+    return dp.m.make_laplace(atoms, dp.l1_distance(T=float), scale=scale)
+
+
+class SeededNoise(NoiseSource):
+    """Reproducible noise from a seeded NumPy generator: for tests and benchmarks only,
+    since anyone who knows the seed can subtract the noise.
+
+    Examples
+    --------
+    >>> a, b = SeededNoise(7), SeededNoise(7)
+    >>> bool((a.gaussian(np.zeros(4), 2.0) == b.gaussian(np.zeros(4), 2.0)).all())
+    True
+    """
+
+    def __init__(self, seed: int | Sequence[int]) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def gaussian(self, values: np.ndarray, scale: float) -> np.ndarray:
+        return values + self.rng.normal(0.0, scale, values.shape)
+
+    def laplace(self, values: np.ndarray, scale: float) -> np.ndarray:
+        return values + self.rng.laplace(0.0, scale, values.shape)
+
+    def bernoulli(self, p: float) -> bool:
+        return bool(self.rng.random() < p)
+
+
+def clip(vector: np.ndarray, bound: float, order: int = 2) -> np.ndarray:
+    """Scale ``vector`` down to norm ``bound`` (L1 or L2) if it is longer.
+
+    >>> clip(np.array([3.0, 4.0]), 1.0)
+    array([0.6, 0.8])
+    >>> clip(np.array([3.0, -1.0]), 2.0, order=1)
+    array([ 1.5, -0.5])
+    """
+    norm = float(np.linalg.norm(vector, ord=order))
+    return vector if norm <= bound else vector * (bound / norm)
+
+
+def pack(summary: ModelSummary) -> np.ndarray:
+    """The released coordinates: ``mean``, then the upper triangle of ``cov`` row by row."""
+    return np.concatenate([summary.mean, summary.cov[np.triu_indices(len(summary.mean))]])
+
+
+def unpack(vector: np.ndarray, features: tuple[str, ...], n: float) -> ModelSummary:
+    """The summary whose :func:`pack` is ``vector`` (``cov`` made symmetric)."""
+    d = len(features)
+    cov = np.zeros((d, d))
+    cov[np.triu_indices(d)] = vector[d:]
+    return ModelSummary(features, n, vector[:d], cov + np.triu(cov, 1).T)
+
+
+def public_centre(features: Sequence[str]) -> ModelSummary:
+    """The centre offsets are clipped around before any global model exists: every scaled
+    feature at the middle of its range, no covariance. It depends on no one's data."""
+    d = len(features)
+    return ModelSummary(tuple(features), 0.0, np.full(d, 0.5), np.zeros((d, d)))
+
+
+@dataclass(frozen=True)
+class Mechanism(abc.ABC):
+    """Clip a summary around a public centre, then add calibrated noise."""
 
     epsilon: float
     delta: float
     clip_norm: float
 
+    name = ""
+    order = 2
+
     def __post_init__(self) -> None:
-        if not self.clip_norm > 0:
-            raise ValueError(f"clip_norm must be > 0, got {self.clip_norm}")
-        analytic_gaussian_sigma(self.epsilon, self.delta, 2 * self.clip_norm)
+        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise ValueError(f"clip_norm must be finite and > 0, got {self.clip_norm}")
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ValueError(f"epsilon must be finite and > 0, got {self.epsilon}")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta}")
 
-    @cached_property
-    def sigma(self) -> float:
-        """Noise standard deviation per coordinate: sensitivity is twice the clip norm."""
-        return analytic_gaussian_sigma(self.epsilon, self.delta, 2 * self.clip_norm)
+    @property
+    def sensitivity(self) -> float:
+        """How far two clipped offsets can be apart: twice the clip norm."""
+        return 2.0 * self.clip_norm
 
-    def privatize(
-        self, summary: ModelSummary, centre: ModelSummary, rng: np.random.Generator
-    ) -> ModelSummary:
-        """The noised summary: ``centre + clip(summary - centre) + N(0, sigma^2)``."""
-        d = len(summary.features)
-        offset = _pack(summary.mean, summary.cov) - _pack(centre.mean, centre.cov)
-        clipped, _ = clip_l2(offset, self.clip_norm)
-        noisy = _pack(centre.mean, centre.cov) + clipped + rng.normal(0, self.sigma, len(offset))
-        mean, cov = _unpack(noisy, d)
-        return ModelSummary(summary.features, summary.n, mean, cov)
+    @property
+    @abc.abstractmethod
+    def scale(self) -> float:
+        """The noise scale: standard deviation (Gaussian) or Laplace scale ``b``."""
+
+    @property
+    @abc.abstractmethod
+    def noise_std(self) -> float:
+        """The standard deviation of the noise added to each coordinate."""
+
+    @property
+    def spend(self) -> Spend:
+        """What one release costs, for the accountant."""
+        return Spend(self.name, self.scale / self.sensitivity)
+
+    def clip(self, summary: ModelSummary, centre: ModelSummary) -> np.ndarray:
+        """The offset of ``summary`` from ``centre``, clipped to ``clip_norm``."""
+        return clip(pack(summary) - pack(centre), self.clip_norm, self.order)
+
+    def clipped(self, summary: ModelSummary, centre: ModelSummary) -> ModelSummary:
+        """``centre + clip(summary - centre)``: what a vehicle sends to a trusted gateway."""
+        return unpack(pack(centre) + self.clip(summary, centre), summary.features, summary.n)
+
+    @abc.abstractmethod
+    def add_noise(self, values: np.ndarray, noise: NoiseSource, scale: float) -> np.ndarray:
+        """``values`` plus this mechanism's kind of noise at ``scale``."""
+
+    def privatize(self, summary: ModelSummary, centre: ModelSummary,
+                  noise: NoiseSource) -> ModelSummary:
+        """The released summary: ``centre + clip(summary - centre) + noise``."""
+        offset = self.add_noise(self.clip(summary, centre), noise, self.scale)
+        return unpack(pack(centre) + offset, summary.features, summary.n)
+
+    def aggregate(self, summaries: Sequence[ModelSummary], centre: ModelSummary,
+                  noise: NoiseSource) -> ModelSummary:
+        """Central noise: the mean of the clipped offsets of ``summaries`` (each vehicle
+        weighs the same), noised once. Replacing one vehicle moves the mean by at most
+        ``sensitivity / len(summaries)``, so the noise shrinks by that factor too."""
+        if not summaries:
+            raise ValueError("nothing to aggregate")
+        mean = np.mean([self.clip(s, centre) for s in summaries], axis=0)
+        noisy = self.add_noise(mean, noise, self.scale / len(summaries))
+        n = sum(s.n for s in summaries)
+        return unpack(pack(centre) + noisy, summaries[0].features, n)
 
 
-@dataclass
-class Ledger:
-    """What one vehicle has spent, composed by basic composition.
+@dataclass(frozen=True)
+class GaussianMechanism(Mechanism):
+    """The Gaussian mechanism, calibrated exactly for (epsilon, delta) on L2-clipped offsets.
 
-    >>> ledger = Ledger()
-    >>> ledger.spend(0.5, 1e-6); ledger.spend(0.5, 1e-6)
-    >>> ledger.epsilon_total, ledger.rounds
-    (1.0, 2)
+    The noise multiplier is the analytic Gaussian mechanism's (Balle & Wang, 2018), found by
+    the privacy accountant (:func:`~federation.accounting.gaussian_noise_multiplier`).
+
+    Examples
+    --------
+    >>> mech = GaussianMechanism(epsilon=1.0, delta=1e-5, clip_norm=0.25)
+    >>> round(mech.scale, 4), mech.spend.kind
+    (1.8653, 'gaussian')
+    >>> names = ("a", "b")
+    >>> mine = ModelSummary.from_array(names, np.array([[0.2, 0.4], [0.4, 0.6]]))
+    >>> noisy = mech.privatize(mine, public_centre(names), SeededNoise(7))
+    >>> noisy.n, noisy.cov.shape, bool(np.allclose(noisy.cov, noisy.cov.T))
+    (2.0, (2, 2), True)
     """
 
-    epsilon_total: float = 0.0
-    delta_total: float = 0.0
-    rounds: int = 0
+    name = "gaussian"
+    order = 2
 
-    def spend(self, epsilon: float, delta: float) -> None:
-        self.epsilon_total += epsilon
-        self.delta_total += delta
-        self.rounds += 1
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _ = self.scale  # calibrate now, so a bad setting fails at once
+
+    @cached_property
+    def scale(self) -> float:
+        return gaussian_noise_multiplier(self.epsilon, self.delta) * self.sensitivity
+
+    @property
+    def noise_std(self) -> float:
+        return self.scale
+
+    def add_noise(self, values: np.ndarray, noise: NoiseSource, scale: float) -> np.ndarray:
+        return noise.gaussian(values, scale)
+
+
+@dataclass(frozen=True)
+class LaplaceMechanism(Mechanism):
+    """The Laplace mechanism: pure epsilon-DP on L1-clipped offsets, ``b = 2 clip_norm / eps``.
+
+    ``delta`` is not used by the noise; it is the delta at which totals are reported.
+
+    Examples
+    --------
+    >>> mech = LaplaceMechanism(epsilon=0.5, delta=1e-5, clip_norm=0.25)
+    >>> mech.scale, round(mech.noise_std, 4), mech.spend.epsilon
+    (1.0, 1.4142, 0.5)
+    """
+
+    name = "laplace"
+    order = 1
+
+    @property
+    def scale(self) -> float:
+        return self.sensitivity / self.epsilon
+
+    @property
+    def noise_std(self) -> float:
+        return self.scale * math.sqrt(2.0)
+
+    def add_noise(self, values: np.ndarray, noise: NoiseSource, scale: float) -> np.ndarray:
+        return noise.laplace(values, scale)
+
+
+def make_mechanism(name: str, epsilon: float, delta: float, clip_norm: float) -> Mechanism:
+    """The mechanism called ``name`` (``"gaussian"`` or ``"laplace"``).
+
+    >>> make_mechanism("laplace", 1.0, 1e-5, 0.5).scale
+    1.0
+    >>> make_mechanism("exponential", 1.0, 1e-5, 0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown mechanism 'exponential': use one of ('gaussian', 'laplace')
+    """
+    kinds: dict[str, type[Mechanism]] = {"gaussian": GaussianMechanism,
+                                         "laplace": LaplaceMechanism}
+    if name not in kinds:
+        raise ValueError(f"unknown mechanism {name!r}: use one of {MECHANISMS}")
+    return kinds[name](epsilon, delta, clip_norm)

@@ -1,4 +1,4 @@
-"""The ``fedfleet`` command: ``demo``, ``broker``, ``gateway`` and ``fleet``.
+"""The ``fedfleet`` command: ``demo``, ``broker``, ``gateway``, ``fleet`` and ``privacy``.
 
 Exit codes: 0 success, 1 runtime failure, 2 usage error. SIGTERM and Ctrl-C stop cleanly.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 import threading
@@ -73,7 +74,17 @@ def _parser() -> argparse.ArgumentParser:
     device.add_argument("--duration", type=float, metavar="SECONDS",
                         help="stop after this many seconds (default: until Ctrl-C)")
     _privacy_options(device)
+    device.add_argument("--ledger-dir", metavar="DIR",
+                        help="where the vehicle keeps its privacy ledger "
+                             "(default fedfleet-data/ledgers)")
     evaluate.add_parser(sub)
+    fleet.add_argument("--ledger-dir", metavar="DIR",
+                       help="where each vehicle keeps its privacy ledger "
+                            "(default fedfleet-data/ledgers)")
+
+    privacy = sub.add_parser("privacy", parents=[common],
+                             help="print the fleet's privacy budgets and the global noise level")
+    privacy.add_argument("--store", metavar="URL", help="the gateway's store")
     return parser
 
 
@@ -94,10 +105,19 @@ def _fleet_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _privacy_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--privacy", choices=["local", "off"],
-                        help="noise each update on the vehicle (default), or send exact summaries")
-    parser.add_argument("--epsilon-per-round", type=float, metavar="E")
-    parser.add_argument("--delta", type=float, metavar="D")
+    parser.add_argument("--privacy", choices=["local", "central", "off"],
+                        help="noise each update on the vehicle (local, the default), let a "
+                             "trusted gateway noise the aggregate (central), or send exact "
+                             "summaries (off)")
+    parser.add_argument("--mechanism", choices=["gaussian", "laplace"],
+                        help="the noise: Gaussian for (epsilon, delta) (default), Laplace for "
+                             "pure epsilon")
+    parser.add_argument("--epsilon-per-round", type=float, metavar="E",
+                        help="privacy spent on each update (default 1)")
+    parser.add_argument("--delta", type=float, metavar="D",
+                        help="delta of each round and of the total (default 1e-5)")
+    parser.add_argument("--epsilon-budget", type=float, metavar="E",
+                        help="each vehicle's lifetime budget: no updates past it (default 10)")
 
 
 def _check(settings: dict[str, Any]) -> None:
@@ -108,14 +128,19 @@ def _check(settings: dict[str, Any]) -> None:
         ("min_updates", lambda v: v >= 1, "at least 1"),
         ("target_updates", lambda v: v >= 0, "0 or more"),
         ("fault_fraction", lambda v: 0 <= v <= 1, "between 0 and 1"),
-        ("epsilon_per_round", lambda v: v > 0, "greater than 0"),
+        ("epsilon_per_round", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
         ("delta", lambda v: 0 < v < 1, "strictly between 0 and 1"),
-        ("clip_norm", lambda v: v > 0, "greater than 0"),
+        ("epsilon_budget", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
+        ("epsilon_budget", lambda v: v >= settings["epsilon_per_round"],
+         f"at least one round's epsilon ({settings['epsilon_per_round']:g})"),
+        ("clip_norm", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
+        ("alert_report_epsilon", lambda v: 0 <= v < 50, "0 (no answers) or a number below 50"),
+        ("mechanism", lambda v: v in ("gaussian", "laplace"), "gaussian or laplace"),
         ("port", lambda v: 1 <= v <= 65535, "a TCP port (1-65535)"),
         ("http_port", lambda v: 0 <= v <= 65535, "a TCP port (1-65535), or 0 for none"),
         ("duration", lambda v: v >= 0, "0 or more"),
         ("queue_size", lambda v: v >= 1, "at least 1"),
-        ("privacy", lambda v: v in ("local", "off"), "local or off"),
+        ("privacy", lambda v: v in ("local", "central", "off"), "local, central or off"),
     ]
     for key, ok, meaning in rules:
         if not ok(settings[key]):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from broker.embedded import BrokerError, EmbeddedBroker
 from devices.agent import DeviceAgent
@@ -23,9 +22,9 @@ from devices.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE
 from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA, Schema, SchemaError, load_schema
-from federation.privacy import GaussianMechanism
 from federation.transport import MqttTarget, parse_mqtt_url
 from fedfleet.config import ConfigError
+from fedfleet.privacy import budget_report, describe, ledgers, vehicle_options
 from fedfleet.progress import DeviceProgress, Progress
 from gateway.dashboard import Dashboard
 from gateway.service import Gateway
@@ -37,12 +36,13 @@ log = logging.getLogger("fedfleet")
 
 DEMO_STORE = Path("fedfleet-data/demo.db")
 TUNINGS = {"vehicle": VEHICLE, "engine-cycles": ENGINE_CYCLES, "test-rig": TEST_RIG}
+DEMO_LEDGERS = Path("fedfleet-data/demo-ledgers")
 
 
 def run(command: str, settings: dict[str, Any], stop: threading.Event) -> int:
     handlers: dict[str, Callable[[dict[str, Any], threading.Event], int]] = {
         "demo": demo, "broker": broker, "gateway": gateway, "fleet": fleet,
-        "device": device}
+        "device": device, "privacy": privacy}
     return handlers[command](settings, stop)
 
 
@@ -81,15 +81,29 @@ def gateway(settings: dict[str, Any], stop: threading.Event) -> int:
     schema = _schema(settings)
     print(f"fleet schema {schema.name} ({schema.digest}): {len(schema)} features, "
           f"{len(schema.health)} health sensors", flush=True)
-    try:
-        store = open_store(settings["store"], schema)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    store = _open_store(settings, schema)
     try:
         with _dashboard(settings, store, schema) as url:
             if url:
                 print(f"dashboard on {url}", flush=True)
             _gateway(settings, target, store, Progress(), schema).run(stop)
+    finally:
+        store.close()
+    return 0
+
+
+def _open_store(settings: dict[str, Any], schema: Schema = VEHICLE_SCHEMA) -> Store:
+    try:
+        return open_store(settings["store"], schema)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def privacy(settings: dict[str, Any], stop: threading.Event) -> int:
+    """Print the fleet's privacy budgets and the global noise level from the store."""
+    store = _open_store(settings, _schema(settings))
+    try:
+        print(budget_report(store), flush=True)
     finally:
         store.close()
     return 0
@@ -107,20 +121,18 @@ def _dashboard(settings: dict[str, Any], store: Store,
         yield dashboard.url
 
 
-def _mechanism(settings: dict[str, Any]) -> GaussianMechanism | None:
-    return None if settings["privacy"] == "off" else GaussianMechanism(
-        settings["epsilon_per_round"], settings["delta"], settings["clip_norm"])
-
-
-def _vehicles(settings: dict[str, Any], start_ts_s: float) -> list[Vehicle]:
-    mechanism = _mechanism(settings)
-    return simulated_vehicles(settings["vehicles"], settings["seed"], mechanism,
-                              fault_fraction=settings["fault_fraction"], start_ts_s=start_ts_s)
+def _vehicles(settings: dict[str, Any], start_ts_s: float, ledger_dir: Path) -> list[Vehicle]:
+    return simulated_vehicles(settings["vehicles"], settings["seed"],
+                              fault_fraction=settings["fault_fraction"], start_ts_s=start_ts_s,
+                              ledger_for=ledgers(settings, ledger_dir),
+                              **vehicle_options(settings))
 
 
 def fleet(settings: dict[str, Any], stop: threading.Event) -> int:
     start = time.time()
-    vehicles = _vehicles(settings, start)
+    vehicles = _vehicles(settings, start, Path(settings["ledger_dir"]))
+    print(f"fedfleet fleet: {len(vehicles)} vehicles, privacy {describe(settings)}, ledgers in "
+          f"{settings['ledger_dir']}", flush=True)
     progress = Progress(faults=_faults(vehicles), sim_start_s=start)
     Fleet(_target(settings), vehicles, speedup=settings["speedup"], observer=progress).run(stop)
     return 0
@@ -140,19 +152,17 @@ def device(settings: dict[str, Any], stop: threading.Event) -> int:
         source = open_source(settings["source"], schema.names)
     except ValueError as exc:  # a bad id, or a SourceError
         raise ConfigError(str(exc)) from None
-    # Fresh entropy for the privacy noise: a fixed seed would make it predictable.
+    # Privacy noise comes from the secure default source: never seeded.
     if settings["tuning"] not in TUNINGS:
         raise ConfigError(f"tuning must be one of {', '.join(sorted(TUNINGS))}")
-    vehicle = Vehicle(settings["vehicle_id"], source, mechanism=_mechanism(settings),
-                      rng=np.random.default_rng(),
+    ledger = ledgers(settings, Path(settings["ledger_dir"]))(settings["vehicle_id"])
+    vehicle = Vehicle(settings["vehicle_id"], source, ledger=ledger, **vehicle_options(settings),
                       **TUNINGS[settings["tuning"]].vehicle_kwargs(schema))
     progress = DeviceProgress(settings["vehicle_id"])
     agent = DeviceAgent(target, vehicle, max_queued=settings["queue_size"], observer=progress)
-    privacy = ("off" if settings["privacy"] == "off" else
-               f"epsilon {settings['epsilon_per_round']:g} per round")
     print(f"fedfleet device {vehicle.vehicle_id}: source {settings['source']}, schema "
-          f"{schema.name} ({schema.digest}), broker {target.host}:{target.port}, privacy "
-          f"{privacy}; Ctrl-C to stop", flush=True)
+          f"{schema.name} ({schema.digest}), broker {target.host}:{target.port}; Ctrl-C to stop"
+          f"\nprivacy: {describe(settings)}", flush=True)
     agent.run(stop, duration_s=settings["duration"] or None)
     print(progress.summary(agent.status(), source), flush=True)
     return 0
@@ -178,6 +188,7 @@ def demo(settings: dict[str, Any], stop: threading.Event) -> int:
     """Broker, gateway and fleet in one process, with progress, until Ctrl-C or --duration."""
     with contextlib.ExitStack() as stack:
         DEMO_STORE.unlink(missing_ok=True)
+        shutil.rmtree(DEMO_LEDGERS, ignore_errors=True)
         store = SQLiteStore(DEMO_STORE)
         stack.callback(store.close)
         url = stack.enter_context(_dashboard(settings, store))
@@ -185,16 +196,15 @@ def demo(settings: dict[str, Any], stop: threading.Event) -> int:
         stack.callback(embedded.stop)
         target = parse_mqtt_url(embedded.url)
         start = time.time()
-        vehicles = _vehicles(settings, start)
+        vehicles = _vehicles(settings, start, DEMO_LEDGERS)
         progress = Progress(faults=_faults(vehicles), sim_start_s=start)
-        privacy = ("off" if settings["privacy"] == "off" else
-                   f"epsilon {settings['epsilon_per_round']:g} per round")
         print(f"fedfleet demo: {len(vehicles)} vehicles ({len(progress.faults)} with an injected "
               f"fault), speedup {settings['speedup']:g}x, rounds of "
-              f"{settings['round_seconds']:g} s, privacy {privacy}, broker {embedded.url}, "
-              f"store {DEMO_STORE}; Ctrl-C to stop", flush=True)
+              f"{settings['round_seconds']:g} s, broker {embedded.url}, store {DEMO_STORE}; "
+              f"Ctrl-C to stop", flush=True)
         if url:
             print(f"dashboard: open {url} in a browser", flush=True)
+        print(f"privacy: {describe(settings)}", flush=True)
         gw = _gateway(settings, target, store, progress)
         failure: list[BaseException] = []
         gw_thread = threading.Thread(target=_guarded, args=(gw.run, stop, failure),

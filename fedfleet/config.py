@@ -14,6 +14,7 @@ fedfleet.config.ConfigError: FEDFLEET_SPEEDUP: expected a number, got 'fast'
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -43,9 +44,13 @@ DEFAULTS: dict[str, Any] = {
     "speedup": 60.0,
     "fault_fraction": 0.2,
     "privacy": "local",
+    "mechanism": "gaussian",
     "epsilon_per_round": 1.0,
     "delta": 1e-5,
+    "epsilon_budget": 10.0,
     "clip_norm": 0.5,
+    "ledger_dir": "fedfleet-data/ledgers",
+    "alert_report_epsilon": math.log(3),  # the classic coin flip; 0 sends no alert answers
     # demo
     "duration": 0.0,
     # device
@@ -57,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "tuning": "vehicle",
 }
 
-COMMANDS = ("demo", "broker", "gateway", "fleet", "device")
+COMMANDS = ("demo", "broker", "gateway", "fleet", "device", "privacy")
 # The demo runs short rounds so that a minute shows many of them.
 COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {"demo": {"round_seconds": 5.0, "speedup": 120.0}}
 

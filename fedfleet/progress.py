@@ -35,6 +35,7 @@ class Progress:
     out: TextIO = sys.stdout
     rounds: list[RoundClosed] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    fleet: FleetStatus | None = None
     _started: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,11 +57,14 @@ class Progress:
             self._fleet(event)
 
     def _fleet(self, status: FleetStatus) -> None:
+        self.fleet = status
         behind = (f", {status.lag_s:.0f} s behind the asked speed (lower --speedup)"
                   if status.lag_s >= 1 else "")
+        exhausted = (f", {status.exhausted} stopped sharing (privacy budget exhausted)"
+                     if status.exhausted else "")
         self._print(f"fleet: {status.connected}/{status.vehicles} connected, sim "
                     f"{_hms(status.simulated_s)}{behind}, {status.updates_sent} updates sent, "
-                    f"{status.alerts_raised} alerts raised")
+                    f"{status.alerts_raised} alerts raised{exhausted}")
 
     def _round(self, event: RoundClosed) -> None:
         self.rounds.append(event)
@@ -74,7 +78,7 @@ class Progress:
         self._print(f"round {r.round}: {r.accepted} vehicles merged ({event.online} online, "
                     f"{r.rejected} rejected) -> model v{r.model_version}, "
                     f"{event.model.summary.n:,.0f} readings, privacy noise {noise:.2g}{usable}"
-                    f" | alerts so far {len(self.alerts)}")
+                    f" | alerts so far {len(self.alerts)}{_rate(event)}")
 
     def classify(self, alert: Alert) -> str:
         """``detected`` (a fault after its onset, right subsystem), ``wrong subsystem``
@@ -113,7 +117,28 @@ class Progress:
             f"faults injected: {len(self.faults)}; detected with the right subsystem: "
             f"{len(detected)}",
             f"update message: {update_bytes} bytes; global model message: {model_bytes} bytes",
+            *self._privacy_summary(merged),
         ])
+
+    def _privacy_summary(self, merged: list[RoundClosed]) -> list[str]:
+        lines = []
+        if merged and merged[-1].model is not None:
+            lines.append(f"global model privacy noise: std {merged[-1].model.noise_std:.3g} per "
+                         "coordinate")
+        if self.fleet is not None and self.fleet.exhausted:
+            lines.append(f"vehicles that exhausted their privacy budget: {self.fleet.exhausted}")
+        rate = _rate(self.rounds[-1]) if self.rounds else ""
+        if rate:
+            lines.append(rate.removeprefix(" | "))
+        return lines
+
+
+def _rate(event: RoundClosed) -> str:
+    if event.alert_rate is None:
+        return ""
+    est = event.alert_rate.estimate
+    return (f" | fleet alert rate on day {event.alert_rate.day} (randomized response, "
+            f"{est.answers} answers): {est.rate:.0%} [{est.low:.0%}, {est.high:.0%}]")
 
 
 @dataclass

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 from federation.features import Schema
 from federation.messages import GlobalModel, RoundOpen, Update
+from federation.privacy import NoiseSource, SecureNoise, public_centre
 from federation.summary import ModelSummary
+from gateway.central import Piece, noise_centrally
 from gateway.strategy import Strategy
 
 __all__ = ["Round"]
@@ -65,25 +67,30 @@ class Round:
         return reason
 
     def merge(
-        self, previous: GlobalModel | None, strategy: Strategy, schema: Schema, created_at: float
+        self, previous: GlobalModel | None, strategy: Strategy, schema: Schema, created_at: float,
+        noise: NoiseSource | None = None,
     ) -> GlobalModel:
-        """The next global model: ``previous`` with this round's accepted updates merged in."""
+        """The next global model: ``previous`` with this round's accepted updates merged in.
+
+        Updates that ask for central privacy are first clipped again, averaged and noised
+        (:mod:`gateway.central`) with ``noise`` (default: secure noise)."""
         base = previous.summary if previous else ModelSummary.empty(schema.names)
-        updates = list(self.accepted.values())
-        summary = strategy.aggregate(base, [u.summary for u in updates])
+        centre = previous.summary if previous else public_centre(schema.names)
+        pieces = noise_centrally(list(self.accepted.values()), centre, noise or SecureNoise())
+        summary = strategy.aggregate(base, [p.summary for p in pieces])
         return GlobalModel(
             version=(previous.version if previous else 0) + 1,
             round=self.number,
-            participants=len(updates),
+            participants=len(self.accepted),
             summary=summary,
             created_at=created_at,
-            noise_std=_merged_noise_std(previous, updates, summary.n),
+            noise_std=_merged_noise_std(previous, pieces, summary.n),
             schema_digest=schema.digest,
         )
 
 
-def _merged_noise_std(previous: GlobalModel | None, updates: list[Update], n: float) -> float:
+def _merged_noise_std(previous: GlobalModel | None, pieces: list[Piece], n: float) -> float:
     """Per-coordinate noise left in a merge: each summary's noise weighs by its readings."""
     weighted = (previous.noise_std * previous.summary.n) ** 2 if previous else 0.0
-    weighted += sum((u.noise_std * u.summary.n) ** 2 for u in updates)
+    weighted += sum((p.noise_std * p.summary.n) ** 2 for p in pieces)
     return math.sqrt(weighted) / n if n else 0.0

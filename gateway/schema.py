@@ -109,13 +109,15 @@ MEASUREMENTS: Mapping[str, Measurement] = MappingProxyType(dict([
                  ("vehicle_id", "subsystem"), {
         "score": float, "threshold": float, "model_version": int, "vehicle_ts_s": float},
         {"z__": float}),
-    _measurement("status", "a vehicle came online (1) or went offline (0)", ("vehicle_id",), {
-        "online": int, "vehicle_ts_s": float}),
+    _measurement("status", "a vehicle came online (1) or went offline (0); exhausted (1) once "
+                 "it stopped sending updates at its privacy budget", ("vehicle_id",), {
+        "online": int, "vehicle_ts_s": float, "exhausted": int}),
     _measurement("participation", "a vehicle's update accepted into a round", ("vehicle_id",), {
         "round": int, "base_version": int, "readings": float, "noise_std": float}),
-    _measurement("privacy", "the privacy a vehicle spent on an accepted update, and in total",
-                 ("vehicle_id",), {
-        "epsilon_round": float, "delta_round": float, "epsilon_spent": float}),
+    _measurement("privacy", "the privacy a vehicle spent on an accepted update, in total, and "
+                 "its budget (0: none)", ("vehicle_id",), {
+        "epsilon_round": float, "delta_round": float, "epsilon_spent": float,
+        "epsilon_budget": float}),
     _measurement("rejection", "one rejected message", ("reason",), {"count": int}),
     _measurement("traffic", "messages and payload bytes since the previous point, by kind; "
                  "readings summarised by accepted updates, and the bytes streaming them "
@@ -178,7 +180,8 @@ def alert_point(alert: Alert, received_s: float) -> Point:
 
 def status_point(status: Status, received_s: float) -> Point:
     return _point("status", received_s, {"vehicle_id": status.vehicle_id}, {
-        "online": status.state == "online", "vehicle_ts_s": status.ts})
+        "online": status.state == "online", "vehicle_ts_s": status.ts,
+        "exhausted": status.exhausted})
 
 
 def participation_point(update: Update, received_s: float) -> Point:
@@ -190,7 +193,7 @@ def participation_point(update: Update, received_s: float) -> Point:
 def privacy_point(update: Update, received_s: float) -> Point:
     return _point("privacy", received_s, {"vehicle_id": update.vehicle_id}, {
         "epsilon_round": update.epsilon, "delta_round": update.delta,
-        "epsilon_spent": update.epsilon_total})
+        "epsilon_spent": update.epsilon_total, "epsilon_budget": update.epsilon_budget})
 
 
 def rejection_point(ts_s: float, reason: str) -> Point:

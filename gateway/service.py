@@ -21,7 +21,9 @@ import paho.mqtt.client as mqtt
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA, Schema
 from federation.messages import Alert, GlobalModel, MessageError, RoundOpen, Status, Update
+from federation.privacy import NoiseSource, SecureNoise
 from federation.transport import MqttTarget, make_client
+from gateway.alert_rate import AlertRate, DayRate
 from gateway.rounds import Round
 from gateway.store import RoundRecord, Store, Traffic
 from gateway.strategy import ExactMerge, Strategy
@@ -35,11 +37,14 @@ MAX_QUEUED_MESSAGES = 100_000
 
 @dataclass(frozen=True, slots=True)
 class RoundClosed:
-    """Reported to the observer when a round closes; ``model`` is ``None`` without quorum."""
+    """Reported to the observer when a round closes; ``model`` is ``None`` without quorum.
+
+    ``alert_rate`` is the fleet-wide alert rate estimated from randomized answers so far."""
 
     record: RoundRecord
     model: GlobalModel | None
     online: int
+    alert_rate: DayRate | None = None
 
 
 class Gateway:
@@ -63,6 +68,9 @@ class Gateway:
     observer
         Called on the gateway thread with each :class:`RoundClosed` and each accepted
         :class:`~federation.messages.Alert`.
+    noise
+        Where the noise for updates that ask for central privacy comes from; default
+        :class:`~federation.privacy.SecureNoise`.
 
     Examples
     --------
@@ -87,6 +95,7 @@ class Gateway:
         strategy: Strategy | None = None,
         schema: Schema = VEHICLE_SCHEMA,
         observer: Callable[[Any], None] | None = None,
+        noise: NoiseSource | None = None,
         client_id: str = "fedfleet-gateway",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -99,6 +108,8 @@ class Gateway:
         self.target_updates = target_updates
         self.strategy = strategy or ExactMerge()
         self.observer = observer or (lambda event: None)
+        self.noise = noise or SecureNoise()
+        self.alert_rate = AlertRate()
         self.clock = clock
         self.received: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
@@ -207,6 +218,8 @@ class Gateway:
             return self._reject(reason, vehicle, f"update from {vehicle} for round {update.round}")
         self._count(topics.UPDATE, Traffic(0, 0, round(update.summary.n)))
         self.store.record_budget(update)
+        if update.alert_report is not None:
+            self.alert_rate.add(vehicle, update.alert_report)
 
     def _on_alert(self, vehicle: str, alert: Alert) -> None:
         if alert.vehicle_id != vehicle:
@@ -250,10 +263,11 @@ class Gateway:
         self.store.record_round(record)
         self._flush_traffic()
         self.store.flush()
-        self.observer(RoundClosed(record, model, len(self.online)))
+        self.observer(RoundClosed(record, model, len(self.online), self.alert_rate.latest()))
 
     def _merge(self, current: Round) -> GlobalModel:
-        self.model = current.merge(self.model, self.strategy, self.schema, self.clock())
+        self.model = current.merge(self.model, self.strategy, self.schema, self.clock(),
+                                   self.noise)
         return self.model
 
     def _count(self, kind: str, traffic: Traffic) -> None:

@@ -19,6 +19,7 @@ from federation.features import VEHICLE_SCHEMA, Schema
 from federation.messages import Alert, GlobalModel, Status, Update
 
 __all__ = [
+    "Budget",
     "RoundRecord",
     "SQLiteStore",
     "Store",
@@ -63,6 +64,37 @@ class VehicleRecord:
     last_alert: Alert | None
     updates: int
     epsilon_spent: float
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One vehicle's privacy, as its updates and statuses reported it.
+
+    ``privacy`` is ``"local"``, ``"central"`` or ``"off"`` (exact summaries: no guarantee);
+    ``epsilon_total`` is what it has spent (composed, at ``delta``) out of ``epsilon_budget``
+    (0: none set); ``exhausted`` says it has stopped publishing updates; ``updates`` counts its
+    accepted updates and ``last_round`` is the latest round one was accepted into.
+
+    >>> Budget("veh-0001", "local", "gaussian", 2.5, 10.0, 1e-5, 3, 7, False).remaining
+    7.5
+    """
+
+    vehicle_id: str
+    privacy: str
+    mechanism: str
+    epsilon_total: float
+    epsilon_budget: float
+    delta: float
+    updates: int
+    last_round: int
+    exhausted: bool
+
+    @property
+    def remaining(self) -> float:
+        """What is left to spend (infinite without a budget)."""
+        if self.epsilon_budget <= 0:
+            return float("inf")
+        return max(0.0, self.epsilon_budget - self.epsilon_total)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +152,10 @@ class Store(abc.ABC):
         """The most recent alerts, newest first."""
 
     @abc.abstractmethod
-    def budgets(self) -> dict[str, float]:
-        """Each vehicle's total epsilon spent, as its latest update reported it."""
+    def budgets(self) -> dict[str, Budget]:
+        """Each vehicle's privacy: mode, spending and budget from its latest update, and
+        whether it is exhausted from its latest status (an offline status, whose figures
+        date from when the vehicle connected, never lowers the total or clears exhaustion)."""
 
     @abc.abstractmethod
     def statuses(self) -> dict[str, str]:
@@ -167,6 +201,16 @@ CREATE TABLE IF NOT EXISTS rejections (id INTEGER PRIMARY KEY, ts REAL, reason T
     vehicle_id TEXT);
 CREATE TABLE IF NOT EXISTS traffic (kind TEXT PRIMARY KEY, messages INTEGER,
     payload_bytes INTEGER, readings INTEGER, updated_at REAL);
+CREATE TABLE IF NOT EXISTS privacy (vehicle_id TEXT PRIMARY KEY, privacy TEXT,
+    mechanism TEXT, epsilon_total REAL, epsilon_budget REAL, delta REAL, exhausted INTEGER);
+"""
+
+_BUDGETS = """
+SELECT p.vehicle_id, p.privacy, p.mechanism, p.epsilon_total, p.epsilon_budget, p.delta,
+    (SELECT COUNT(*) FROM budgets b WHERE b.vehicle_id = p.vehicle_id),
+    (SELECT COALESCE(MAX(round), 0) FROM budgets b WHERE b.vehicle_id = p.vehicle_id),
+    p.exhausted
+FROM privacy p ORDER BY p.vehicle_id
 """
 
 _VEHICLES = """
@@ -228,11 +272,28 @@ class SQLiteStore(Store):
     def record_status(self, status: Status) -> None:
         self._write("INSERT OR REPLACE INTO statuses VALUES (?,?,?)",
                     (status.vehicle_id, status.state, status.ts))
+        # An offline status may be the Last Will, written when the vehicle connected.
+        exhausted = "excluded.exhausted" if status.state == "online" else (
+            "MAX(exhausted, excluded.exhausted)")
+        self._write(
+            "INSERT INTO privacy VALUES (?,?,'none',?,?,0,?) ON CONFLICT (vehicle_id) DO UPDATE "
+            "SET privacy = excluded.privacy, epsilon_budget = excluded.epsilon_budget, "
+            "epsilon_total = MAX(epsilon_total, excluded.epsilon_total), "
+            f"exhausted = {exhausted}",
+            (status.vehicle_id, status.privacy, status.epsilon_total, status.epsilon_budget,
+             int(status.exhausted)))
 
     def record_budget(self, update: Update) -> None:
         self._write("INSERT OR REPLACE INTO budgets VALUES (?,?,?,?,?)", (
             update.vehicle_id, update.round, update.epsilon, update.delta,
             update.epsilon_total))
+        self._write(
+            "INSERT INTO privacy VALUES (?,?,?,?,?,?,0) ON CONFLICT (vehicle_id) DO UPDATE "
+            "SET privacy = excluded.privacy, mechanism = excluded.mechanism, "
+            "epsilon_total = MAX(epsilon_total, excluded.epsilon_total), "
+            "epsilon_budget = excluded.epsilon_budget, delta = excluded.delta, exhausted = 0",
+            (update.vehicle_id, update.privacy, update.mechanism, update.epsilon_total,
+             update.epsilon_budget, update.delta))
 
     def record_rejection(self, ts: float, reason: str, vehicle_id: str | None) -> None:
         self._write("INSERT INTO rejections VALUES (NULL,?,?,?)", (ts, reason, vehicle_id))
@@ -257,12 +318,13 @@ class SQLiteStore(Store):
         rows = self._read("SELECT payload FROM alerts ORDER BY id DESC LIMIT ?", (limit,))
         return [messages.decode(Alert, r[0].encode(), schema=None) for r in rows]
 
-    def budgets(self) -> dict[str, float]:
-        rows = self._read(
-            "SELECT vehicle_id, (SELECT epsilon_total FROM budgets b WHERE b.vehicle_id = "
-            "v.vehicle_id ORDER BY round DESC LIMIT 1) FROM (SELECT DISTINCT vehicle_id FROM "
-            "budgets) v")
-        return {vehicle: total for vehicle, total in rows}
+    def budgets(self) -> dict[str, Budget]:
+        return {
+            vehicle: Budget(vehicle, privacy, mechanism, total, budget, delta, updates, last,
+                            bool(exhausted))
+            for vehicle, privacy, mechanism, total, budget, delta, updates, last, exhausted
+            in self._read(_BUDGETS)
+        }
 
     def statuses(self) -> dict[str, str]:
         return dict(self._read("SELECT vehicle_id, state FROM statuses"))  # type: ignore[arg-type]

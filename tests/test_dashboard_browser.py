@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -44,12 +43,11 @@ def browser() -> Iterator[Browser]:
 
 def _fleet(ids: list[str]) -> list[Vehicle]:
     vehicles, start_ts_s = [], time.time()
-    for i, vehicle_id in enumerate(ids):
+    for vehicle_id in ids:
         fault = FaultSpec(FAULTY[vehicle_id], onset_s=600.0, failure_s=1500.0) if (
             vehicle_id in FAULTY) else None
         source = SimulatedVehicle(vehicle_id, seed=1, fault=fault, start_ts_s=start_ts_s)
-        vehicles.append(Vehicle(vehicle_id, source, mechanism=None,
-                                rng=np.random.default_rng(i)))
+        vehicles.append(Vehicle(vehicle_id, source, mechanism=None))
     return vehicles
 
 

@@ -261,8 +261,10 @@ def test_the_stack_runs_on_this_machine_as_compose_configures_it(
         anonymous = subprocess.run(["mosquitto_pub", "-p", str(port), "-t", "x", "-m", "1"],
                                    capture_output=True, text=True, timeout=10)
         deadline = time.monotonic() + 30
-        while victoria_metrics.samples('{__name__="round_round"}') < 2:
-            assert time.monotonic() < deadline, "fewer than 2 rounds reached the server"
+        while (victoria_metrics.samples('{__name__="round_round"}') < 2
+               or victoria_metrics.samples('{__name__="participation_round"}') == 0):
+            assert time.monotonic() < deadline, "fewer than 2 rounds, or no update, reached " \
+                "the server"
             time.sleep(0.5)
     finally:
         codes = stack.stop()

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -59,7 +58,6 @@ def jumpy_vehicle(vehicle_id: str = "dev-1") -> Vehicle:
     """A vehicle whose detector warms up fast and alerts often: alerts to count."""
     return Vehicle(
         vehicle_id, Paced(SimulatedVehicle(vehicle_id, seed=5), per_s=300), mechanism=None,
-        rng=np.random.default_rng(0),
         detector=FleetGaussian(min_readings=100, refresh_every=10),
         policy=AlertPolicy(threshold=0.8, alpha=0.5, cooldown_s=15.0, schema=VEHICLE_SCHEMA))
 
@@ -266,7 +264,7 @@ def test_a_channel_that_never_comes_is_named_in_a_warning(tmp_path, caplog, agen
     feed = tmp_path / "feed.txt"
     feed.write_text("".join(f"ts={t} engine_rpm=900 coolant_temp_c=85\n" for t in range(50)))
     vehicle = Vehicle("partial-1", StdinSource(VEHICLE_SCHEMA.names, stream=feed.open("rb")),
-                      mechanism=None, rng=np.random.default_rng(0))
+                      mechanism=None)
     agent = DeviceAgent(parse_mqtt_url(f"mqtt://127.0.0.1:{free_port()}"), vehicle,
                         status_every_s=0.2)
 

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from broker.embedded import EmbeddedBroker
@@ -20,8 +19,9 @@ from devices.fleet import Fleet
 from devices.simulator import SimulatedVehicle
 from devices.vehicle import Vehicle
 from federation import messages, topics
+from federation.accounting import epsilon_spent
 from federation.messages import GlobalModel, Status
-from federation.privacy import GaussianMechanism
+from federation.privacy import GaussianMechanism, SeededNoise
 from federation.transport import make_client, parse_mqtt_url
 from gateway.service import Gateway
 from gateway.store import SQLiteStore
@@ -86,7 +86,7 @@ def _healthy_fleet(count: int, start_index: int = 0,
                    mechanism: GaussianMechanism | None = None) -> list[Vehicle]:
     return [
         Vehicle(f"veh-{i:04d}", SimulatedVehicle(f"veh-{i:04d}", seed=1), mechanism=mechanism,
-                rng=np.random.default_rng(i))
+                noise=SeededNoise(i))
         for i in range(start_index, start_index + count)
     ]
 
@@ -133,7 +133,8 @@ def test_the_fleet_federates_round_after_round_and_a_late_vehicle_gets_the_model
     assert system.gateway.rejected == {}
     assert retained.noise_std > 0
     budgets = system.store.budgets()
-    assert all(budgets[f"veh-{i:04d}"] >= 2 * mechanism.epsilon for i in range(VEHICLES))
+    two_rounds = epsilon_spent([mechanism.spend] * 2, mechanism.delta)
+    assert all(budgets[f"veh-{i:04d}"].epsilon_total >= two_rounds for i in range(VEHICLES))
 
 
 def test_a_fault_injected_in_one_vehicle_raises_an_alert_naming_its_subsystem(system):

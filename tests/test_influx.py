@@ -100,11 +100,13 @@ def test_every_measurement_tag_and_field_reaches_the_server(victoria_metrics, tm
         ("alert", (("subsystem", "cooling"), ("vehicle_id", "veh-0002")), ms(10)): {
             "score": 8.5, "threshold": 6.0, "model_version": 3, "vehicle_ts_s": 1.7e9,
             "z__coolant_temp_c": 8.5, "z__intake_temp_c": -2.25},
-        ("status", (("vehicle_id", "veh-0002"),), ms(11)): {"online": 0, "vehicle_ts_s": 99.0},
+        ("status", (("vehicle_id", "veh-0002"),), ms(11)): {
+            "online": 0, "vehicle_ts_s": 99.0, "exhausted": 0},
         ("participation", (("vehicle_id", "veh-0003"),), ms(12)): {
             "round": 7, "base_version": 0, "readings": 50, "noise_std": 0.03},
         ("privacy", (("vehicle_id", "veh-0003"),), ms(12)): {
-            "epsilon_round": 1.0, "delta_round": 1e-5, "epsilon_spent": 7.0},
+            "epsilon_round": 1.0, "delta_round": 1e-5, "epsilon_spent": 7.0,
+            "epsilon_budget": 0.0},
         ("rejection", (("reason", "not_json"),), ms(20)): {"count": 1},
         ("traffic", (("kind", "update"),), ms(30)): {
             "messages": 12, "payload_bytes": 9_000, "readings": 600,

@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from devices.agent import DeviceAgent
@@ -94,7 +93,7 @@ def test_the_agent_comes_back_after_the_adapter_vanishes_and_loses_no_queued_ale
         watcher = AlertWatcher(broker.port)
         source = ObdSource(emulator.url, OBD_SCHEMA.names, timeout_s=0.5, max_backoff_s=1.0)
         vehicle = Vehicle(  # a detector that warms up fast and alerts often: alerts to count
-            "car-2", source, mechanism=None, rng=np.random.default_rng(0),
+            "car-2", source, mechanism=None,
             detector=FleetGaussian(OBD_SCHEMA, min_readings=100, refresh_every=10),
             policy=AlertPolicy(threshold=0.8, alpha=0.5, cooldown_s=0.5, schema=OBD_SCHEMA))
         agent = DeviceAgent(parse_mqtt_url(broker.url), vehicle,

@@ -126,7 +126,7 @@ def _gateway(schema: Schema) -> Gateway:
 
 def _pump_update(round_info: RoundOpen) -> bytes:
     vehicle = Vehicle("pump-1", PumpLog(), detector=FleetGaussian(PUMP), mechanism=None,
-                      rng=np.random.default_rng(0), clock=lambda: 0.0)
+                      clock=lambda: 0.0)
     vehicle.on_message(topics.ROUND_TOPIC, messages.encode(round_info))
     sent = [out for _ in range(40) for out in vehicle.step()]
     return sent[0].payload
@@ -159,7 +159,7 @@ def test_a_gateway_rejects_updates_on_the_same_names_with_other_limits():
 
 def test_a_device_on_another_schema_refuses_the_fleets_round():
     vehicle = Vehicle("pump-1", PumpLog(), detector=FleetGaussian(PUMP), mechanism=None,
-                      rng=np.random.default_rng(0), clock=lambda: 0.0)
+                      clock=lambda: 0.0)
 
     vehicle.on_message(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 100.0, 1, 0)))
 

@@ -45,7 +45,7 @@ def skab() -> tuple[Schema, list[str], list[Stream]]:
 
 def _replay(url: str, vehicle_id: str, source: SensorSource, schema: Schema) -> DeviceAgent:
     """Run the agent on ``source`` to its end, as ``fedfleet device`` does."""
-    vehicle = Vehicle(vehicle_id, source, mechanism=None, rng=np.random.default_rng(0),
+    vehicle = Vehicle(vehicle_id, source, mechanism=None,
                       **RIG.vehicle_kwargs(schema))
     agent = DeviceAgent(parse_mqtt_url(url), vehicle)
     agent.run(threading.Event(), duration_s=120)

@@ -74,7 +74,24 @@ def test_budgets_report_each_vehicles_latest_total(store):
     store.record_budget(factories.update("veh-0001", 1))
     store.record_budget(replace(factories.update("veh-0001", 2), epsilon_total=2.0))
 
-    assert store.budgets() == {"veh-0001": 2.0}
+    assert store.budgets()["veh-0001"].epsilon_total == 2.0
+
+
+def test_a_budget_follows_updates_and_a_stale_last_will_never_undoes_exhaustion(store):
+    update = replace(factories.update("veh-0001", 4), epsilon_total=2.0, epsilon_budget=3.0,
+                     mechanism="laplace")
+    store.record_budget(update)
+    store.record_status(Status("veh-0001", "online", 5.0, "local", 2.9, 3.0, exhausted=True))
+    store.record_status(Status("veh-0001", "offline", 6.0, "local", 1.0, 3.0, exhausted=False))
+    store.record_status(Status("veh-0002", "online", 5.0))
+
+    budgets = store.budgets()
+
+    one = budgets["veh-0001"]
+    assert (one.privacy, one.mechanism, one.updates, one.last_round) == ("local", "laplace", 1, 4)
+    assert (one.epsilon_total, one.epsilon_budget, one.exhausted) == (2.9, 3.0, True)
+    assert one.remaining == pytest.approx(0.1)
+    assert (budgets["veh-0002"].privacy, budgets["veh-0002"].exhausted) == ("off", False)
 
 
 def test_statuses_and_rejections_are_kept(store):

@@ -152,9 +152,13 @@ def model(store: Store) -> dict[str, Any] | None:
 
 
 def privacy(store: Store) -> dict[str, Any]:
-    """Each vehicle's epsilon spent, as its latest accepted update reported it."""
-    spent = {v: e for v, e in sorted(store.budgets().items()) if math.isfinite(e)}
-    return {"epsilon_spent": spent, "max_epsilon_spent": max(spent.values(), default=None)}
+    """Each vehicle's epsilon spent, as its latest accepted update reported it, its budget
+    (0: none), and the vehicles that stopped sending updates at their budget."""
+    budgets = {v: b for v, b in sorted(store.budgets().items()) if b.updates or b.exhausted}
+    spent = {v: b.epsilon_total for v, b in budgets.items() if math.isfinite(b.epsilon_total)}
+    return {"epsilon_spent": spent, "max_epsilon_spent": max(spent.values(), default=None),
+            "epsilon_budget": {v: b.epsilon_budget for v, b in budgets.items()},
+            "exhausted": [v for v, b in budgets.items() if b.exhausted]}
 
 
 def snapshot(store: Store, reading_bytes: int) -> dict[str, Any]:

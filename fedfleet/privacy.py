@@ -1,0 +1,101 @@
+"""Privacy settings made into vehicles' mechanisms and ledgers, and the fleet's budget report."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from devices.ledger import PrivacyLedger
+from federation.accounting import rounds_within
+from federation.privacy import Mechanism, make_mechanism
+from federation.randomized_response import RandomizedResponse
+from gateway.store import Budget, Store
+
+__all__ = ["budget_report", "describe", "ledgers", "vehicle_options"]
+
+
+def mechanism(settings: dict[str, Any]) -> Mechanism | None:
+    """The summary mechanism the settings ask for (``None`` with ``privacy = "off"``)."""
+    if settings["privacy"] == "off":
+        return None
+    return make_mechanism(settings["mechanism"], settings["epsilon_per_round"],
+                          settings["delta"], settings["clip_norm"])
+
+
+def vehicle_options(settings: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for :class:`devices.vehicle.Vehicle`: the mechanism, central or local
+    noise, and randomized alert answers."""
+    mech = mechanism(settings)
+    rr_epsilon = settings["alert_report_epsilon"]
+    kwargs: dict[str, Any] = {"mechanism": mech, "central": settings["privacy"] == "central"}
+    if mech is not None and rr_epsilon > 0:
+        kwargs["alert_report"] = RandomizedResponse.for_epsilon(rr_epsilon)
+    return kwargs
+
+
+def ledgers(settings: dict[str, Any], folder: Path) -> Callable[[str], PrivacyLedger | None]:
+    """Each vehicle id's ledger, ``<folder>/<vehicle_id>.jsonl`` (``None`` without privacy)."""
+    budget, delta = settings["epsilon_budget"], settings["delta"]
+    if settings["privacy"] == "off":
+        return lambda vehicle_id: None
+    return lambda vehicle_id: PrivacyLedger(folder / f"{vehicle_id}.jsonl", budget=budget,
+                                            delta=delta)
+
+
+def describe(settings: dict[str, Any]) -> str:
+    """One line on what the settings protect and what they cost.
+
+    >>> from fedfleet.config import resolve
+    >>> settings = resolve("fleet", {"mechanism": "laplace", "epsilon_budget": 3.0}, {})
+    >>> for part in describe(settings).split("; "):
+    ...     print(part)
+    local laplace noise (std 1.41 per coordinate)
+    epsilon 1 per round
+    budget 3 at delta 1e-05 = 3 rounds
+    >>> describe(resolve("fleet", {"privacy": "off"}, environ={}))
+    'off: exact summaries, no privacy guarantee'
+    """
+    mech = mechanism(settings)
+    if mech is None:
+        return "off: exact summaries, no privacy guarantee"
+    rounds = rounds_within(mech.spend, settings["epsilon_budget"], mech.delta)
+    where = ("central: the gateway noises the aggregate" if settings["privacy"] == "central"
+             else "local")
+    return (f"{where} {mech.name} noise (std {mech.noise_std:.3g} per coordinate); epsilon "
+            f"{mech.epsilon:g} per round; budget {settings['epsilon_budget']:g} at delta "
+            f"{mech.delta:g} = {rounds} rounds")
+
+
+def budget_report(store: Store) -> str:
+    """The fleet's budget table, the exhausted vehicles and the global model's noise level."""
+    budgets = store.budgets()
+    lines = [f"{'vehicle':<12} {'privacy':<8} {'mechanism':<9} {'updates':>7} {'spent':>8} "
+             f"{'budget':>8} {'remaining':>9}  state"]
+    lines += [_row(b) for b in budgets.values()]
+    exhausted = sorted(b.vehicle_id for b in budgets.values() if b.exhausted)
+    private = [b for b in budgets.values() if b.privacy != "off"]
+    lines.append("")
+    lines.append(f"{len(budgets)} vehicles, {len(private)} with a privacy guarantee, "
+                 f"{len(exhausted)} exhausted" + (f": {', '.join(exhausted)}" if exhausted else ""))
+    if private:
+        spent = [b.epsilon_total for b in private]
+        lines.append(f"epsilon spent: max {max(spent):.3g}, mean {sum(spent) / len(spent):.3g}")
+    model = store.latest_model()
+    lines.append("global model: none yet" if model is None else
+                 f"global model v{model.version} (round {model.round}, {model.summary.n:,.0f} "
+                 f"readings): privacy noise std {model.noise_std:.3g} per coordinate")
+    return "\n".join(lines)
+
+
+def _row(b: Budget) -> str:
+    if b.privacy == "off":
+        spent = budget = remaining = "-"
+    else:
+        spent = f"{b.epsilon_total:.3f}"
+        budget = f"{b.epsilon_budget:g}" if b.epsilon_budget > 0 else "none"
+        remaining = f"{b.remaining:.3f}" if math.isfinite(b.remaining) else "-"
+    state = "exhausted" if b.exhausted else "sharing" if b.privacy != "off" else "no guarantee"
+    return (f"{b.vehicle_id:<12} {b.privacy:<8} {b.mechanism:<9} {b.updates:>7} {spent:>8} "
+            f"{budget:>8} {remaining:>9}  {state}")
