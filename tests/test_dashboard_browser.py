@@ -6,6 +6,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,12 @@ from devices.faults import FaultMode, FaultSpec
 from devices.fleet import Fleet
 from devices.simulator import SimulatedVehicle
 from devices.vehicle import Vehicle
-from federation.messages import Alert
+from federation.messages import Alert, Status
 from federation.transport import parse_mqtt_url
 from gateway.dashboard import Dashboard
 from gateway.service import Gateway
 from gateway.store import SQLiteStore
+from tests import factories
 from tests.servers import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
@@ -157,6 +159,30 @@ def test_text_from_vehicles_is_shown_as_text_never_run(browser, tmp_path):
             assert badge.inner_text() == hostile
             assert opened.evaluate("window.ran") is None
             assert opened.query_selector("img") is None
+    finally:
+        opened.close()
+        store.close()
+
+
+def test_a_vehicle_at_its_privacy_budget_is_marked_exhausted(browser, tmp_path):
+    store = SQLiteStore(tmp_path / "gateway.db")
+    for vehicle, total in (("veh-0001", 3.0), ("veh-0002", 1.5)):
+        store.record_budget(replace(factories.update(vehicle), epsilon_total=total,
+                                    epsilon_budget=3.0))
+        store.record_status(Status(vehicle, "online", 1.0, privacy="local", epsilon_total=total,
+                                   epsilon_budget=3.0, exhausted=vehicle == "veh-0001"))
+    opened = browser.new_page()
+    try:
+        with Dashboard(store, port=free_port(), refresh_seconds=0.5) as dashboard:
+            opened.goto(dashboard.url)
+            spent = opened.wait_for_selector('.tile[data-vehicle="veh-0001"]', timeout=10_000)
+
+            assert spent.get_attribute("data-exhausted") == "true"
+            assert "ε 3.0/3.0 spent" in spent.inner_text()
+            assert _health(opened, "veh-0002") == "ok"
+            assert opened.get_attribute('.tile[data-vehicle="veh-0002"]',
+                                        "data-exhausted") == "false"
+            assert opened.inner_text("#kpi-epsilon-note").endswith("· 1 exhausted")
     finally:
         opened.close()
         store.close()
