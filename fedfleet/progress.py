@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TextIO
 
 from devices.agent import AgentStatus
@@ -137,8 +137,10 @@ def _rate(event: RoundClosed) -> str:
     if event.alert_rate is None:
         return ""
     est = event.alert_rate.estimate
-    return (f" | fleet alert rate on day {event.alert_rate.day} (randomized response, "
-            f"{est.answers} answers): {est.rate:.0%} [{est.low:.0%}, {est.high:.0%}]")
+    day = date(1970, 1, 1) + timedelta(days=event.alert_rate.day)
+    shown = min(max(est.rate, 0.0), 1.0)  # the unbiased estimate can fall outside [0, 1]
+    return (f" | fleet alert rate on {day.isoformat()} (randomized response, "
+            f"{est.answers} answers): {shown:.0%} [{est.low:.0%}, {est.high:.0%}]")
 
 
 @dataclass

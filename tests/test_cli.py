@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -155,6 +156,11 @@ def test_the_demo_runs_on_the_embedded_defaults_and_reports_its_figures(tmp_path
     assert "round 2: " in output
     assert "rounds completed:" in output and "update message:" in output
     assert (tmp_path / "fedfleet-data" / "demo.db").exists()
+    rate = re.search(r"fleet alert rate on \d{4}-\d\d-\d\d \(randomized response, \d+ answers\): "
+                     r"(\d+)% \[(\d+)%, (\d+)%\]", output)
+    assert rate, output
+    shown, low, high = map(int, rate.groups())
+    assert 0 <= low <= shown <= high <= 100, rate.group(0)
 
 
 def test_a_dashboard_port_already_taken_is_a_runtime_failure_that_says_so(tmp_path):
