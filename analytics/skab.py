@@ -20,8 +20,12 @@ __all__ = ["TRAIN_ROWS", "outlier_protocol"]
 TRAIN_ROWS = 400
 
 
-def outlier_protocol(dataset: Dataset, run: Run, train_rows: int = TRAIN_ROWS) -> dict[str, float]:
+def outlier_protocol(dataset: Dataset, run: Run, train_rows: int = TRAIN_ROWS,
+                     prefix: str = "") -> dict[str, float]:
     """F1, FAR (%) and MAR (%) of ``run``'s alarms over every experiment's test part.
+
+    ``prefix`` keeps the experiments whose device id starts with it (``"valve1"``), or with
+    ``!`` in front, those whose id does not.
 
     Examples
     --------
@@ -33,8 +37,13 @@ def outlier_protocol(dataset: Dataset, run: Run, train_rows: int = TRAIN_ROWS) -
     >>> outlier_protocol(Dataset("skab:x", ("a",), [stream]), run)
     {'f1': 0.5, 'far_pct': 50.0, 'mar_pct': 50.0, 'rows': 4}
     """
-    labels = np.concatenate([s.labels[train_rows:] for s in dataset.streams]).astype(bool)
-    alarms = np.concatenate([run.alarms[s.device_id][train_rows:] for s in dataset.streams])
+    keep = prefix.removeprefix("!")
+    streams = [s for s in dataset.streams
+               if s.device_id.startswith(keep) != prefix.startswith("!") or not keep]
+    if not streams:
+        return {"rows": 0}
+    labels = np.concatenate([s.labels[train_rows:] for s in streams]).astype(bool)
+    alarms = np.concatenate([run.alarms[s.device_id][train_rows:] for s in streams])
     tp = int((alarms & labels).sum())
     fp = int((alarms & ~labels).sum())
     fn = int((~alarms & labels).sum())

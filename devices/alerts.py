@@ -6,6 +6,11 @@ average: an exponentially weighted moving average of each sensor's signed residu
 zero while the vehicle is healthy and climbs steadily once a fault develops. A subsystem's
 level is the root mean square of its sensors' smoothed residuals: one sensor's for a subsystem
 watched by one, and the common drift of many for a machine that wears as a whole.
+
+Where no fixed level fits every machine (test-rig set-ups differ in how steady their healthy
+readings are), the threshold can be calibrated from the machine's own healthy start: a factor
+over the highest level of its first ``calibrate_readings`` readings, as a control chart's
+limit is set on a training period. Only readings, never labels, enter the calibration.
 """
 
 from __future__ import annotations
@@ -32,6 +37,12 @@ class AlertPolicy:
         A subsystem that has alerted stays quiet this long (seconds of reading time).
     schema
         Names the subsystem each health sensor watches.
+    calibrate_readings
+        If positive, the first this many readings are the healthy baseline: once they are
+        observed, ``threshold`` becomes ``calibrate_factor`` times their highest level (it
+        stays as given while that is 0, a model that never scored).
+    calibrate_factor
+        The calibrated threshold over the baseline's highest level.
 
     Examples
     --------
@@ -40,18 +51,30 @@ class AlertPolicy:
     [None, None, 'cooling', None]
     >>> policy.top()
     [('coolant_temp_c', 2.69)]
+    >>> calibrated = AlertPolicy(threshold=9.0, alpha=1.0, calibrate_readings=2,
+    ...                          calibrate_factor=1.5)
+    >>> [calibrated.observe(t, {"coolant_temp_c": z}) for t, z in enumerate([1, 2, 2.5, 3.5])]
+    [None, None, None, 'cooling']
+    >>> calibrated.threshold
+    3.0
     """
 
     threshold: float = 4.0
     alpha: float = 0.02
     cooldown_s: float = 1800.0
     schema: Schema = field(default=VEHICLE_SCHEMA, repr=False)
+    calibrate_readings: int = 0
+    calibrate_factor: float = 1.0
     smoothed: dict[str, float] = field(default_factory=dict)
+    observed: int = 0
+    baseline_level: float = 0.0
     _last_alert_s: dict[str, float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha <= 1 or not self.threshold > 0:
             raise ValueError("need 0 < alpha <= 1 and threshold > 0")
+        if self.calibrate_readings < 0 or not self.calibrate_factor > 0:
+            raise ValueError("need calibrate_readings >= 0 and calibrate_factor > 0")
 
     @property
     def level(self) -> float:
@@ -73,6 +96,7 @@ class AlertPolicy:
             previous = self.smoothed.get(name, 0.0)
             self.smoothed[name] = previous + self.alpha * (z - previous)
         levels = self.levels()
+        self._calibrate(max(levels.values(), default=0.0))
         subsystem = max(levels, key=levels.__getitem__, default="")
         if not subsystem or levels[subsystem] <= self.threshold:
             return None
@@ -81,6 +105,15 @@ class AlertPolicy:
             return None
         self._last_alert_s[subsystem] = ts_s
         return subsystem
+
+    def _calibrate(self, level: float) -> None:
+        """Track the baseline's highest level; set the threshold when the baseline is over."""
+        self.observed += 1
+        if self.observed > self.calibrate_readings:
+            return
+        self.baseline_level = max(self.baseline_level, level)
+        if self.observed == self.calibrate_readings and self.baseline_level > 0:
+            self.threshold = self.calibrate_factor * self.baseline_level
 
     def top(self, count: int = 3) -> list[tuple[str, float]]:
         """The sensors with the largest smoothed residuals, largest first."""

@@ -122,9 +122,9 @@ def _table(report: dict[str, Any]) -> str:
         unit = report["time_unit"]
         lines.append(f"{name:<22}{cells}  " + ("-" if lead is None else f"{lead} {unit}"))
     for metric, versus in report["federated_vs_local"].items():
-        lines.append(f"federated beats local on {metric}: {versus['better']} of "
-                     f"{versus['devices_compared']} devices with an anomaly "
-                     f"({versus['equal']} equal, {versus['worse']} worse)")
+        lines.append(f"federated beats local on {metric}: {_versus(versus)}")
+        for finer, among in versus.get("ties", {}).items():
+            lines.append(f"  among those equal on {metric}, on {finer}: {_versus(among)}")
     lines.append(f"ratios of pooled PR-AUC: {report['ratios']}")
     cold = report["cold_start"]
     if "federated" in cold:
@@ -136,6 +136,11 @@ def _table(report: dict[str, Any]) -> str:
         lines.append(f"SKAB protocol {name}: F1 {scores['f1']}, FAR {scores['far_pct']} %, "
                      f"MAR {scores['mar_pct']} %")
     return "\n".join(lines)
+
+
+def _versus(counts: dict[str, Any]) -> str:
+    return (f"{counts['better']} of {counts['devices_compared']} devices with an anomaly "
+            f"({counts['equal']} equal, {counts['worse']} worse)")
 
 
 def _cell(value: object) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from analytics.datasets import load
 from analytics.replay import tuning_for
 from analytics.report import evaluate
 from devices.alerts import AlertPolicy
 from devices.detector import FleetGaussian
-from devices.tuning import ENGINE_CYCLES
+from devices.tuning import ENGINE_CYCLES, TEST_RIG
 from federation.features import Feature, Schema
 
 
@@ -58,6 +59,34 @@ def test_a_lone_sensor_off_does_not_carry_a_four_sensor_subsystem():
 
     assert policy.observe(0.0, {"t0_c": 4.0, "t1_c": 0.0, "t2_c": 0.0, "t3_c": 0.0}) is None
     assert policy.level == 2.0
+
+
+def test_a_calibrated_threshold_is_a_factor_over_the_baselines_highest_level():
+    policy = AlertPolicy(threshold=9.0, alpha=1.0, schema=_schema(shared=True),
+                         calibrate_readings=3, calibrate_factor=1.25)
+    baseline = [{"t0_c": z, "t1_c": z, "t2_c": z, "t3_c": z} for z in (0.5, 2.0, 1.0)]
+
+    assert [policy.observe(float(t), r) for t, r in enumerate(baseline)] == [None] * 3
+    assert policy.threshold == 2.5
+    assert policy.observe(3.0, dict.fromkeys(baseline[0], 2.4)) is None
+    assert policy.observe(4.0, dict.fromkeys(baseline[0], 2.6)) == "turbine"
+    assert policy.threshold == 2.5  # later readings do not move it
+
+
+def test_a_baseline_that_never_scored_keeps_the_given_threshold():
+    policy = AlertPolicy(threshold=9.0, calibrate_readings=2, calibrate_factor=2.0)
+    for t in range(3):
+        policy.observe(float(t), {"coolant_temp_c": 0.0})
+    assert policy.threshold == 9.0
+    with pytest.raises(ValueError):
+        AlertPolicy(calibrate_readings=-1)
+
+
+def test_the_rig_preset_calibrates_on_the_benchmarks_training_part():
+    policy = TEST_RIG.policy(_schema(shared=True))
+
+    assert (policy.calibrate_readings, policy.calibrate_factor) == (400, 1.25)
+    assert TEST_RIG.burn_in_readings == 400
 
 
 CMAPSS = Path(__file__).parent.parent.parent / "shared" / "datasets" / "cmapss"

@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score, precision_recall_fscore_sup
 from analytics.datasets import DatasetError, load
 from analytics.metrics import detection, lead_time
 from analytics.replay import Schedule, privacy_mechanism, run_online
-from analytics.report import evaluate
+from analytics.report import _wins, evaluate
 from devices.tuning import TEST_RIG, VEHICLE
 from fedfleet.cli import main
 
@@ -171,10 +171,27 @@ def test_the_report_has_the_documented_shape_and_is_json(cmapss_report):
     assert {"dataset", "devices", "rows", "regimes", "per_device", "cold_start"} <= set(report)
     assert report["devices"] == 6
     assert len(report["cold_start"]["devices"]) == 1
-    versus = report["federated_vs_local"]["f1"]
-    assert versus["devices_compared"] == 6
-    assert versus["better"] + versus["equal"] + versus["worse"] == 6
+    for metric in ("pr_auc", "f1", "false_alarms_per_1000", "lead_time"):
+        versus = report["federated_vs_local"][metric]
+        assert versus["devices_compared"] == 6
+        assert versus["better"] + versus["equal"] + versus["worse"] == 6
+    ties = report["federated_vs_local"]["pr_auc"]["ties"]
+    assert ties["lead_time"]["devices_compared"] == report["federated_vs_local"]["pr_auc"]["equal"]
     json.dumps(report)
+
+
+def test_per_device_comparisons_count_fewer_false_alarms_as_better():
+    per_device = {d: {"federated": {"anomalous": 1, "pr_auc": 1.0, "false_alarms_per_1000": f},
+                      "local": {"anomalous": 1, "pr_auc": p, "false_alarms_per_1000": 5.0}}
+                  for d, f, p in (("a", 1.0, 1.0), ("b", 9.0, 1.0), ("c", 5.0, 0.5))}
+
+    versus = _wins(per_device, "federated", "local")
+
+    assert (versus["false_alarms_per_1000"]["better"], versus["false_alarms_per_1000"]["worse"],
+            versus["false_alarms_per_1000"]["equal"]) == (1, 1, 1)
+    assert versus["pr_auc"]["better"] == 1 and versus["pr_auc"]["equal"] == 2
+    assert versus["pr_auc"]["ties"]["false_alarms_per_1000"]["devices_compared"] == 2
+    assert "lead_time" not in versus
 
 
 def test_centralized_learns_one_model_from_every_device():
@@ -219,7 +236,9 @@ def test_evaluate_writes_the_report_and_the_picture(tmp_path, capsys):
     assert code == 0
     report = json.loads(out.read_text())
     assert report["dataset"] == f"skab:{SKAB}" and report["devices"] == 3
-    assert set(report["skab_protocol"]["federated"]) == {"f1", "far_pct", "mar_pct", "rows"}
+    protocol = report["skab_protocol"]["federated"]
+    assert set(protocol) == {"f1", "far_pct", "mar_pct", "rows", "valve1", "held_out"}
+    assert protocol["valve1"]["rows"] == protocol["rows"] and protocol["held_out"] == {"rows": 0}
     assert report["settings"]["tuning"]["threshold"] == VEHICLE.threshold != TEST_RIG.threshold
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr()
