@@ -3,7 +3,10 @@
 A source names a loader and its argument:
 
 - ``sim:N`` — ``N`` simulated vehicles (:mod:`devices.simulator`) with the simulator's own
-  fault plan; a row is anomalous from its vehicle's fault onset on;
+  fault plan; a row is anomalous from its vehicle's fault onset on. Half of the vehicles that
+  join late (:func:`split_devices` with the run's seed and ``late_fraction``) get a fault
+  that begins within their first ``cold_fraction`` of readings, so that a cold start has
+  faults to detect;
 - ``cmapss:DIR`` — NASA C-MAPSS ``train_FD001.txt`` (and any other ``train_FD00x.txt`` in
   ``DIR``): one engine is one device, run to failure; its last ``window`` cycles are anomalous;
 - ``skab:DIR`` — the Skoltech Anomaly Benchmark: one experiment (``valve1/3.csv``) is one
@@ -28,7 +31,7 @@ from devices.faults import plan_faults
 from devices.simulator import SimulatedVehicle
 from federation.features import VEHICLE_SCHEMA, Schema, SchemaError
 
-__all__ = ["Dataset", "DatasetError", "Stream", "load"]
+__all__ = ["Dataset", "DatasetError", "Stream", "load", "split_devices"]
 
 # The columns of a C-MAPSS file: unit, cycle, three operating settings, 21 sensors.
 CMAPSS_SETTINGS = ("setting1", "setting2", "setting3")
@@ -102,15 +105,22 @@ def load(
     sep: str = ",",
     duration_s: float = 8100.0,
     limit: int | None = None,
+    late_fraction: float = 0.1,
+    cold_fraction: float = 0.1,
 ) -> Dataset:
-    """Load ``kind:arg`` (see the module docstring); ``limit`` keeps the first devices only."""
+    """Load ``kind:arg`` (see the module docstring); ``limit`` keeps the first devices only.
+
+    ``late_fraction`` and ``cold_fraction`` must be the run's (see
+    :class:`analytics.replay.Schedule`): simulated fleets plan their late devices' early faults
+    with them.
+    """
     kind, _, arg = source.partition(":")
     if not arg:
         raise DatasetError(f"dataset {source!r}: expected KIND:ARG, e.g. sim:50 or cmapss:DIR")
     if kind == "sim":
         if not arg.isdigit() or int(arg) < 1:
             raise DatasetError(f"dataset {source!r}: sim:N needs a whole number N >= 1")
-        return _simulated(int(arg), seed, duration_s)
+        return _simulated(int(arg), seed, duration_s, late_fraction, cold_fraction)
     if kind not in ("cmapss", "skab", "csv"):
         raise DatasetError(f"dataset {source!r}: unknown kind {kind!r} "
                            "(use sim:N, cmapss:DIR, skab:DIR or csv:DIR)")
@@ -156,9 +166,17 @@ def _named(dataset: Dataset, name: str) -> Dataset:
                    dataset.reference, dataset.time_unit, notes, schema)
 
 
-def _simulated(vehicles: int, seed: int, duration_s: float) -> Dataset:
+def _simulated(vehicles: int, seed: int, duration_s: float, late_fraction: float,
+               cold_fraction: float) -> Dataset:
     ids = [f"veh-{i:04d}" for i in range(vehicles)]
     plan = plan_faults(ids, seed)
+    late = sorted(split_devices(ids, late_fraction, seed))
+    if late:
+        # Onsets between a tenth and half of the cold-start window: there are healthy readings
+        # before it to rank against, and a fault under way to detect in it.
+        window_s = cold_fraction * duration_s
+        plan |= plan_faults(late, seed, fault_fraction=0.5,
+                            onset_s=(0.1 * window_s, 0.5 * window_s))
     streams = []
     columns = VEHICLE_SCHEMA.names
     steps = int(duration_s)
@@ -287,10 +305,14 @@ def _varies(column: np.ndarray) -> bool:
     return finite.size > 0 and bool(finite.max() > finite.min())
 
 
-def split_devices(streams: Sequence[Stream], fraction: float, seed: int) -> set[str]:
-    """A seeded choice of ``fraction`` of the devices (at least one of two or more)."""
-    if len(streams) < 2 or fraction <= 0:
+def split_devices(devices: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """A seeded choice of ``fraction`` of the device ids (at least one of two or more).
+
+    >>> sorted(split_devices(["a", "b", "c", "d"], 0.5, seed=0))
+    ['c', 'd']
+    """
+    if len(devices) < 2 or fraction <= 0:
         return set()
-    count = min(len(streams) - 1, max(1, round(fraction * len(streams))))
-    chosen = np.random.default_rng(seed).choice(len(streams), size=count, replace=False)
-    return {streams[i].device_id for i in chosen}
+    count = min(len(devices) - 1, max(1, round(fraction * len(devices))))
+    chosen = np.random.default_rng(seed).choice(len(devices), size=count, replace=False)
+    return {devices[i] for i in chosen}

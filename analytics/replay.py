@@ -76,7 +76,7 @@ class Schedule:
         if round_rows < 1:
             raise ValueError(f"round_rows must be at least 1, got {round_rows}")
         streams = dataset.streams
-        late = split_devices(streams, late_fraction, seed)
+        late = split_devices([s.device_id for s in streams], late_fraction, seed)
         join_tick = int(np.median([len(s) for s in streams])) // 2
         order = tuple(np.random.default_rng(seed).permutation(len(streams)).tolist())
         start = {s.device_id: join_tick if s.device_id in late else 0 for s in streams}

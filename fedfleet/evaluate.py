@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,9 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--tuning", choices=["vehicle", "engine", "rig"],
                         help="device settings (devices/tuning.py); default: by dataset kind "
                              "(sim and csv: vehicle, cmapss: engine, skab: rig)")
+    parser.add_argument("--prior-readings", type=float, metavar="N",
+                        help="the most readings the fleet's model counts for in a device's "
+                             "model, instead of the preset's (0: the fleet's model is not used)")
     parser.add_argument("--cold-fraction", type=float, default=0.1, metavar="F",
                         help="cold start is scored over the late devices' first F of rows (0.1)")
 
@@ -59,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
     try:  # all of it now: a missing library is a usage error before the run, not after
         from analytics.datasets import DatasetError, load
         from analytics.plot import draw
-        from analytics.replay import TUNINGS, stderr_progress
+        from analytics.replay import TUNINGS, stderr_progress, tuning_for
         from analytics.report import evaluate
     except ImportError as exc:
         print(f"fedfleet evaluate: error: {exc.name} is missing; install the evaluation "
@@ -69,7 +73,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         print(f"loading {args.dataset} ...", file=sys.stderr)
         dataset = load(args.dataset, seed=args.seed, window=args.window, time_col=args.time_col,
-                       label_col=args.label_col, sep=sep, limit=args.devices)
+                       label_col=args.label_col, sep=sep, limit=args.devices,
+                       late_fraction=args.late_fraction, cold_fraction=args.cold_fraction)
     except DatasetError as exc:
         print(f"fedfleet evaluate: error: {exc}", file=sys.stderr)
         return 2
@@ -77,10 +82,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(f"{len(dataset.streams)} devices, {dataset.rows:,} rows, "
           f"{len(dataset.schema)} features", file=sys.stderr)
+    tuning = TUNINGS[args.tuning] if args.tuning else tuning_for(dataset)
+    if args.prior_readings is not None:
+        tuning = replace(tuning, prior_readings=args.prior_readings)
     report, runs = evaluate(dataset, epsilons=args.epsilon, seed=args.seed,
                             round_rows=args.round_rows, late_fraction=args.late_fraction,
-                            cold_fraction=args.cold_fraction,
-                            tuning=TUNINGS[args.tuning] if args.tuning else None,
+                            cold_fraction=args.cold_fraction, tuning=tuning,
                             progress=stderr_progress())
     report["settings"]["window"] = args.window
     if args.out:
@@ -102,6 +109,8 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         return "--devices must be at least 2"
     if not 0 <= args.late_fraction < 1:
         return "--late-fraction must be in [0, 1)"
+    if args.prior_readings is not None and not 0 <= args.prior_readings < math.inf:
+        return "--prior-readings must be a number >= 0"
     if not 0 < args.cold_fraction <= 1:
         return "--cold-fraction must be in (0, 1]"
     if len(args.sep) != 1 and args.sep != "\\t":

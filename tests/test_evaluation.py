@@ -109,6 +109,17 @@ def test_simulated_labels_start_at_the_fault_onset():
     assert 900 <= onset <= 2700 and faulty[0].labels[int(onset):].all()
 
 
+def test_half_the_simulated_late_devices_have_a_fault_in_their_cold_start_window():
+    fleet = load("sim:20", seed=4, duration_s=3000, late_fraction=0.2, cold_fraction=0.1)
+    plan = Schedule.plan(fleet, seed=4, late_fraction=0.2)
+    window = 300  # a tenth of each late device's 3,000 readings
+
+    early = {s.device_id: bool(s.labels[:window].any()) and not s.labels[:window].all()
+             for s in fleet.streams if s.device_id in plan.late}
+    assert len(early) == 4 and sum(early.values()) == 2
+    assert not any(s.labels[:window].any() for s in fleet.streams if s.device_id not in plan.late)
+
+
 def test_csv_folders_load_through_the_generic_reader(tmp_path):
     for name, shift in (("a", 0.0), ("b", 1.0)):
         rows = "\n".join(f"{t};{20 + shift + t % 3};{int(t > 5)}" for t in range(8))
@@ -231,7 +242,8 @@ def test_evaluate_writes_the_report_and_the_picture(tmp_path, capsys):
     out, plot = tmp_path / "report.json", tmp_path / "report.png"
 
     code = main(["evaluate", "--dataset", f"skab:{SKAB}", "--devices", "3", "--epsilon", "5",
-                 "--out", str(out), "--plot", str(plot), "--seed", "3", "--tuning", "vehicle"])
+                 "--out", str(out), "--plot", str(plot), "--seed", "3", "--tuning", "vehicle",
+                 "--prior-readings", "50"])
 
     assert code == 0
     report = json.loads(out.read_text())
@@ -240,6 +252,7 @@ def test_evaluate_writes_the_report_and_the_picture(tmp_path, capsys):
     assert set(protocol) == {"f1", "far_pct", "mar_pct", "rows", "valve1", "held_out"}
     assert protocol["valve1"]["rows"] == protocol["rows"] and protocol["held_out"] == {"rows": 0}
     assert report["settings"]["tuning"]["threshold"] == VEHICLE.threshold != TEST_RIG.threshold
+    assert report["settings"]["tuning"]["prior_readings"] == 50
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr()
     assert "federated_dp_eps=5" in printed.out and "batch_reference" in printed.out
@@ -252,6 +265,7 @@ def test_evaluate_writes_the_report_and_the_picture(tmp_path, capsys):
      (["--dataset", "sim:3", "--epsilon", "0"], "--epsilon must be a positive number"),
      (["--dataset", "sim:3", "--window", "0"], "--window must be at least 1"),
      (["--dataset", "sim:3", "--cold-fraction", "0"], "--cold-fraction must be in (0, 1]"),
+     (["--dataset", "sim:3", "--prior-readings", "-1"], "--prior-readings must be a number"),
      (["--dataset", "sim:3", "--out", "/nowhere/r.json"], "folder /nowhere does not exist")],
 )
 def test_evaluate_usage_errors_exit_2_with_a_message(args, message, capsys):
