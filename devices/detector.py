@@ -50,6 +50,13 @@ class FleetGaussian(base.AnomalyDetector):
         Below this many readings in the model, every score is 0 (still warming up).
     max_prior_noise
         The most privacy noise per coordinate a global model may carry to be used as prior.
+    own_mean_after
+        Once the vehicle's own model holds this many readings, the prior is centred on the
+        vehicle's own mean: the fleet still says how the channels vary together, but where
+        this vehicle's healthy readings sit is its own (0: never). Vehicles differ (a hot
+        climate, another model year): centred on the fleet's mean, a new vehicle's first
+        readings look anomalous until its own data outweighs the prior, and a fault that
+        begins then is hidden among them.
 
     Examples
     --------
@@ -78,6 +85,7 @@ class FleetGaussian(base.AnomalyDetector):
         ridge: float = 1e-5,
         min_readings: int = 3000,
         max_prior_noise: float = MAX_PRIOR_NOISE,
+        own_mean_after: int = 60,
     ) -> None:
         self.schema = schema
         self.max_prior_noise = max_prior_noise
@@ -85,6 +93,7 @@ class FleetGaussian(base.AnomalyDetector):
         self.refresh_every = refresh_every
         self.ridge = ridge
         self.min_readings = min_readings
+        self.own_mean_after = own_mean_after
         self._recent = covariance.EmpiricalCovariance(ddof=0)
         self._history = ModelSummary.empty(schema.names)
         self._prior = ModelSummary.empty(schema.names)
@@ -120,7 +129,11 @@ class FleetGaussian(base.AnomalyDetector):
 
     def model(self) -> ModelSummary:
         """Everything the detector currently believes: prior, own history and recent data."""
-        return self._prior + self._history + self._recent_summary()
+        own = self._history + self._recent_summary()
+        prior = self._prior
+        if self.own_mean_after and own.n >= self.own_mean_after and prior.n:
+            prior = ModelSummary(prior.features, prior.n, own.mean, prior.cov)
+        return prior + own
 
     def take_summary(self) -> ModelSummary:
         """Summarise the readings learned since the last call, and fold them into history."""

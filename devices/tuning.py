@@ -32,6 +32,9 @@ class Tuning:
         Readings between recomputations of the precision matrix.
     burn_in_readings
         A device's first readings, learned whatever their level (its own baseline).
+    own_mean_after
+        Readings after which the fleet's model is centred on the device's own mean
+        (:class:`devices.detector.FleetGaussian`; 0: never).
     learn_below
         After the burn-in, a reading is learned only while every subsystem's level is below.
     alpha
@@ -57,6 +60,7 @@ class Tuning:
     min_readings: int = 3000
     refresh_every: int = 120
     burn_in_readings: int = 600
+    own_mean_after: int = 60
     learn_below: float = 1.5
     alpha: float = 0.02
     threshold: float = 4.0
@@ -66,7 +70,8 @@ class Tuning:
 
     def detector(self, schema: Schema) -> FleetGaussian:
         return FleetGaussian(schema, prior_readings=self.prior_readings,
-                             refresh_every=self.refresh_every, min_readings=self.min_readings)
+                             refresh_every=self.refresh_every, min_readings=self.min_readings,
+                             own_mean_after=self.own_mean_after)
 
     def policy(self, schema: Schema) -> AlertPolicy:
         return AlertPolicy(self.threshold, self.alpha, self.cooldown_s, schema=schema,
@@ -82,11 +87,14 @@ class Tuning:
 
 
 VEHICLE = Tuning()
-"""A road vehicle read once a second (the simulator, OBD-II)."""
+"""A road vehicle read once a second (the simulator, OBD-II). After its first minute the
+fleet's model is centred on the vehicle's own mean: on ``sim:50`` the late-joining vehicles'
+PR-AUC over their first 10 % of readings rises from 0.14 to 0.52 (each alone: 0.22, it does
+not score yet), and federated beats local on 10 of 12 faulty vehicles instead of 9."""
 
 ENGINE_CYCLES = Tuning(prior_readings=400.0, min_readings=30, refresh_every=1,
-                       burn_in_readings=30, learn_below=2.0, alpha=0.2, threshold=1.82,
-                       cooldown_s=1e9)
+                       burn_in_readings=30, own_mean_after=0, learn_below=2.0, alpha=0.2,
+                       threshold=1.82, cooldown_s=1e9)
 """A machine read once per duty cycle and run for a few hundred (C-MAPSS turbofans). The
 fleet's model anchors what a new engine's healthy sensors look like, so it weighs as much
 as two engine lives (its own mean alone absorbs early wear: PR-AUC 0.94 instead of 0.97).
@@ -97,8 +105,8 @@ cycles: on FD001 0.85, with a median first-alert lead of 20 cycles (1.80: 1.02 a
 1.85: 0.57 and 19)."""
 
 TEST_RIG = Tuning(prior_readings=0.0, min_readings=100, refresh_every=10,
-                  burn_in_readings=400, learn_below=0.0, alpha=0.05, threshold=1.0,
-                  cooldown_s=1e9, calibrate_readings=400, calibrate_factor=1.25)
+                  burn_in_readings=400, own_mean_after=0, learn_below=0.0, alpha=0.05,
+                  threshold=1.0, cooldown_s=1e9, calibrate_readings=400, calibrate_factor=1.25)
 """One experiment per set-up of a test rig read once a second (SKAB). Each experiment runs
 the rig at a set-up of its own, so another set-up's normal only hides faults: the fleet's
 model is not used as a prior, and the first 400 readings (the benchmark's training part)

@@ -14,6 +14,7 @@ from devices.alerts import AlertPolicy
 from devices.detector import FleetGaussian
 from devices.tuning import ENGINE_CYCLES, TEST_RIG
 from federation.features import Feature, Schema
+from federation.summary import ModelSummary
 
 
 def _schema(shared: bool) -> Schema:
@@ -59,6 +60,25 @@ def test_a_lone_sensor_off_does_not_carry_a_four_sensor_subsystem():
 
     assert policy.observe(0.0, {"t0_c": 4.0, "t1_c": 0.0, "t2_c": 0.0, "t3_c": 0.0}) is None
     assert policy.level == 2.0
+
+
+def test_once_it_has_its_own_readings_the_fleets_model_is_centred_on_them():
+    schema, rng = _schema(shared=True), np.random.default_rng(3)
+    fleet = np.array([[schema.features[i].scale(v) for i, v in enumerate(r.values())]
+                      for r in (_reading(rng) for _ in range(500))])
+    prior = ModelSummary.from_array(schema.names, fleet)
+    mine = [schema.scale(_reading(rng) | {"t0_c": _reading(rng)["t0_c"] + 5}) for _ in range(80)]
+    own = ModelSummary.from_array(schema.names, np.array([list(x.values()) for x in mine]))
+    centred, fleet_centred = (FleetGaussian(schema, prior_readings=500, own_mean_after=after)
+                              for after in (60, 0))
+    for detector in (centred, fleet_centred):
+        detector.set_global(prior)
+        for x in mine:
+            detector.learn_one(x)
+
+    assert np.allclose(centred.model().mean, own.mean)
+    assert np.allclose(centred.model().cov, (500 * prior.cov + 80 * own.cov) / 580)
+    assert np.allclose(fleet_centred.model().mean, (500 * prior.mean + 80 * own.mean) / 580)
 
 
 def test_a_calibrated_threshold_is_a_factor_over_the_baselines_highest_level():

@@ -101,7 +101,7 @@ def test_skab_labels_follow_the_anomaly_column_row_for_row():
 
 
 def test_simulated_labels_start_at_the_fault_onset():
-    fleet = load("sim:5", seed=3, duration_s=3000)
+    fleet = load("sim:5", seed=3, duration_s=3000, late_fraction=0)
 
     faulty = [s for s in fleet.streams if s.failure_s is not None]
     assert len(faulty) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from devices.detector import FleetGaussian
 from devices.sources import Reading, SensorSource
 from devices.vehicle import Vehicle
 from federation import messages, topics
@@ -165,10 +166,11 @@ def _fleet_model(version: int = 7) -> GlobalModel:
     return GlobalModel(version, version, 30, ModelSummary.from_array(FEATURE_NAMES, rows), 0.0)
 
 
-def _unlike_the_fleet(burn_in_readings: int) -> Vehicle:
+def _unlike_the_fleet(burn_in_readings: int, own_mean_after: int = 0) -> Vehicle:
     """A healthy vehicle whose coolant runs 3 degrees above the fleet's, after 900 readings."""
     vehicle = Vehicle("veh-0002", Steady(seed=2), mechanism=None, clock=lambda: 0.0,
-                      burn_in_readings=burn_in_readings)
+                      burn_in_readings=burn_in_readings,
+                      detector=FleetGaussian(own_mean_after=own_mean_after))
     vehicle.on_message(topics.MODEL_TOPIC, messages.encode(_fleet_model()))
     vehicle.source.hot = 3.0
     for _ in range(900):
@@ -184,3 +186,13 @@ def test_a_healthy_vehicle_unlike_the_fleet_learns_its_own_normal_during_burn_in
     assert settled.detector.model().n == prior + 600
     assert stuck.detector.model().n < prior + 60  # suspicious within its first minute
     assert settled.policy.level < 0.9 * stuck.policy.level
+
+
+def test_centred_on_its_own_mean_a_vehicle_unlike_the_fleet_is_not_suspicious():
+    centred = _unlike_the_fleet(burn_in_readings=150, own_mean_after=60)
+    stuck = _unlike_the_fleet(burn_in_readings=150)
+
+    prior = centred.detector.prior_readings
+    assert centred.detector.model().n > prior + 850  # it went on learning its own normal
+    assert stuck.detector.model().n == prior + 150  # suspicious from its burn-in's end on
+    assert centred.policy.level < 0.5 * stuck.policy.level
