@@ -11,6 +11,7 @@ online from the start, so the training part is replayed too but not scored.
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import precision_recall_curve
 
 from analytics.datasets import Dataset
 from analytics.replay import Run
@@ -24,6 +25,10 @@ def outlier_protocol(dataset: Dataset, run: Run, train_rows: int = TRAIN_ROWS,
                      prefix: str = "") -> dict[str, float]:
     """F1, FAR (%) and MAR (%) of ``run``'s alarms over every experiment's test part.
 
+    ``best_f1`` is the highest F1 that any one threshold on the scores reaches over the same
+    rows: chosen on the test labels, it is not a result but the ceiling of the score's ranking
+    (what no threshold rule can beat).
+
     ``prefix`` keeps the experiments whose device id starts with it (``"valve1"``), or with
     ``!`` in front, those whose id does not.
 
@@ -35,7 +40,7 @@ def outlier_protocol(dataset: Dataset, run: Run, train_rows: int = TRAIN_ROWS,
     >>> alarms = np.array([1] * 400 + [0, 1, 1, 0], dtype=bool)
     >>> run = Run("federated", {"valve1-0": np.zeros(404)}, {"valve1-0": alarms})
     >>> outlier_protocol(Dataset("skab:x", ("a",), [stream]), run)
-    {'f1': 0.5, 'far_pct': 50.0, 'mar_pct': 50.0, 'rows': 4}
+    {'f1': 0.5, 'far_pct': 50.0, 'mar_pct': 50.0, 'rows': 4, 'best_f1': 0.667}
     """
     keep = prefix.removeprefix("!")
     streams = [s for s in dataset.streams
@@ -44,6 +49,7 @@ def outlier_protocol(dataset: Dataset, run: Run, train_rows: int = TRAIN_ROWS,
         return {"rows": 0}
     labels = np.concatenate([s.labels[train_rows:] for s in streams]).astype(bool)
     alarms = np.concatenate([run.alarms[s.device_id][train_rows:] for s in streams])
+    scores = np.concatenate([run.scores[s.device_id][train_rows:] for s in streams])
     tp = int((alarms & labels).sum())
     fp = int((alarms & ~labels).sum())
     fn = int((~alarms & labels).sum())
@@ -52,4 +58,13 @@ def outlier_protocol(dataset: Dataset, run: Run, train_rows: int = TRAIN_ROWS,
     return {"f1": round(f1, 3),
             "far_pct": round(100 * fp / (fp + tn), 2) if fp + tn else 0.0,
             "mar_pct": round(100 * fn / (fn + tp), 2) if fn + tp else 0.0,
-            "rows": len(labels)}
+            "rows": len(labels), "best_f1": _best_f1(labels, scores)}
+
+
+def _best_f1(labels: np.ndarray, scores: np.ndarray) -> float:
+    if not labels.any():
+        return 0.0
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+    return round(float(f1.max()), 3)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
-from analytics.datasets import DatasetError, load
+from analytics.datasets import Dataset, DatasetError, Stream, load
 from analytics.metrics import detection, lead_time
-from analytics.replay import Schedule, privacy_mechanism, run_online
+from analytics.replay import Run, Schedule, privacy_mechanism, run_online
+from analytics.skab import outlier_protocol
 from analytics.report import _wins, evaluate
 from devices.tuning import TEST_RIG, VEHICLE
 from fedfleet.cli import main
@@ -191,6 +192,21 @@ def test_the_report_has_the_documented_shape_and_is_json(cmapss_report):
     json.dumps(report)
 
 
+def test_skab_protocol_scores_the_test_parts_only_and_gives_the_ranking_ceiling():
+    labels = np.array([1] * 5 + [0] * 400 + [0, 0, 1, 1, 1])
+    stream = Stream("other-2", np.arange(410.0), np.zeros((410, 1)), labels)
+    scores = np.r_[np.zeros(400), [0.1, 0.4, 0.3, 0.5, 0.6, 0.7, 0.78, 0.8, 0.85, 0.95]]
+    run = Run("local", {"other-2": scores}, {"other-2": scores > 0.75})
+
+    protocol = outlier_protocol(Dataset("skab:x", ("a",), [stream]), run, prefix="other")
+
+    assert protocol["rows"] == 10 and protocol["mar_pct"] == 0.0  # 5 training-part anomalies
+    assert protocol["far_pct"] == round(100 / 7, 2)
+    assert protocol["best_f1"] == 1.0 > protocol["f1"] == round(6 / 7, 3)
+    assert outlier_protocol(Dataset("skab:x", ("a",), [stream]), run, prefix="!other") == {
+        "rows": 0}
+
+
 def test_per_device_comparisons_count_fewer_false_alarms_as_better():
     per_device = {d: {"federated": {"anomalous": 1, "pr_auc": 1.0, "false_alarms_per_1000": f},
                       "local": {"anomalous": 1, "pr_auc": p, "false_alarms_per_1000": 5.0}}
@@ -249,7 +265,8 @@ def test_evaluate_writes_the_report_and_the_picture(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["dataset"] == f"skab:{SKAB}" and report["devices"] == 3
     protocol = report["skab_protocol"]["federated"]
-    assert set(protocol) == {"f1", "far_pct", "mar_pct", "rows", "valve1", "held_out"}
+    assert set(protocol) == {"f1", "far_pct", "mar_pct", "rows", "best_f1", "valve1", "held_out"}
+    assert protocol["best_f1"] >= protocol["f1"]
     assert protocol["valve1"]["rows"] == protocol["rows"] and protocol["held_out"] == {"rows": 0}
     assert report["settings"]["tuning"]["threshold"] == VEHICLE.threshold != TEST_RIG.threshold
     assert report["settings"]["tuning"]["prior_readings"] == 50
