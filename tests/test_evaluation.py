@@ -12,8 +12,8 @@ from sklearn.metrics import average_precision_score, precision_recall_fscore_sup
 from analytics.datasets import Dataset, DatasetError, Stream, load
 from analytics.metrics import detection, lead_time
 from analytics.replay import Run, Schedule, privacy_mechanism, run_online
-from analytics.skab import outlier_protocol
 from analytics.report import _wins, evaluate
+from analytics.skab import outlier_protocol
 from devices.tuning import TEST_RIG, VEHICLE
 from fedfleet.cli import main
 
