@@ -15,7 +15,9 @@ its alarm is whether that level passed the policy's threshold: what the device a
 
 - ``local``: no rounds;
 - ``federated``: rounds with exact summaries;
-- ``federated_dp``: rounds with the vehicle's privacy mechanism (see :func:`privacy_mechanism`);
+- ``federated_dp``: rounds with the vehicle's privacy mechanism (see :func:`privacy_mechanism`),
+  each device keeping a privacy ledger with the run's budget; with ``central`` the devices
+  send clipped summaries and the gateway noises their aggregate (:mod:`gateway.central`);
 - ``centralized``: every device scores with, and learns into, one shared detector (all rows
   pooled in time order), each keeping its own alert policy;
 - ``batch_reference``: see :mod:`analytics.batch`.
@@ -24,28 +26,33 @@ its alarm is whether that level passed the policy's threshold: what the device a
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
 from analytics.datasets import Dataset, Stream, split_devices
+from devices.ledger import PrivacyLedger
 from devices.sources import Reading, SensorSource
 from devices.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE, Tuning
 from devices.vehicle import Vehicle
 from federation import messages, topics
+from federation.accounting import Spend, epsilon_spent, gaussian_noise_multiplier
 from federation.features import Schema
 from federation.messages import GlobalModel, RoundOpen, Update
-from federation.privacy import GaussianMechanism, SeededNoise
+from federation.privacy import Mechanism, SeededNoise, make_mechanism
 from gateway.rounds import Round
 from gateway.strategy import ExactMerge
 
 __all__ = [
-    "TUNINGS", "Progress", "Run", "Schedule", "privacy_mechanism", "run_online", "tuning_for",
+    "CLIP_NORM", "TUNINGS", "Progress", "Run", "Schedule", "privacy_mechanism", "run_online",
+    "tuning_for",
 ]
 
 Progress = Callable[[str, int, int], None]
@@ -95,19 +102,58 @@ class Run:
     seconds: float = 0.0
     rejected: dict[str, int] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
+    updates: int = 0
+    noise_std: float = 0.0
 
 
+CLIP_NORM = 0.5  # the fleet's default (fedfleet/config.py)
+
+
+@lru_cache(maxsize=64)
 def privacy_mechanism(epsilon: float, updates: int, delta: float = 1e-5,
-                      clip_norm: float = 0.5) -> GaussianMechanism:
-    """The vehicle's privacy mechanism spending ``epsilon`` over at most ``updates`` updates.
+                      clip_norm: float = CLIP_NORM, kind: str = "gaussian") -> Mechanism:
+    """The vehicle's privacy mechanism whose ``updates`` updates compose to ``epsilon``.
 
-    The one place the replay calls :mod:`federation.privacy`: the whole run's budget is split
-    evenly over the updates a device can send, composed by basic composition.
+    The per-update epsilon is
+    calibrated against the accountant the vehicle's ledger uses
+    (:func:`~federation.accounting.epsilon_spent`), so that a device sending ``updates``
+    updates spends its whole budget, to a relative ``1e-3`` below it, never above: Gaussian
+    rounds compose far below ``updates`` times one round, so an even split would leave most of
+    the budget unspent. Results are cached: every regime of a run calibrates once.
 
-    >>> round(privacy_mechanism(10.0, updates=5).epsilon, 6)
-    2.0
+    >>> mechanism = privacy_mechanism(10.0, updates=5)
+    >>> total = epsilon_spent([mechanism.spend] * 5, 1e-5)
+    >>> mechanism.epsilon > 10.0 / 5, 0.999 * 10.0 <= total <= 10.0
+    (True, True)
     """
-    return GaussianMechanism(epsilon=epsilon / max(1, updates), delta=delta, clip_norm=clip_norm)
+    def total(per_update: float) -> float:
+        spend = make_mechanism(kind, per_update, delta, clip_norm).spend
+        return epsilon_spent([spend] * updates, delta)
+
+    if updates <= 1:
+        return make_mechanism(kind, epsilon, delta, clip_norm)
+    guess, step = _first_guess(kind, epsilon, updates, delta), 1.02
+    if total(guess) <= epsilon:
+        low, high = guess, guess * step
+        while total(high) <= epsilon:
+            low, high = high, high * step
+    else:
+        low, high = guess / step, guess
+        while total(low) > epsilon:
+            low, high = low / step, low
+    while high / low > 1 + 1e-3:
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if total(middle) <= epsilon else (low, middle)
+    return make_mechanism(kind, low, delta, clip_norm)
+
+
+def _first_guess(kind: str, epsilon: float, updates: int, delta: float) -> float:
+    """Close to the calibrated per-update epsilon: ``k`` Gaussian releases at multiplier
+    ``m`` are one at ``m / sqrt(k)``; Laplace releases compose nearly additively."""
+    if kind != "gaussian":
+        return epsilon / updates
+    multiplier = gaussian_noise_multiplier(epsilon, delta) * math.sqrt(updates)
+    return epsilon_spent([Spend("gaussian", multiplier)], delta)
 
 
 class _Rows(SensorSource):
@@ -141,24 +187,30 @@ def run_online(
     regime: str,
     *,
     seed: int,
-    mechanism: GaussianMechanism | None = None,
+    mechanism: Mechanism | None = None,
+    central: bool = False,
+    budget: float = math.inf,
     tuning: Tuning | None = None,
     progress: Progress | None = None,
 ) -> Run:
     """Replay ``dataset`` under ``regime`` (``local``, ``federated``, ``federated_dp``,
-    ``centralized``); ``mechanism`` noises the updates of ``federated_dp``; the devices run
-    with ``tuning`` (by default the preset for the dataset's kind)."""
+    ``centralized``); ``mechanism`` privatizes the updates of ``federated_dp``, on each device
+    or, with ``central``, at the gateway; each device stops sending updates once its ledger
+    says they would pass ``budget``; the devices run with ``tuning`` (by default the preset
+    for the dataset's kind)."""
     tuning = tuning or tuning_for(dataset)
     shared = tuning.detector(dataset.schema) if regime == "centralized" else None
     clock = [0.0]
     vehicles = [
         Vehicle(_vehicle_id(s.device_id), _Rows(s, dataset.columns), mechanism=mechanism,
-                noise=SeededNoise([seed, i]), clock=lambda: clock[0],
+                central=central, noise=SeededNoise([seed, i]), clock=lambda: clock[0],
+                ledger=PrivacyLedger(None, budget=budget,
+                                     delta=mechanism.delta if mechanism else 0.5),
                 **tuning.vehicle_kwargs(dataset.schema, shared))
         for i, s in enumerate(dataset.streams)
     ]
-    gateway = (_Gateway(schedule.round_rows, dataset.schema) if regime.startswith("federated")
-               else None)
+    gateway = (_Gateway(schedule.round_rows, dataset.schema, SeededNoise([seed, len(vehicles)]))
+               if regime.startswith("federated") else None)
     run = Run(regime, {s.device_id: np.zeros(len(s)) for s in dataset.streams},
               {s.device_id: np.zeros(len(s), dtype=bool) for s in dataset.streams})
     starts = [schedule.start[s.device_id] for s in dataset.streams]
@@ -181,6 +233,8 @@ def run_online(
     run.seconds = time.monotonic() - began
     run.rounds = gateway.rounds if gateway else 0
     run.epsilon_spent = max(v.ledger.epsilon_total for v in vehicles)
+    run.updates = sum(v.updates_sent for v in vehicles)
+    run.noise_std = gateway.model.noise_std if gateway and gateway.model else 0.0
     run.rejected = dict(sum((v.rejected for v in vehicles), Counter()))
     run.thresholds = {s.device_id: v.policy.threshold
                       for s, v in zip(dataset.streams, vehicles, strict=True)}
@@ -211,9 +265,10 @@ def _quiet(logger: str) -> Iterator[None]:
 class _Gateway:
     """The gateway's round cycle without a network: accept, merge, publish to every device."""
 
-    def __init__(self, round_rows: int, schema: Schema) -> None:
+    def __init__(self, round_rows: int, schema: Schema, noise: SeededNoise) -> None:
         self.round_rows = round_rows
         self.schema = schema
+        self.noise = noise
         self.strategy = ExactMerge()
         self.model: GlobalModel | None = None
         self.round: Round | None = None
@@ -224,7 +279,8 @@ class _Gateway:
         """Close the open round (merging it if it met its quorum) and open the next."""
         fresh = []
         if self.round is not None and self.round.quorum_met:
-            self.model = self.round.merge(self.model, self.strategy, self.schema, float(tick))
+            self.model = self.round.merge(self.model, self.strategy, self.schema, float(tick),
+                                         self.noise)
             fresh.append((topics.MODEL_TOPIC, messages.encode(self.model)))
         version = self.model.version if self.model else 0
         info = RoundOpen(self.rounds + 1, float(tick), float(tick + self.round_rows), 1, version,

@@ -25,8 +25,17 @@ from analytics import skab
 from analytics.batch import run_batch
 from analytics.datasets import Dataset
 from analytics.metrics import detection, lead_time, lead_times, wins
-from analytics.replay import Progress, Run, Schedule, privacy_mechanism, run_online, tuning_for
+from analytics.replay import (
+    CLIP_NORM,
+    Progress,
+    Run,
+    Schedule,
+    privacy_mechanism,
+    run_online,
+    tuning_for,
+)
 from devices.tuning import Tuning
+from federation.privacy import make_mechanism
 
 __all__ = ["dp_regime", "evaluate"]
 
@@ -51,23 +60,39 @@ def evaluate(
     late_fraction: float = 0.1,
     cold_fraction: float = 0.1,
     delta: float = 1e-5,
+    privacy: str = "local",
+    mechanism: str = "gaussian",
+    epsilon_per_round: float | None = None,
     tuning: Tuning | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], dict[str, Run]]:
-    """Replay every regime on identical streams and schedule; return the report and runs."""
+    """Replay every regime on identical streams and schedule; return the report and runs.
+
+    Each of ``epsilons`` is a device's budget over the whole run, for one noised regime with
+    ``mechanism`` noise added on the devices (``privacy="local"``) or at the gateway
+    (``"central"``). By default each update spends what makes the most updates any device can
+    send compose to the budget; with ``epsilon_per_round`` each spends that, and a device
+    stops sending updates once its ledger says the next would pass its budget."""
     schedule = Schedule.plan(dataset, seed, round_rows, late_fraction)
     tuning = tuning or tuning_for(dataset)
     runs = {name: run_online(dataset, schedule, name, seed=seed, tuning=tuning,
                              progress=progress)
             for name in ONLINE}
     updates = max(math.ceil(len(s) / round_rows) + 1 for s in dataset.streams)
+    noised: dict[str, Any] = {}
     for epsilon in epsilons:
         name = dp_regime(epsilon)
-        mechanism = privacy_mechanism(epsilon, updates, delta)
-        runs[name] = run_online(dataset, schedule, name, seed=seed, mechanism=mechanism,
-                                tuning=tuning, progress=progress)
+        chosen = (privacy_mechanism(epsilon, updates, delta, kind=mechanism)
+                  if epsilon_per_round is None
+                  else make_mechanism(mechanism, epsilon_per_round, delta, CLIP_NORM))
+        runs[name] = run_online(dataset, schedule, name, seed=seed, mechanism=chosen,
+                                central=privacy == "central", budget=epsilon, tuning=tuning,
+                                progress=progress)
+        noised[name] = {"epsilon_per_update": round(chosen.epsilon, 6),
+                        "noise_std_per_update": round(chosen.noise_std, 6),
+                        "clip_norm": chosen.clip_norm}
     runs["batch_reference"] = run_batch(dataset, schedule, seed=seed, progress=progress)
-    regimes = {name: _pooled(dataset, run) for name, run in runs.items()}
+    regimes = {name: _pooled(dataset, run) | noised.get(name, {}) for name, run in runs.items()}
     per_device = _per_device(dataset, runs)
     report = {
         "dataset": dataset.name,
@@ -75,7 +100,9 @@ def evaluate(
         "rows": dataset.rows,
         "time_unit": dataset.time_unit,
         "settings": {"seed": seed, "round_rows": round_rows, "epsilons": list(epsilons),
-                     "delta": delta, "late_devices": sorted(schedule.late),
+                     "delta": delta, "privacy": privacy, "mechanism": mechanism,
+                     "epsilon_per_round": epsilon_per_round, "max_updates": updates,
+                     "late_devices": sorted(schedule.late),
                      "join_tick": schedule.join_tick, "cold_fraction": cold_fraction,
                      "tuning": asdict(tuning)},
         "regimes": regimes,
@@ -106,7 +133,9 @@ def _pooled(dataset: Dataset, run: Run) -> dict[str, Any]:
         leads = [lead_time(s.times_s, s.labels, run.alarms[s.device_id], s.failure_s)
                  for s in streams if s.failure_s is not None]
         metrics["lead_time"] = {"unit": dataset.time_unit, **lead_times(leads)}
-    metrics.update(rounds=run.rounds, epsilon_spent=round(run.epsilon_spent, 6),
+    metrics.update(rounds=run.rounds, updates=run.updates,
+                   epsilon_spent=round(run.epsilon_spent, 6),
+                   global_noise_std=round(run.noise_std, 6),
                    rejected_messages=run.rejected, seconds=round(run.seconds, 1))
     return metrics
 

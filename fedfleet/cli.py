@@ -120,36 +120,68 @@ def _privacy_options(parser: argparse.ArgumentParser) -> None:
                         help="each vehicle's lifetime budget: no updates past it (default 10)")
 
 
-def _check(settings: dict[str, Any]) -> None:
-    rules: list[tuple[str, Callable[[Any], bool], str]] = [
-        ("vehicles", lambda v: v >= 1, "at least 1"),
-        ("speedup", lambda v: v > 0, "greater than 0"),
-        ("round_seconds", lambda v: v > 0, "greater than 0"),
-        ("min_updates", lambda v: v >= 1, "at least 1"),
-        ("target_updates", lambda v: v >= 0, "0 or more"),
-        ("fault_fraction", lambda v: 0 <= v <= 1, "between 0 and 1"),
+Rule = tuple[str, Callable[[Any], bool], str]
+
+
+def _privacy_rules(settings: dict[str, Any]) -> list[Rule]:
+    """The privacy settings' rules, shared by the live commands and ``evaluate``."""
+    return [
+        ("epsilon_budget", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
         ("epsilon_per_round", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
         ("delta", lambda v: 0 < v < 1, "strictly between 0 and 1"),
-        ("epsilon_budget", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
         ("epsilon_budget", lambda v: v >= settings["epsilon_per_round"],
          f"at least one round's epsilon ({settings['epsilon_per_round']:g})"),
-        ("clip_norm", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
-        ("alert_report_epsilon", lambda v: 0 <= v < 50, "0 (no answers) or a number below 50"),
         ("mechanism", lambda v: v in ("gaussian", "laplace"), "gaussian or laplace"),
-        ("port", lambda v: 1 <= v <= 65535, "a TCP port (1-65535)"),
-        ("http_port", lambda v: 0 <= v <= 65535, "a TCP port (1-65535), or 0 for none"),
-        ("duration", lambda v: v >= 0, "0 or more"),
-        ("queue_size", lambda v: v >= 1, "at least 1"),
         ("privacy", lambda v: v in ("local", "central", "off"), "local, central or off"),
     ]
+
+
+def _check(settings: dict[str, Any], rules: list[Rule] | None = None) -> None:
+    if rules is None:
+        rules = [
+            *_privacy_rules(settings),
+            ("vehicles", lambda v: v >= 1, "at least 1"),
+            ("speedup", lambda v: v > 0, "greater than 0"),
+            ("round_seconds", lambda v: v > 0, "greater than 0"),
+            ("min_updates", lambda v: v >= 1, "at least 1"),
+            ("target_updates", lambda v: v >= 0, "0 or more"),
+            ("fault_fraction", lambda v: 0 <= v <= 1, "between 0 and 1"),
+            ("clip_norm", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
+            ("alert_report_epsilon", lambda v: 0 <= v < 50,
+             "0 (no answers) or a number below 50"),
+            ("port", lambda v: 1 <= v <= 65535, "a TCP port (1-65535)"),
+            ("http_port", lambda v: 0 <= v <= 65535, "a TCP port (1-65535), or 0 for none"),
+            ("duration", lambda v: v >= 0, "0 or more"),
+            ("queue_size", lambda v: v >= 1, "at least 1"),
+        ]
     for key, ok, meaning in rules:
         if not ok(settings[key]):
             raise ConfigError(f"{key.replace('_', '-')} must be {meaning}, got {settings[key]}")
 
 
+def _check_evaluate(args: argparse.Namespace) -> None:
+    """The live commands' privacy rules, for each budget ``evaluate`` is given."""
+    if args.epsilon and args.privacy == "off":
+        raise ConfigError("--privacy off runs no noised regime: drop --epsilon-budget, or "
+                          "choose --privacy local or central")
+    if args.epsilon_per_round is not None and not args.epsilon:
+        raise ConfigError("--epsilon-per-round needs at least one --epsilon-budget")
+    for budget in args.epsilon or [1.0]:
+        per_round = budget if args.epsilon_per_round is None else args.epsilon_per_round
+        settings = {"epsilon_per_round": per_round, "delta": args.delta,
+                    "epsilon_budget": budget, "mechanism": args.mechanism,
+                    "privacy": args.privacy}
+        _check(settings, _privacy_rules(settings))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "evaluate":
+        try:
+            _check_evaluate(args)
+        except ConfigError as exc:
+            print(f"fedfleet evaluate: error: {exc}", file=sys.stderr)
+            return 2
         return evaluate.main(args)
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:

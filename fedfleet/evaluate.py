@@ -14,6 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fedfleet.config import DEFAULTS
+
 __all__ = ["add_parser", "main"]
 
 
@@ -25,9 +27,25 @@ def add_parser(sub: Any) -> None:
                     "regime and report detection quality (docs/EVALUATION.md).")
     parser.add_argument("--dataset", required=True, metavar="SOURCE",
                         help="sim:N, cmapss:DIR, skab:DIR or csv:DIR")
-    parser.add_argument("--epsilon", type=float, action="append", default=[], metavar="E",
+    parser.add_argument("--epsilon", "--epsilon-budget", dest="epsilon", type=float,
+                        action="append", default=[], metavar="E",
                         help="also run federation with privacy noise at this per-device "
-                             "budget over the whole run (repeatable)")
+                             "budget over the whole run (repeatable: one regime each)")
+    parser.add_argument("--privacy", choices=["local", "central", "off"],
+                        default=DEFAULTS["privacy"],
+                        help="for the --epsilon regimes: noise each update on the device "
+                             "(local, the default) or the aggregate at the gateway (central); "
+                             "off runs no noised regime")
+    parser.add_argument("--mechanism", choices=["gaussian", "laplace"],
+                        default=DEFAULTS["mechanism"],
+                        help="Gaussian noise for (epsilon, delta) (default) or Laplace noise "
+                             "for pure epsilon")
+    parser.add_argument("--delta", type=float, default=DEFAULTS["delta"], metavar="D",
+                        help="delta of every total (default 1e-5)")
+    parser.add_argument("--epsilon-per-round", type=float, metavar="E",
+                        help="spend E on every update, and stop a device's updates at its "
+                             "budget (default: calibrate each update so that the most updates "
+                             "any device can send spend exactly the budget)")
     parser.add_argument("--out", metavar="FILE", help="write the report as JSON")
     parser.add_argument("--plot", metavar="FILE", help="draw the report (PNG, SVG, PDF)")
     parser.add_argument("--seed", type=int, default=0, metavar="K")
@@ -85,7 +103,9 @@ def main(args: argparse.Namespace) -> int:
     tuning = TUNINGS[args.tuning] if args.tuning else tuning_for(dataset)
     if args.prior_readings is not None:
         tuning = replace(tuning, prior_readings=args.prior_readings)
-    report, runs = evaluate(dataset, epsilons=args.epsilon, seed=args.seed,
+    report, runs = evaluate(dataset, epsilons=args.epsilon, seed=args.seed, delta=args.delta,
+                            privacy=args.privacy, mechanism=args.mechanism,
+                            epsilon_per_round=args.epsilon_per_round,
                             round_rows=args.round_rows, late_fraction=args.late_fraction,
                             cold_fraction=args.cold_fraction, tuning=tuning,
                             progress=stderr_progress())
@@ -99,8 +119,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _usage_problem(args: argparse.Namespace) -> str | None:
-    if any(not (e > 0 and math.isfinite(e)) for e in args.epsilon):
-        return "--epsilon must be a positive number"
     if args.window < 1:
         return "--window must be at least 1"
     if args.round_rows < 1:
@@ -134,6 +152,13 @@ def _table(report: dict[str, Any]) -> str:
         lines.append(f"federated beats local on {metric}: {_versus(versus)}")
         for finer, among in versus.get("ties", {}).items():
             lines.append(f"  among those equal on {metric}, on {finer}: {_versus(among)}")
+    for name, metrics in report["regimes"].items():
+        if "epsilon_per_update" in metrics:
+            lines.append(f"{name}: spent up to {metrics['epsilon_spent']:g} per device "
+                         f"({metrics['updates']} updates at epsilon "
+                         f"{metrics['epsilon_per_update']:g}, noise std "
+                         f"{metrics['noise_std_per_update']:.3g} per coordinate each; "
+                         f"global model's {metrics['global_noise_std']:.3g})")
     lines.append(f"ratios of pooled PR-AUC: {report['ratios']}")
     cold = report["cold_start"]
     if "federated" in cold:

@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score, precision_recall_fscore_sup
 
 from analytics.datasets import Dataset, DatasetError, Stream, load
 from analytics.metrics import detection, lead_time
-from analytics.replay import Run, Schedule, privacy_mechanism, run_online
+from analytics.replay import Run, Schedule, run_online
 from analytics.report import _wins, evaluate
 from analytics.skab import outlier_protocol
 from devices.tuning import TEST_RIG, VEHICLE
@@ -245,12 +245,6 @@ def test_a_late_device_starts_with_the_fleets_model():
     assert not local.scores[late].any()
 
 
-def test_the_privacy_budget_splits_evenly_over_updates():
-    mechanism = privacy_mechanism(2.0, updates=8, delta=1e-6)
-
-    assert (mechanism.epsilon, mechanism.delta) == (0.25, 1e-6)
-
-
 # The command
 
 
@@ -279,7 +273,6 @@ def test_evaluate_writes_the_report_and_the_picture(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--dataset", "sim:0"], "sim:N needs a whole number N >= 1"),
-     (["--dataset", "sim:3", "--epsilon", "0"], "--epsilon must be a positive number"),
      (["--dataset", "sim:3", "--window", "0"], "--window must be at least 1"),
      (["--dataset", "sim:3", "--cold-fraction", "0"], "--cold-fraction must be in (0, 1]"),
      (["--dataset", "sim:3", "--prior-readings", "-1"], "--prior-readings must be a number"),
