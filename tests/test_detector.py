@@ -105,7 +105,7 @@ def test_a_baseline_that_never_scored_keeps_the_given_threshold():
 def test_the_rig_preset_calibrates_on_the_benchmarks_training_part():
     policy = TEST_RIG.policy(_schema(shared=True))
 
-    assert (policy.calibrate_readings, policy.calibrate_factor) == (400, 1.25)
+    assert (policy.calibrate_readings, policy.calibrate_factor) == (400, 1.0)
     assert TEST_RIG.burn_in_readings == 400
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from devices.agent import DeviceAgent
 from devices.replay import CsvReplay
 from devices.sources import SensorSource
 from devices.stdin import StdinSource
-from devices.tuning import Tuning
+from devices.tuning import TEST_RIG
 from devices.vehicle import Vehicle
 from federation import topics
 from federation.features import Schema
@@ -29,10 +30,10 @@ from tests.test_device_agent import _wait_for, running_gateway
 pytestmark = pytest.mark.integration
 
 SKAB = Path(__file__).parent.parent.parent / "shared" / "datasets" / "skab"
-# One experiment per set-up of the rig: its first 400 readings (the benchmark's training part,
-# free of anomalies) are the device's baseline, and it scores only once that is complete.
-RIG = Tuning(prior_readings=0.0, min_readings=400, refresh_every=10, burn_in_readings=400,
-             alpha=0.2, threshold=1.0, cooldown_s=60.0)
+# The rig preset `fedfleet device --tuning test-rig` runs (its first 400 readings, the
+# benchmark's training part, are its baseline and set its threshold), alerting at most once a
+# minute per subsystem so that each anomaly raises a few alerts.
+RIG = replace(TEST_RIG, cooldown_s=60.0)
 
 
 @pytest.fixture(scope="module")
