@@ -28,6 +28,9 @@ __all__ = ["KINDS", "Spend", "epsilon_spent", "gaussian_noise_multiplier", "roun
 KINDS = ("gaussian", "laplace", "randomized_response")
 # Width of the privacy-loss grid; the library's estimate is pessimistic (never too small).
 _DISCRETIZATION = 1e-3
+# The most grid steps across a loss's reach: at a huge epsilon a 1e-3 grid would need
+# gigabytes, so the grid coarsens instead (the estimate stays pessimistic).
+_MAX_STEPS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,26 +71,35 @@ class Spend:
         return {"kind": self.kind, "parameter": self.parameter}
 
 
-def _pld(spend: Spend, count: int) -> Any:
+def _reach(spend: Spend, count: int) -> float:
+    """About how far the privacy loss of ``count`` such releases extends (in nats)."""
+    if spend.kind == "gaussian":  # loss ~ N(mu^2/2, mu) with mu = sqrt(count) / multiplier
+        mu = math.sqrt(count) / spend.parameter
+        return mu * mu / 2 + 10 * mu
+    return count * spend.epsilon
+
+
+def _pld(spend: Spend, count: int, interval: float) -> Any:
     from dp_accounting.pld import privacy_loss_distribution as pld
 
     if spend.kind == "gaussian":  # k Gaussian releases are one with sqrt(k) less noise
         return pld.from_gaussian_mechanism(
-            spend.parameter / math.sqrt(count), value_discretization_interval=_DISCRETIZATION)
+            spend.parameter / math.sqrt(count), value_discretization_interval=interval)
     if spend.kind == "laplace":
-        one = pld.from_laplace_mechanism(spend.parameter,
-                                         value_discretization_interval=_DISCRETIZATION)
+        one = pld.from_laplace_mechanism(spend.parameter, value_discretization_interval=interval)
     else:
         one = pld.from_randomized_response(spend.parameter, 2,
-                                           value_discretization_interval=_DISCRETIZATION)
+                                           value_discretization_interval=interval)
     return one.self_compose(count) if count > 1 else one
 
 
 @lru_cache(maxsize=4096)
 def _composed(counts: tuple[tuple[Spend, int], ...], delta: float) -> float:
+    reach = sum(_reach(spend, count) for spend, count in counts)
+    interval = max(_DISCRETIZATION, reach / _MAX_STEPS)
     total = None
     for spend, count in counts:
-        part = _pld(spend, count)
+        part = _pld(spend, count, interval)
         total = part if total is None else total.compose(part)
     return 0.0 if total is None else float(total.get_epsilon_for_delta(delta))
 

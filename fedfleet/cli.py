@@ -121,13 +121,16 @@ def _privacy_options(parser: argparse.ArgumentParser) -> None:
 
 
 Rule = tuple[str, Callable[[Any], bool], str]
+# Past this an epsilon protects nothing (the noise is negligible): --privacy off says so honestly.
+MAX_EPSILON = 1e5
+_EPSILON_RANGE = f"greater than 0 and at most {MAX_EPSILON:,.0f} (beyond it, use --privacy off)"
 
 
 def _privacy_rules(settings: dict[str, Any]) -> list[Rule]:
     """The privacy settings' rules, shared by the live commands and ``evaluate``."""
     return [
-        ("epsilon_budget", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
-        ("epsilon_per_round", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
+        ("epsilon_budget", lambda v: 0 < v <= MAX_EPSILON, _EPSILON_RANGE),
+        ("epsilon_per_round", lambda v: 0 < v <= MAX_EPSILON, _EPSILON_RANGE),
         ("delta", lambda v: 0 < v < 1, "strictly between 0 and 1"),
         ("epsilon_budget", lambda v: v >= settings["epsilon_per_round"],
          f"at least one round's epsilon ({settings['epsilon_per_round']:g})"),

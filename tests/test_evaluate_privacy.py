@@ -96,15 +96,16 @@ def test_evaluate_runs_with_the_privacy_flags(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--epsilon", "0"], "epsilon-budget must be a finite number greater than 0, got 0.0"),
-     (["--epsilon", "-1"], "epsilon-budget must be a finite number greater than 0"),
-     (["--epsilon", "inf"], "epsilon-budget must be a finite number greater than 0"),
+    [(["--epsilon", "0"], "epsilon-budget must be greater than 0 and at most 100,000 "
+                          "(beyond it, use --privacy off), got 0.0"),
+     (["--epsilon", "-1"], "epsilon-budget must be greater than 0 and at most 100,000"),
+     (["--epsilon", "inf"], "epsilon-budget must be greater than 0 and at most 100,000"),
      (["--epsilon", "1", "--delta", "1"], "delta must be strictly between 0 and 1, got 1.0"),
      (["--epsilon", "1", "--delta", "0"], "delta must be strictly between 0 and 1"),
      (["--delta", "-0.1"], "delta must be strictly between 0 and 1"),
      (["--epsilon", "1", "--epsilon-per-round", "2"],
       "epsilon-budget must be at least one round's epsilon (2)"),
-     (["--epsilon", "1", "--epsilon-per-round", "0"], "epsilon-per-round must be a finite"),
+     (["--epsilon", "1", "--epsilon-per-round", "0"], "epsilon-per-round must be greater than 0"),
      (["--epsilon-per-round", "1"], "--epsilon-per-round needs at least one --epsilon-budget"),
      (["--epsilon", "1", "--privacy", "off"], "--privacy off runs no noised regime"),
      (["--mechanism", "exponential"], "invalid choice")],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import resource
 
 import dp_accounting
 import numpy as np
@@ -134,6 +135,34 @@ def test_the_total_after_k_rounds_is_the_accountants_composition(k):
 
     assert total == pytest.approx(accountant.get_epsilon(1e-5), rel=2e-3)
     assert total <= k * mechanism.epsilon + 1e-9
+
+
+def _gaussian_epsilon(sigma: float, delta: float) -> float:
+    """The exact epsilon at ``delta`` of one Gaussian release of noise multiplier ``sigma``
+    (Balle & Wang 2018, Theorem 8), solved in log space so that huge epsilons do not overflow."""
+    def excess(epsilon: float) -> float:
+        a, b = 1 / (2 * sigma), epsilon * sigma
+        tail = math.exp(epsilon + stats.norm.logcdf(-a - b))
+        return stats.norm.cdf(a - b) - tail - delta
+    return float(optimize.brentq(excess, 0.0, 1e9, xtol=1e-9, rtol=1e-12))
+
+
+@pytest.mark.parametrize("epsilon", [1e3, 1e5])
+def test_huge_epsilons_are_accounted_pessimistically_in_bounded_memory(epsilon):
+    # A fixed 1e-3 grid of privacy loss needs gigabytes past an epsilon of about 100.
+    laplace = Spend("laplace", 1 / epsilon)
+    gaussian = Spend("gaussian", gaussian_noise_multiplier(epsilon, 1e-5))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    laplace_total = epsilon_spent([laplace] * 14, 1e-5)
+    gaussian_total = epsilon_spent([gaussian] * 14, 1e-5)
+
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 500
+    # 14 Laplace releases: all 14 losses are +epsilon with probability 2^-14 > delta.
+    assert 14 * epsilon <= laplace_total <= 14 * epsilon * 1.001
+    exact = _gaussian_epsilon(gaussian.parameter / math.sqrt(14), 1e-5)
+    assert exact <= gaussian_total <= exact * 1.001
 
 
 def test_mixed_releases_compose_below_their_sum():
