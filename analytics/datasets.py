@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from devices.csvlog import CsvLogError, DeviceLog, read_folder, read_log
-from devices.faults import plan_faults
+from devices.faults import FaultSpec, plan_faults
 from devices.simulator import SimulatedVehicle
 from federation.features import VEHICLE_SCHEMA, Schema, SchemaError
 
-__all__ = ["Dataset", "DatasetError", "Stream", "load", "split_devices"]
+__all__ = ["Dataset", "DatasetError", "Stream", "load", "simulated_faults", "split_devices"]
 
 # The columns of a C-MAPSS file: unit, cycle, three operating settings, 21 sensors.
 CMAPSS_SETTINGS = ("setting1", "setting2", "setting3")
@@ -170,9 +170,18 @@ def _named(dataset: Dataset, name: str) -> Dataset:
                    dataset.reference, dataset.time_unit, notes, schema)
 
 
-def _simulated(vehicles: int, seed: int, duration_s: float, late_fraction: float,
-               cold_fraction: float) -> Dataset:
-    ids = [f"veh-{i:04d}" for i in range(vehicles)]
+def simulated_faults(ids: Sequence[str], seed: int, duration_s: float = 8100.0,
+                     late_fraction: float = 0.1,
+                     cold_fraction: float = 0.1) -> dict[str, FaultSpec]:
+    """The fault plan of ``sim:N``: the simulator's own, and early faults for half the late.
+
+    >>> ids = [f"veh-{i:04d}" for i in range(10)]
+    >>> sorted(split_devices(ids, 0.2, seed=1))
+    ['veh-0004', 'veh-0005']
+    >>> {vehicle: round(fault.onset_s)
+    ...  for vehicle, fault in simulated_faults(ids, seed=1, late_fraction=0.2).items()}
+    {'veh-0004': 388, 'veh-0005': 1662}
+    """
     plan = plan_faults(ids, seed)
     late = sorted(split_devices(ids, late_fraction, seed))
     if late:
@@ -181,6 +190,13 @@ def _simulated(vehicles: int, seed: int, duration_s: float, late_fraction: float
         window_s = cold_fraction * duration_s
         plan |= plan_faults(late, seed, fault_fraction=0.5,
                             onset_s=(0.1 * window_s, 0.5 * window_s))
+    return plan
+
+
+def _simulated(vehicles: int, seed: int, duration_s: float, late_fraction: float,
+               cold_fraction: float) -> Dataset:
+    ids = [f"veh-{i:04d}" for i in range(vehicles)]
+    plan = simulated_faults(ids, seed, duration_s, late_fraction, cold_fraction)
     streams = []
     columns = VEHICLE_SCHEMA.names
     steps = int(duration_s)

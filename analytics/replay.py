@@ -92,7 +92,8 @@ class Schedule:
 
 @dataclass
 class Run:
-    """One regime's replay: each device's score and alarm on every row, and what it cost."""
+    """One regime's replay: each device's score and alarm on every row, what it cost, and
+    the last global model of a federated regime."""
 
     regime: str
     scores: dict[str, np.ndarray]
@@ -104,6 +105,7 @@ class Run:
     thresholds: dict[str, float] = field(default_factory=dict)
     updates: int = 0
     noise_std: float = 0.0
+    model: GlobalModel | None = None
 
 
 CLIP_NORM = 0.5  # the fleet's default (fedfleet/config.py)
@@ -234,7 +236,8 @@ def run_online(
     run.rounds = gateway.rounds if gateway else 0
     run.epsilon_spent = max(v.ledger.epsilon_total for v in vehicles)
     run.updates = sum(v.updates_sent for v in vehicles)
-    run.noise_std = gateway.model.noise_std if gateway and gateway.model else 0.0
+    run.model = gateway.model if gateway else None
+    run.noise_std = run.model.noise_std if run.model else 0.0
     run.rejected = dict(sum((v.rejected for v in vehicles), Counter()))
     run.thresholds = {s.device_id: v.policy.threshold
                       for s, v in zip(dataset.streams, vehicles, strict=True)}

@@ -265,6 +265,8 @@ def test_a_late_device_starts_with_the_fleets_model():
 
     assert federated.scores[late][:60].any()
     assert not local.scores[late].any()
+    assert federated.model is not None and 0 < federated.model.version < federated.rounds
+    assert local.model is None
 
 
 # The command
