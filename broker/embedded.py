@@ -19,6 +19,8 @@ __all__ = ["BrokerError", "EmbeddedBroker"]
 
 _CHATTY_LOGGERS = ("amqtt", "transitions")
 _LISTENER = "default"
+# At a stop, how long messages already accepted (clients' last statuses) may take to go out.
+_DRAIN_S = 2.0
 
 
 class BrokerError(RuntimeError):
@@ -174,6 +176,7 @@ class EmbeddedBroker:
         started.set_result(None)
         await self._stopping.wait()
         server.close()
+        await _drain(broker, _DRAIN_S)
         await broker.shutdown()
         await server.wait_closed()
 
@@ -189,6 +192,21 @@ class EmbeddedBroker:
         await broker.start()
         await server.start_serving()
         return broker, server
+
+
+async def _drain(broker: Broker, timeout_s: float) -> None:
+    """Wait until the broker has delivered every message it accepted, or ``timeout_s``.
+
+    amqtt's shutdown drops (and warns of) messages still queued, and cancels deliveries still
+    under way; clients that stop together with the broker (the demo's fleet) publish their
+    last statuses just before. amqtt 0.12 has no public way to wait for either.
+    """
+    queue, deliveries = broker._broadcast_queue, broker._tasks_queue
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline and (
+            not queue.empty() or not all(task.done() for task in deliveries)):
+        await asyncio.sleep(0.02)
 
 
 def _config(host: str, port: int) -> BrokerConfig:

@@ -167,6 +167,24 @@ def test_the_embedded_broker_starts_and_stops_twice_on_the_same_port() -> None:
     assert urls[0] == urls[1]
 
 
+def test_the_embedded_broker_forwards_what_it_accepted_before_it_stops() -> None:
+    # The demo's vehicles publish their last statuses as the broker stops with them.
+    count = 500
+    broker = EmbeddedBroker(port=0)
+    broker.start()
+    with Peer(broker.url) as listener, Peer(broker.url) as sender:
+        listener.subscribe("test/last-words")
+        sent = [sender.client.publish("test/last-words", b"%d" % i, qos=1) for i in range(count)]
+        for info in sent:
+            info.wait_for_publish(TIMEOUT_S)  # PUBACK: the broker has accepted it
+        broker.stop()
+        _wait_until(lambda: not listener.client.is_connected(), "disconnection")
+        inbox = listener.inbox
+        received = {bytes(inbox.get_nowait().payload) for _ in range(inbox.qsize())}
+
+    assert received == {b"%d" % i for i in range(count)}
+
+
 def _topic_and_payload(message: mqtt.MQTTMessage) -> tuple[str, bytes]:
     return message.topic, bytes(message.payload)
 
