@@ -191,6 +191,7 @@ class DeviceAgent:
                 if self.meter.readings == before:
                     if self.meter.finished:
                         log.info("%s: the source has ended", self.vehicle.vehicle_id)
+                        self._last_round(min(drain_timeout_s, deadline - time.monotonic()))
                         break
                     self._wait_inbox(self.idle_wait_s)
                 if time.monotonic() >= next_status:
@@ -204,6 +205,33 @@ class DeviceAgent:
             self._shut_down(drain_timeout_s)
         if self._refused:
             raise ConnectionError(f"the broker refused {self.vehicle.vehicle_id}: {self._refused}")
+
+    def _last_round(self, timeout_s: float) -> None:
+        """Give what the vehicle learned since its last update to a round, waiting for one.
+
+        A recorded log or a pipe can end before the broker has even told the vehicle of the
+        open round (or after the vehicle sent to it): its last readings then wait for the next
+        round, up to ``timeout_s``.
+        """
+        end = time.monotonic() + timeout_s
+        said = False
+        while not self._refused:
+            self._take_inbox()
+            owed = self.vehicle.take_part()
+            for out in owed:
+                self._send(out)
+            remaining = end - time.monotonic()
+            if owed or remaining <= 0 or not self.vehicle.owes_update:
+                if not owed and self.vehicle.owes_update:
+                    log.warning("%s: no round came; %d readings learned since the last update "
+                                "stay in the vehicle's own model", self.vehicle.vehicle_id,
+                                self.vehicle.detector.recent_readings)
+                return
+            if not said:
+                log.info("%s: waiting up to %.0f s for a round to send the last readings to",
+                         self.vehicle.vehicle_id, remaining)
+                said = True
+            self._wait_inbox(min(remaining, self.idle_wait_s))
 
     def _warn_incomplete(self) -> bool:
         if not self.meter.readings or not self.meter.never_seen:

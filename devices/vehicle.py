@@ -182,9 +182,15 @@ class Vehicle:
         if subsystem is not None:
             self._alert_day = self._day
             out.append(self._alert(reading.ts_s, subsystem))
-        if self._should_update():
-            out.append(self._update())
-        return out
+        return out + self.take_part()
+
+    def take_part(self) -> list[Outgoing]:
+        """The open round's update, if the vehicle owes one and can give it; else nothing.
+
+        :meth:`step` sends updates as readings come; a vehicle whose source has ended calls
+        this as rounds arrive, so that its last readings still reach the fleet.
+        """
+        return [self._update()] if self._should_update() else []
 
     def _finite(self, values: dict[str, float]) -> dict[str, float]:
         """Drop NaN and infinite values: the channel counts as missing for this reading."""
@@ -221,12 +227,17 @@ class Vehicle:
         self.alerts_raised += 1
         return Outgoing.of(topics.alert_topic(self.vehicle_id), alert)
 
+    @property
+    def owes_update(self) -> bool:
+        """Whether the vehicle has learned enough since its last update to send one, and may."""
+        return (not self.exhausted
+                and self.detector.recent_readings >= self.min_readings_per_update)
+
     def _should_update(self) -> bool:
         return (
-            self.round is not None
-            and not self.exhausted
+            self.owes_update
+            and self.round is not None
             and self.round.round > self.last_sent_round
-            and self.detector.recent_readings >= self.min_readings_per_update
             and self.clock() < self.round.deadline
         )
 

@@ -27,7 +27,7 @@ from devices.stdin import StdinSource
 from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA
-from federation.messages import Alert, Status
+from federation.messages import Alert, RoundOpen, Status
 from federation.transport import parse_mqtt_url
 from fedfleet.progress import Progress
 from gateway.service import Gateway
@@ -151,6 +151,37 @@ def test_a_full_queue_drops_new_messages_and_counts_them(agent_thread):
     assert not status.connected
     assert status.queued == 3
     assert status.dropped == status.alerts_raised - 3 > 0
+
+
+def test_a_source_that_ends_before_any_round_gives_its_readings_to_the_next_one(
+        tmp_path, agent_thread):
+    log = tmp_path / "readings.txt"
+    log.write_bytes(simulated_lines(200))
+    with log.open("rb") as stream, Mosquitto() as broker:
+        source = StdinSource(VEHICLE_SCHEMA.names, stream=stream)
+        updates: list[messages.Update] = []
+        listener = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        listener.on_message = lambda c, u, m: updates.append(
+            messages.decode(messages.Update, m.payload))
+        listener.connect("127.0.0.1", broker.port)
+        listener.subscribe(topics.update_topic("log-1"), 1)
+        listener.loop_start()
+        agent = DeviceAgent(parse_mqtt_url(broker.url),
+                            Vehicle("log-1", source, mechanism=None), idle_wait_s=0.01)
+        agent_thread(agent, drain_timeout_s=10.0)
+        _wait_for(lambda: agent.meter.finished and agent.status().connected, 10,
+                  "the log to be read")
+        assert agent.vehicle.updates_sent == 0  # no round yet
+
+        now = time.time()
+        listener.publish(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, now, now + 30, 1, 0)),
+                         qos=1, retain=True)
+        _wait_for(lambda: bool(updates), 10, "the update")
+        listener.loop_stop()
+        listener.disconnect()
+
+    assert [(u.vehicle_id, u.round) for u in updates] == [("log-1", 1)]
+    assert updates[0].summary.n == agent.vehicle.readings > 0
 
 
 def _fedfleet(*args: str, cwd: Path, env_extra: dict[str, str] | None = None,
