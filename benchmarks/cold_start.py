@@ -19,9 +19,14 @@ same seed and driving, and no fault. Per setting it prints:
 Before them it prints how far each fault has moved its sensors from the twin's readings,
 half-way through the window and at its end.
 
-Two references get the same figures: ``clock``, a score that counts the readings since
-joining (no detector at all), and ``own model``, each vehicle judged by a model of its own
-fitted on its twin's 7,290 later healthy readings (knowledge no vehicle has when it joins).
+References get the same figures: ``clock``, a score that counts the readings since joining
+(no detector at all); ``own model``, each vehicle judged by the device's detector fitted on its
+twin's 7,290 later healthy readings (knowledge no vehicle has when it joins); and two ceilings
+of another kind, ``own linear`` and ``own linear, 60 s lags``: per vehicle, a least-squares
+fit of each health sensor on the operating conditions (and, in the second, on their 60 s
+exponential averages too, which follow the thermal lags the device's detector cannot see),
+again on the twin's later healthy readings; the score is the largest standardised residual
+smoothed as the alert level is (``alpha`` of the vehicle preset).
 
     python -m benchmarks.cold_start --vehicles 200 --set burn_in_readings=0 \\
         --set own_mean_after=0,alpha=0.01
@@ -97,6 +102,48 @@ def own_model(vehicle_id: str, seed: int, skip: int) -> FleetGaussian:
             pipeline.learn_one(reading.values)
     detector.take_summary()
     return detector
+
+
+def lagged_reference(vehicle_id: str, seed: int, readings: int,
+                     lags_s: float | None) -> tuple[Drive, np.ndarray]:
+    """The ``own linear`` ceilings: a per-vehicle regression fitted on the healthy twin, and
+    its residuals' standard deviation per health sensor there (physical units)."""
+    conditions = [f.name for f in VEHICLE_SCHEMA.features if not f.is_health]
+
+    def design(rows: list[dict[str, float]]) -> np.ndarray:
+        x = np.array([[row[name] for name in conditions] for row in rows])
+        columns = [np.ones((len(x), 1)), x]
+        if lags_s is not None:
+            gain, average, averaged = -math.expm1(-1.0 / lags_s), x[0].copy(), np.empty_like(x)
+            for k, row in enumerate(x):
+                average += gain * (row - average)
+                averaged[k] = average
+            columns.append(averaged)
+        return np.hstack(columns)
+
+    def health(rows: list[dict[str, float]]) -> np.ndarray:
+        return np.array([[row[name] for name in VEHICLE_SCHEMA.health] for row in rows])
+
+    twin = SimulatedVehicle(vehicle_id, seed)
+    rows = [twin.read().values for _ in range(int(DURATION_S))]
+    x, y = design(rows), health(rows)
+    coef, *_ = np.linalg.lstsq(x[readings:], y[readings:], rcond=None)
+    spread = (y[readings:] - x[readings:] @ coef).std(axis=0)
+
+    def drive(source: SimulatedVehicle) -> np.ndarray:
+        window = [source.read().values for _ in range(readings)]
+        z = (health(window) - design(window) @ coef) / spread
+        smoothed, levels = np.zeros(z.shape[1]), np.empty(readings)
+        for k, residual in enumerate(z):
+            smoothed += VEHICLE.alpha * (residual - smoothed)
+            levels[k] = np.abs(smoothed).max()
+        return levels
+    return drive, spread
+
+
+def by_vehicle(drives: dict[str, Drive]) -> Drive:
+    """Drive each vehicle with its own entry of ``drives``."""
+    return lambda source: drives[source.vehicle_id](source)
 
 
 def figures(drive: Drive, late: list[str], plan: dict[str, FaultSpec], seed: int,
@@ -177,6 +224,13 @@ def main() -> None:
     owned = {vehicle_id: own_model(vehicle_id, args.seed, readings) for vehicle_id in late}
     rows.append(("own model", lambda source: driver(mute, None, readings,
                                                     owned[source.vehicle_id])(source)))
+    for name, lags_s in (("own linear", None), ("own linear, 60 s lags", 60.0)):
+        fits = {v: lagged_reference(v, args.seed, readings, lags_s) for v in late}
+        median = np.median([spread for _, spread in fits.values()], axis=0)
+        pairs = zip(VEHICLE_SCHEMA.health, median, strict=True)
+        print(f"{name}: healthy residual std, median over the late vehicles: "
+              + ", ".join(f"{sensor} {value:.3g}" for sensor, value in pairs))
+        rows.append((name, by_vehicle({v: drive for v, (drive, _) in fits.items()})))
     faulty = sum(1 for v in late if v in plan and plan[v].onset_s < readings)
     print(f"{len(late)} late vehicles, {faulty} with a fault in their first {readings} "
           "readings; its shift from the healthy twin:")
