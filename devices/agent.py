@@ -214,23 +214,24 @@ class DeviceAgent:
         round, up to ``timeout_s``.
         """
         end = time.monotonic() + timeout_s
-        said = False
+        waiting = False
         while not self._refused:
             self._take_inbox()
             owed = self.vehicle.take_part()
             for out in owed:
                 self._send(out)
-            remaining = end - time.monotonic()
-            if owed or remaining <= 0 or not self.vehicle.owes_update:
-                if not owed and self.vehicle.owes_update:
-                    log.warning("%s: no round came; %d readings learned since the last update "
-                                "stay in the vehicle's own model", self.vehicle.vehicle_id,
-                                self.vehicle.detector.recent_readings)
+            if owed or not self.vehicle.owes_update:
                 return
-            if not said:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                log.warning("%s: no round came; %d readings learned since the last update "
+                            "stay in the vehicle's own model", self.vehicle.vehicle_id,
+                            self.vehicle.detector.recent_readings)
+                return
+            if not waiting:
                 log.info("%s: waiting up to %.0f s for a round to send the last readings to",
                          self.vehicle.vehicle_id, remaining)
-                said = True
+                waiting = True
             self._wait_inbox(min(remaining, self.idle_wait_s))
 
     def _warn_incomplete(self) -> bool:
