@@ -91,23 +91,27 @@ def driver(tuning: Tuning, model: GlobalModel | None, readings: int,
     return drive
 
 
-def own_model(vehicle_id: str, seed: int, skip: int) -> FleetGaussian:
+def twin_readings(vehicle_id: str, seed: int) -> list[dict[str, float]]:
+    """The vehicle's healthy twin's whole stream, read once for every reference."""
+    twin = SimulatedVehicle(vehicle_id, seed)
+    return [twin.read().values for _ in range(int(DURATION_S))]
+
+
+def own_model(twin: list[dict[str, float]], skip: int) -> FleetGaussian:
     """A model of the vehicle's own, fitted on its healthy twin's readings after ``skip``."""
     detector = VEHICLE.detector(VEHICLE_SCHEMA)
     pipeline = make_pipeline(detector)
-    twin = SimulatedVehicle(vehicle_id, seed)
-    for k in range(int(DURATION_S)):
-        reading = twin.read()
-        if k >= skip:
-            pipeline.learn_one(reading.values)
+    for values in twin[skip:]:
+        pipeline.learn_one(values)
     detector.take_summary()
     return detector
 
 
-def lagged_reference(vehicle_id: str, seed: int, readings: int,
+def lagged_reference(twin: list[dict[str, float]], readings: int,
                      lags_s: float | None) -> tuple[Drive, np.ndarray]:
-    """The ``own linear`` ceilings: a per-vehicle regression fitted on the healthy twin, and
-    its residuals' standard deviation per health sensor there (physical units)."""
+    """The ``own linear`` ceilings: a per-vehicle regression fitted on the healthy twin's
+    readings after the window, and its residuals' standard deviation per health sensor there
+    (physical units)."""
     conditions = [f.name for f in VEHICLE_SCHEMA.features if not f.is_health]
 
     def design(rows: list[dict[str, float]]) -> np.ndarray:
@@ -124,11 +128,9 @@ def lagged_reference(vehicle_id: str, seed: int, readings: int,
     def health(rows: list[dict[str, float]]) -> np.ndarray:
         return np.array([[row[name] for name in VEHICLE_SCHEMA.health] for row in rows])
 
-    twin = SimulatedVehicle(vehicle_id, seed)
-    rows = [twin.read().values for _ in range(int(DURATION_S))]
-    x, y = design(rows), health(rows)
-    coef, *_ = np.linalg.lstsq(x[readings:], y[readings:], rcond=None)
-    spread = (y[readings:] - x[readings:] @ coef).std(axis=0)
+    x, y = design(twin)[readings:], health(twin)[readings:]
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    spread = (y - x @ coef).std(axis=0)
 
     def drive(source: SimulatedVehicle) -> np.ndarray:
         window = [source.read().values for _ in range(readings)]
@@ -221,11 +223,11 @@ def main() -> None:
         ("clock", lambda source: np.arange(readings, dtype=float)),
     ]
     mute = dataclasses.replace(VEHICLE, burn_in_readings=0, learn_below=0.0)
-    owned = {vehicle_id: own_model(vehicle_id, args.seed, readings) for vehicle_id in late}
-    rows.append(("own model", lambda source: driver(mute, None, readings,
-                                                    owned[source.vehicle_id])(source)))
+    twins = {v: twin_readings(v, args.seed) for v in late}
+    rows.append(("own model", by_vehicle({
+        v: driver(mute, None, readings, own_model(twins[v], readings)) for v in late})))
     for name, lags_s in (("own linear", None), ("own linear, 60 s lags", 60.0)):
-        fits = {v: lagged_reference(v, args.seed, readings, lags_s) for v in late}
+        fits = {v: lagged_reference(twins[v], readings, lags_s) for v in late}
         median = np.median([spread for _, spread in fits.values()], axis=0)
         pairs = zip(VEHICLE_SCHEMA.health, median, strict=True)
         print(f"{name}: healthy residual std, median over the late vehicles: "
