@@ -4,9 +4,9 @@ A source names a loader and its argument:
 
 - ``sim:N`` — ``N`` simulated vehicles (:mod:`devices.simulator`) with the simulator's own
   fault plan; a row is anomalous from its vehicle's fault onset on. Half of the vehicles that
-  join late (:func:`split_devices` with the run's seed and ``late_fraction``) get a fault
-  that begins within their first ``cold_fraction`` of readings, so that a cold start has
-  faults to detect;
+  join late (:func:`split_devices` with the run's seed and ``late_fraction``) get a fault, so
+  that a cold start has faults to detect: in turn, one that begins within their first
+  ``cold_fraction`` of readings, and one they arrive with (a used vehicle joining the fleet);
 - ``cmapss:DIR`` — NASA C-MAPSS ``train_FD001.txt`` (and any other ``train_FD00x.txt`` in
   ``DIR``): one engine is one device, run to failure; its last ``window`` cycles are anomalous;
 - ``skab:DIR`` — the Skoltech Anomaly Benchmark: one experiment (``valve1/3.csv``) is one
@@ -175,12 +175,22 @@ def simulated_faults(ids: Sequence[str], seed: int, duration_s: float = 8100.0,
                      cold_fraction: float = 0.1) -> dict[str, FaultSpec]:
     """The fault plan of ``sim:N``: the simulator's own, and early faults for half the late.
 
+    The late vehicles' faults alternate (in the order of their ids) between one that begins
+    between a tenth and a half of the way through the cold-start window, and one the vehicle
+    arrives with, a tenth to a half of the way from its onset to failure (its onset is
+    negative: before the vehicle's first reading).
+
     >>> ids = [f"veh-{i:04d}" for i in range(10)]
     >>> sorted(split_devices(ids, 0.2, seed=1))
     ['veh-0004', 'veh-0005']
     >>> {vehicle: round(fault.onset_s)
     ...  for vehicle, fault in simulated_faults(ids, seed=1, late_fraction=0.2).items()}
     {'veh-0004': 388, 'veh-0005': 1662}
+    >>> sorted(split_devices(ids, 0.4, seed=1))
+    ['veh-0003', 'veh-0004', 'veh-0006', 'veh-0009']
+    >>> {vehicle: round(fault.onset_s)
+    ...  for vehicle, fault in simulated_faults(ids, seed=1, late_fraction=0.4).items()}
+    {'veh-0004': 182, 'veh-0005': 1662, 'veh-0006': -882}
     """
     plan = plan_faults(ids, seed)
     late = sorted(split_devices(ids, late_fraction, seed))
@@ -188,8 +198,16 @@ def simulated_faults(ids: Sequence[str], seed: int, duration_s: float = 8100.0,
         # Onsets between a tenth and half of the cold-start window: there are healthy readings
         # before it to rank against, and a fault under way to detect in it.
         window_s = cold_fraction * duration_s
-        plan |= plan_faults(late, seed, fault_fraction=0.5,
-                            onset_s=(0.1 * window_s, 0.5 * window_s))
+        low, high = 0.1 * window_s, 0.5 * window_s
+        early = plan_faults(late, seed, fault_fraction=0.5, onset_s=(low, high))
+        for k, vehicle in enumerate(sorted(early)):
+            spec = early[vehicle]
+            if k % 2:
+                # The same draw, placed a tenth to a half of the way to failure at arrival.
+                way = 0.1 + 0.4 * (spec.onset_s - low) / (high - low or 1.0)
+                ramp = spec.failure_s - spec.onset_s
+                spec = FaultSpec(spec.mode, -way * ramp, (1.0 - way) * ramp)
+            plan[vehicle] = spec
     return plan
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from analytics import skab
 from analytics.batch import run_batch
-from analytics.datasets import Dataset
+from analytics.datasets import Dataset, Stream
 from analytics.metrics import detection, lead_time, lead_times, wins
 from analytics.replay import (
     CLIP_NORM,
@@ -201,22 +201,41 @@ def _ratio(top: float | None, bottom: float | None) -> float | None:
 def _cold_start(
     dataset: Dataset, runs: dict[str, Run], schedule: Schedule, fraction: float
 ) -> dict[str, Any]:
+    """The late devices over their first ``fraction`` of rows, pooled, and per kind of fault.
+
+    ``by_onset`` sets apart the devices that arrive with an anomaly (their first row is
+    anomalous) from those whose anomaly begins inside the window, each pooled with the late
+    devices that have none in it."""
     late = [s for s in dataset.streams if s.device_id in schedule.late]
     out: dict[str, Any] = {"devices": [s.device_id for s in late], "join_tick": schedule.join_tick,
                            "first_fraction": fraction}
     if not late:
         return out
+    heads = {s.device_id: max(1, math.ceil(fraction * len(s))) for s in late}
+    out |= _window(late, runs, heads, whole=True)
+    quiet = [s for s in late if not s.labels[:heads[s.device_id]].any()]
+    kinds = {"arrived_with_anomaly": [s for s in late if s.labels[0]],
+             "anomaly_began_in_window": [s for s in late if not s.labels[0]
+                                         and s.labels[:heads[s.device_id]].any()]}
+    out["by_onset"] = {kind: {"devices": [s.device_id for s in streams]}
+                       | _window(streams + quiet, runs, heads, whole=False)
+                       for kind, streams in kinds.items() if streams}
+    return out
+
+
+def _window(streams: list[Stream], runs: dict[str, Run], heads: dict[str, int],
+            whole: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for name in ("federated", "local"):
         run = runs[name]
-        heads = [max(1, math.ceil(fraction * len(s))) for s in late]
-        out[name] = detection(
-            np.concatenate([s.labels[:h] for s, h in zip(late, heads, strict=True)]),
-            np.concatenate([run.scores[s.device_id][:h] for s, h in zip(late, heads, strict=True)]),
-            np.concatenate([run.alarms[s.device_id][:h] for s, h in zip(late, heads, strict=True)]))
-        out[f"{name}_whole_stream"] = detection(
-            np.concatenate([s.labels for s in late]),
-            np.concatenate([run.scores[s.device_id] for s in late]),
-            np.concatenate([run.alarms[s.device_id] for s in late]))
+        parts = [(s.labels[:h], run.scores[s.device_id][:h], run.alarms[s.device_id][:h])
+                 for s, h in ((s, heads[s.device_id]) for s in streams)]
+        out[name] = detection(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+        if whole:
+            out[f"{name}_whole_stream"] = detection(
+                np.concatenate([s.labels for s in streams]),
+                np.concatenate([run.scores[s.device_id] for s in streams]),
+                np.concatenate([run.alarms[s.device_id] for s in streams]))
     out["pr_auc_ratio"] = _ratio(out["federated"]["pr_auc"], out["local"]["pr_auc"])
     return out
 

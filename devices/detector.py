@@ -31,6 +31,8 @@ __all__ = ["MAX_PRIOR_NOISE", "FleetGaussian", "make_pipeline"]
 # much above this per coordinate would bury them.
 MAX_PRIOR_NOISE = 1e-5
 
+Block = tuple[np.ndarray, np.ndarray, np.ndarray]  # columns, residual positions, solve
+
 
 class FleetGaussian(base.AnomalyDetector):
     """Conditional-Gaussian anomaly detector over complete, scaled readings.
@@ -57,6 +59,12 @@ class FleetGaussian(base.AnomalyDetector):
         climate, another model year): centred on the fleet's mean, a new vehicle's first
         readings look anomalous until its own data outweighs the prior, and a fault that
         begins then is hidden among them.
+    own_mean_limit
+        The own mean is adopted only while it is itself normal for the fleet: while its
+        standardised residual under the fleet's model (the largest over the health sensors) is
+        below this. A vehicle whose own readings sit further from the fleet's than vehicles
+        differ among themselves is judged on the fleet's mean, or a fault it arrived with would
+        become its normal.
 
     Examples
     --------
@@ -86,6 +94,7 @@ class FleetGaussian(base.AnomalyDetector):
         min_readings: int = 3000,
         max_prior_noise: float = MAX_PRIOR_NOISE,
         own_mean_after: int = 60,
+        own_mean_limit: float = 2.0,
     ) -> None:
         self.schema = schema
         self.max_prior_noise = max_prior_noise
@@ -94,6 +103,7 @@ class FleetGaussian(base.AnomalyDetector):
         self.ridge = ridge
         self.min_readings = min_readings
         self.own_mean_after = own_mean_after
+        self.own_mean_limit = own_mean_limit
         self._recent = covariance.EmpiricalCovariance(ddof=0)
         self._history = ModelSummary.empty(schema.names)
         self._prior = ModelSummary.empty(schema.names)
@@ -102,7 +112,8 @@ class FleetGaussian(base.AnomalyDetector):
         self._stale = refresh_every  # readings learned since the precision was computed
         self.recent_readings = 0
         self._z = np.zeros(len(schema.health))
-        self._blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._blocks: list[Block] = []
+        self._prior_judge: tuple[np.ndarray, list[Block]] | None = None
 
     def learn_one(self, x: dict[Hashable, Any]) -> None:
         if len(x) == len(self.schema):
@@ -118,9 +129,7 @@ class FleetGaussian(base.AnomalyDetector):
             return 0.0
         pairs = zip(self.schema.names, self._mean, strict=True)
         row = np.fromiter((x.get(name, mean) for name, mean in pairs), float)
-        pull = self._precision @ (row - self._mean)
-        for columns, positions, solve in self._blocks:
-            self._z[positions] = solve @ pull[columns]
+        _standardise(self._precision, self._blocks, row - self._mean, self._z)
         return float(np.abs(self._z).max())
 
     def residuals(self) -> dict[str, float]:
@@ -131,7 +140,8 @@ class FleetGaussian(base.AnomalyDetector):
         """Everything the detector currently believes: prior, own history and recent data."""
         own = self._history + self._recent_summary()
         prior = self._prior
-        if self.own_mean_after and own.n >= self.own_mean_after and prior.n:
+        if (self.own_mean_after and own.n >= self.own_mean_after and prior.n
+                and self._normal_for_the_fleet(own.mean)):
             prior = ModelSummary(prior.features, prior.n, own.mean, prior.cov)
         return prior + own
 
@@ -151,7 +161,18 @@ class FleetGaussian(base.AnomalyDetector):
         """
         usable = noise_std <= self.max_prior_noise
         self._prior = summary.weighted(min(summary.n, self.prior_readings) if usable else 0.0)
+        self._prior_judge = None
         self._stale = self.refresh_every
+
+    def _normal_for_the_fleet(self, mean: np.ndarray) -> bool:
+        """Whether ``mean`` is within ``own_mean_limit`` of the prior's, health sensor by sensor."""
+        if self._prior_judge is None:
+            precision = self._precision_of(self._prior.cov)
+            self._prior_judge = precision, [self._block(precision, s)
+                                             for s in self.schema.subsystems.values()]
+        z = np.zeros(len(self.schema.health))
+        _standardise(*self._prior_judge, mean - self._prior.mean, z)
+        return bool(np.abs(z).max() < self.own_mean_limit)
 
     def _recent_summary(self) -> ModelSummary:
         return ModelSummary.from_river(self._recent, self.schema.names)
@@ -162,25 +183,35 @@ class FleetGaussian(base.AnomalyDetector):
         if model.n < self.min_readings:
             self._precision = None
             return
-        values, vectors = np.linalg.eigh((model.cov + model.cov.T) / 2)
-        values = np.maximum(values, 0.0) + self.ridge
-        self._precision = (vectors / values) @ vectors.T
+        self._precision = self._precision_of(model.cov)
         self._mean = model.mean
-        self._blocks = [self._block(sensors) for sensors in self.schema.subsystems.values()]
+        self._blocks = [self._block(self._precision, sensors)
+                        for sensors in self.schema.subsystems.values()]
 
-    def _block(self, sensors: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _precision_of(self, cov: np.ndarray) -> np.ndarray:
+        values, vectors = np.linalg.eigh((cov + cov.T) / 2)
+        return (vectors / (np.maximum(values, 0.0) + self.ridge)) @ vectors.T
+
+    def _block(self, precision: np.ndarray, sensors: tuple[str, ...]) -> Block:
         """How to turn the precision-weighted offset into one subsystem's standardised residuals.
 
         A subsystem's sensors are judged against every channel outside it: their residual is
         ``inv(P_SS) @ (P @ (x - mean))_S`` with conditional covariance ``inv(P_SS)``. Sensors of
         one subsystem degrade together, so they are not used to explain each other away.
         """
-        assert self._precision is not None
         columns = np.array([self.schema.names.index(name) for name in sensors])
         positions = np.array([self.schema.health.index(name) for name in sensors])
-        conditional = np.linalg.inv(self._precision[np.ix_(columns, columns)])
+        conditional = np.linalg.inv(precision[np.ix_(columns, columns)])
         solve = conditional / np.sqrt(np.diag(conditional))[:, None]
         return columns, positions, solve
+
+
+def _standardise(precision: np.ndarray, blocks: list[Block], offset: np.ndarray,
+                 out: np.ndarray) -> None:
+    """Write each health sensor's standardised residual of ``offset`` from the mean to ``out``."""
+    pull = precision @ offset
+    for columns, positions, solve in blocks:
+        out[positions] = solve @ pull[columns]
 
 
 def make_pipeline(detector: FleetGaussian | None = None) -> compose.Pipeline:

@@ -81,7 +81,8 @@ class FaultSpec:
     mode
         What fails.
     onset_s
-        Simulated seconds since the start of the simulation at which the fault starts.
+        Simulated seconds since the start of the simulation at which the fault starts; negative
+        for a vehicle that arrives with a fault under way.
     failure_s
         Simulated seconds at which the fault reaches full severity; later than ``onset_s``.
 
@@ -99,9 +100,9 @@ class FaultSpec:
     failure_s: float
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.onset_s < self.failure_s < float("inf"):
+        if not -float("inf") < self.onset_s < self.failure_s < float("inf"):
             raise ValueError(
-                f"a fault needs 0 <= onset_s < failure_s < inf, got onset_s={self.onset_s}, "
+                f"a fault needs -inf < onset_s < failure_s < inf, got onset_s={self.onset_s}, "
                 f"failure_s={self.failure_s}"
             )
 

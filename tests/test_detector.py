@@ -62,23 +62,34 @@ def test_a_lone_sensor_off_does_not_carry_a_four_sensor_subsystem():
     assert policy.level == 2.0
 
 
+def _scaled(schema: Schema, reading: dict[str, float], offset: float) -> dict[str, float]:
+    return schema.scale(reading | {k: v + offset for k, v in reading.items() if k != "load_pct"})
+
+
 def test_once_it_has_its_own_readings_the_fleets_model_is_centred_on_them():
     schema, rng = _schema(shared=True), np.random.default_rng(3)
-    fleet = np.array([[schema.features[i].scale(v) for i, v in enumerate(r.values())]
-                      for r in (_reading(rng) for _ in range(500))])
+    # Five healthy vehicles whose temperatures sit 5 degrees apart from one another.
+    fleet = np.array([list(_scaled(schema, _reading(rng), offset).values())
+                      for offset in (-10, -5, 0, 5, 10) for _ in range(100)])
     prior = ModelSummary.from_array(schema.names, fleet)
-    mine = [schema.scale(_reading(rng) | {"t0_c": _reading(rng)["t0_c"] + 5}) for _ in range(80)]
-    own = ModelSummary.from_array(schema.names, np.array([list(x.values()) for x in mine]))
-    centred, fleet_centred = (FleetGaussian(schema, prior_readings=500, own_mean_after=after)
-                              for after in (60, 0))
-    for detector in (centred, fleet_centred):
+    detectors = {}
+    for name, offset, after in (("near", 8, 60), ("far", 40, 60), ("never", 8, 0)):
+        mine = [_scaled(schema, _reading(rng), offset) for _ in range(80)]
+        detectors[name] = detector = FleetGaussian(schema, prior_readings=500,
+                                                   own_mean_after=after)
         detector.set_global(prior)
         for x in mine:
             detector.learn_one(x)
+        detector.own = ModelSummary.from_array(schema.names,
+                                               np.array([list(x.values()) for x in mine]))
 
-    assert np.allclose(centred.model().mean, own.mean)
-    assert np.allclose(centred.model().cov, (500 * prior.cov + 80 * own.cov) / 580)
-    assert np.allclose(fleet_centred.model().mean, (500 * prior.mean + 80 * own.mean) / 580)
+    near, far, never = detectors.values()
+    # Within the fleet's spread its own mean is this vehicle's normal...
+    assert np.allclose(near.model().mean, near.own.mean)
+    assert np.allclose(near.model().cov, (500 * prior.cov + 80 * near.own.cov) / 580)
+    # ...far outside it, as a worn vehicle's, or when told never to, the fleet's mean weighs in.
+    for detector in (far, never):
+        assert np.allclose(detector.model().mean, (500 * prior.mean + 80 * detector.own.mean) / 580)
 
 
 def test_a_calibrated_threshold_is_a_factor_over_the_baselines_highest_level():

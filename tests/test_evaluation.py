@@ -13,7 +13,7 @@ from sklearn.metrics import average_precision_score, precision_recall_fscore_sup
 from analytics.datasets import Dataset, DatasetError, Stream, load
 from analytics.metrics import detection, lead_time
 from analytics.replay import Run, Schedule, run_online
-from analytics.report import _wins, evaluate
+from analytics.report import _cold_start, _wins, evaluate
 from analytics.skab import outlier_protocol
 from devices.tuning import TEST_RIG, VEHICLE
 from federation.features import Schema
@@ -137,10 +137,39 @@ def test_half_the_simulated_late_devices_have_a_fault_in_their_cold_start_window
     plan = Schedule.plan(fleet, seed=4, late_fraction=0.2)
     window = 300  # a tenth of each late device's 3,000 readings
 
-    early = {s.device_id: bool(s.labels[:window].any()) and not s.labels[:window].all()
-             for s in fleet.streams if s.device_id in plan.late}
-    assert len(early) == 4 and sum(early.values()) == 2
+    late = [s.labels[:window] for s in fleet.streams if s.device_id in plan.late]
+    began = [labels.any() and not labels[0] and labels[-1] for labels in late]
+    arrived = [labels.all() for labels in late]
+    assert len(late) == 4 and sum(began) == 1 and sum(arrived) == 1
     assert not any(s.labels[:window].any() for s in fleet.streams if s.device_id not in plan.late)
+
+
+def test_cold_start_sets_apart_devices_that_arrive_with_an_anomaly():
+    labels = {"arrived": [1] * 10, "began": [0] * 4 + [1] * 6, "healthy": [0] * 10,
+              "old": [0] * 10}
+    streams = [Stream(device, np.arange(10.0), np.zeros((10, 1)), np.array(rows, np.int8))
+               for device, rows in labels.items()]
+    fleet = Dataset("hand", ("x",), streams, ())
+    # Federated ranks the arrived device's rows above the healthy ones, local ranks nothing.
+    scores = {"arrived": [2.0] * 10, "began": [0.0] * 10, "healthy": [1.0] * 10,
+              "old": [0.0] * 10}
+    runs = {name: Run(name, {d: np.array(v) * (name == "federated") for d, v in scores.items()},
+                      {d: np.zeros(10, bool) for d in scores})
+            for name in ("federated", "local")}
+    schedule = Schedule((0, 1, 2, 3), {d: 0 for d in labels}, 1, 0,
+                        frozenset({"arrived", "began", "healthy"}))
+
+    cold = _cold_start(fleet, runs, schedule, fraction=1.0)
+
+    assert cold["devices"] == ["arrived", "began", "healthy"]
+    arrived, began = (cold["by_onset"][kind] for kind in
+                      ("arrived_with_anomaly", "anomaly_began_in_window"))
+    assert arrived["devices"] == ["arrived"] and began["devices"] == ["began"]
+    assert arrived["federated"]["pr_auc"] == 1.0 and arrived["local"]["pr_auc"] == 0.5
+    assert arrived["pr_auc_ratio"] == 2.0
+    # Its 6 anomalous rows score 0: below the healthy device's 10, tied with its own 4 normal.
+    assert began["federated"]["roc_auc"] == round(0.5 * 6 * 4 / (6 * 14), 3)
+    assert began["local"]["pr_auc"] == 0.3  # the share of anomalous rows, 6 of 20
 
 
 def test_csv_folders_load_through_the_generic_reader(tmp_path):

@@ -223,7 +223,16 @@ def test_severity_is_zero_before_onset_one_from_failure_and_grows_in_between():
     assert spec.subsystem == "bearings"
 
 
-@pytest.mark.parametrize(("onset_s", "failure_s"), [(100.0, 100.0), (100.0, 50.0), (-1.0, 50.0)])
+def test_a_vehicle_can_arrive_with_a_fault_under_way():
+    spec = FaultSpec(FaultMode.COOLING_DEGRADATION, onset_s=-100.0, failure_s=300.0)
+
+    assert spec.severity(0.0) == pytest.approx(0.25 ** 1.5)
+    assert spec.severity(-100.0) == 0.0
+
+
+@pytest.mark.parametrize(("onset_s", "failure_s"),
+                         [(100.0, 100.0), (100.0, 50.0), (-np.inf, 50.0), (0.0, np.inf),
+                          (np.nan, 50.0)])
 def test_a_fault_must_start_before_it_fails(onset_s, failure_s):
     with pytest.raises(ValueError, match="onset_s"):
         FaultSpec(FaultMode.BEARING_WEAR, onset_s, failure_s)

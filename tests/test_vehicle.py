@@ -160,27 +160,32 @@ def test_nan_and_infinite_values_are_dropped_counted_and_never_learned():
 
 
 def _fleet_model(version: int = 7) -> GlobalModel:
-    fleet_data = Steady(seed=5)
-    rows = np.array([[f.scale(fleet_data.read().values[f.name]) for f in FEATURES]
-                     for _ in range(4000)])
-    return GlobalModel(version, version, 30, ModelSummary.from_array(FEATURE_NAMES, rows), 0.0)
+    """Five healthy vehicles whose coolant runs 2 degrees apart from one another."""
+    rows = []
+    for offset in (-4.0, -2.0, 0.0, 2.0, 4.0):
+        fleet_data = Steady(seed=5)
+        fleet_data.hot = offset
+        rows += [[f.scale(fleet_data.read().values[f.name]) for f in FEATURES]
+                 for _ in range(800)]
+    return GlobalModel(version, version, 30, ModelSummary.from_array(FEATURE_NAMES, np.array(rows)),
+                       0.0)
 
 
-def _unlike_the_fleet(burn_in_readings: int, own_mean_after: int = 0) -> Vehicle:
-    """A healthy vehicle whose coolant runs 3 degrees above the fleet's, after 900 readings."""
+def _unlike_the_fleet(burn_in_readings: int, own_mean_after: int = 0, hot: float = 3.0) -> Vehicle:
+    """A vehicle whose coolant runs ``hot`` degrees above the fleet's, after 900 readings."""
     vehicle = Vehicle("veh-0002", Steady(seed=2), mechanism=None, clock=lambda: 0.0,
                       burn_in_readings=burn_in_readings,
                       detector=FleetGaussian(own_mean_after=own_mean_after))
     vehicle.on_message(topics.MODEL_TOPIC, messages.encode(_fleet_model()))
-    vehicle.source.hot = 3.0
+    vehicle.source.hot = hot
     for _ in range(900):
         vehicle.step()
     return vehicle
 
 
 def test_a_healthy_vehicle_unlike_the_fleet_learns_its_own_normal_during_burn_in():
-    settled = _unlike_the_fleet(burn_in_readings=600)
-    stuck = _unlike_the_fleet(burn_in_readings=0)
+    settled = _unlike_the_fleet(burn_in_readings=600, hot=8.0)
+    stuck = _unlike_the_fleet(burn_in_readings=0, hot=8.0)
 
     prior = settled.detector.prior_readings
     assert settled.detector.model().n == prior + 600
@@ -189,10 +194,19 @@ def test_a_healthy_vehicle_unlike_the_fleet_learns_its_own_normal_during_burn_in
 
 
 def test_centred_on_its_own_mean_a_vehicle_unlike_the_fleet_is_not_suspicious():
-    centred = _unlike_the_fleet(burn_in_readings=150, own_mean_after=60)
-    stuck = _unlike_the_fleet(burn_in_readings=150)
+    centred = _unlike_the_fleet(burn_in_readings=150, own_mean_after=60, hot=5.5)
+    stuck = _unlike_the_fleet(burn_in_readings=150, hot=5.5)
 
     prior = centred.detector.prior_readings
     assert centred.detector.model().n > prior + 850  # it went on learning its own normal
     assert stuck.detector.model().n == prior + 150  # suspicious from its burn-in's end on
     assert centred.policy.level < 0.5 * stuck.policy.level
+
+
+def test_a_vehicle_further_from_the_fleet_than_its_vehicles_differ_is_judged_by_the_fleet():
+    # A radiator failing when the vehicle joins: 15 degrees above the hottest of the fleet.
+    arrived_worn = _unlike_the_fleet(burn_in_readings=150, own_mean_after=60, hot=19.0)
+    healthy = _unlike_the_fleet(burn_in_readings=150, own_mean_after=60, hot=3.0)
+
+    assert arrived_worn.detector.model().n == arrived_worn.detector.prior_readings + 150
+    assert arrived_worn.policy.level > 4 * healthy.policy.level
