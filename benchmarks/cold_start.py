@@ -2,15 +2,17 @@
 
 ``fedfleet evaluate --dataset sim:N`` measures cold start as the late vehicles' PR-AUC over
 their first 10 % of readings, pooled. This command looks behind that figure. It plans
-``sim:N`` as the evaluation does (the same late vehicles, half of them with a fault that begins
-in their first 10 %), replays the federated regime over the other vehicles up to the late
-vehicles' join tick to obtain the fleet's model, then drives each late vehicle alone through
-its first 10 % with that model (it keeps it: the model moves little in that time), once per
-device setting given; and likewise each faulty one's healthy twin, the same vehicle with the
-same seed and driving, and no fault. Per setting it prints:
+``sim:N`` as the evaluation does (the same late vehicles, half of them with a fault: in turn
+one that begins in their first 10 %, and one they arrive with), replays the federated regime
+over the other vehicles up to the late vehicles' join tick to obtain the fleet's model, then
+drives each late vehicle alone through its first 10 % with that model (it keeps it: the model
+moves little in that time), once per device setting given; and likewise each faulty one's
+healthy twin, the same vehicle with the same seed and driving, and no fault. For each kind of
+fault, over the late vehicles with it and those with no fault in the window, per setting it
+prints:
 
-- ``PR-AUC``, ``ROC-AUC``: over the window, pooled over the late vehicles (``cold_start``;
-  a device alone does not score yet, so its PR-AUC is ``prevalence``);
+- ``PR-AUC``, ``ROC-AUC``: over the window, pooled (``cold_start``'s ``by_onset``; a device
+  alone does not score yet, so its PR-AUC is ``prevalence``);
 - ``twin ROC``: the faulty vehicles' levels after their fault's onset against their twins'
   levels at the same readings; 0.5 when the level does not respond to the fault at all;
 - ``fault - twin``: the mean level difference over those readings; ``twin level``: the
@@ -233,18 +235,25 @@ def main() -> None:
         print(f"{name}: healthy residual std, median over the late vehicles: "
               + ", ".join(f"{sensor} {value:.3g}" for sensor, value in pairs))
         rows.append((name, by_vehicle({v: drive for v, (drive, _) in fits.items()})))
-    faulty = sum(1 for v in late if v in plan and plan[v].onset_s < readings)
-    print(f"{len(late)} late vehicles, {faulty} with a fault in their first {readings} "
+    onsets = {v: plan[v].onset_s for v in late if v in plan and plan[v].onset_s < readings}
+    print(f"{len(late)} late vehicles, {len(onsets)} with a fault in their first {readings} "
           "readings; its shift from the healthy twin:")
-    for vehicle_id in late:
-        if vehicle_id in plan and plan[vehicle_id].onset_s < readings:
-            print("  " + shifts(vehicle_id, plan[vehicle_id], args.seed, readings))
+    for vehicle_id in onsets:
+        print("  " + shifts(vehicle_id, plan[vehicle_id], args.seed, readings))
     columns = ("PR-AUC", "ROC-AUC", "twin ROC", "fault - twin", "twin level", "prevalence")
     width = max(len(name) for name, _ in rows) + 2
-    print(f"{'setting':<{width}}" + "".join(f"{c:>13}" for c in columns))
-    for name, drive in rows:
-        got = figures(drive, late, plan, args.seed, readings)
-        print(f"{name:<{width}}" + "".join(f"{got[c]:>13.3f}" for c in columns), flush=True)
+    groups = {"a fault that begins in the window": [v for v in late if onsets.get(v, 0) >= 0],
+              "a fault they arrive with": [v for v in late if onsets.get(v, 0) <= 0]}
+    for group, vehicles in groups.items():
+        faulty = sum(1 for v in vehicles if v in onsets)
+        print(f"\nthe late vehicles with {group} ({faulty}) and those with none in the window "
+              f"({len(vehicles) - faulty}):")
+        if not faulty:
+            continue
+        print(f"{'setting':<{width}}" + "".join(f"{c:>13}" for c in columns))
+        for name, drive in rows:
+            got = figures(drive, vehicles, plan, args.seed, readings)
+            print(f"{name:<{width}}" + "".join(f"{got[c]:>13.3f}" for c in columns), flush=True)
 
 
 def _changed(tuning: Tuning) -> str:

@@ -35,6 +35,9 @@ class Tuning:
     own_mean_after
         Readings after which the fleet's model is centred on the device's own mean
         (:class:`devices.detector.FleetGaussian`; 0: never).
+    own_mean_limit
+        The own mean is used only while its standardised residual under the fleet's model is
+        below this (``inf``: always).
     learn_below
         After the burn-in, a reading is learned only while every subsystem's level is below.
     alpha
@@ -61,6 +64,7 @@ class Tuning:
     refresh_every: int = 120
     burn_in_readings: int = 600
     own_mean_after: int = 60
+    own_mean_limit: float = 2.0
     learn_below: float = 1.5
     alpha: float = 0.02
     threshold: float = 4.0
@@ -71,7 +75,8 @@ class Tuning:
     def detector(self, schema: Schema) -> FleetGaussian:
         return FleetGaussian(schema, prior_readings=self.prior_readings,
                              refresh_every=self.refresh_every, min_readings=self.min_readings,
-                             own_mean_after=self.own_mean_after)
+                             own_mean_after=self.own_mean_after,
+                             own_mean_limit=self.own_mean_limit)
 
     def policy(self, schema: Schema) -> AlertPolicy:
         return AlertPolicy(self.threshold, self.alpha, self.cooldown_s, schema=schema,
