@@ -227,17 +227,20 @@ def _window(streams: list[Stream], runs: dict[str, Run], heads: dict[str, int],
             whole: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("federated", "local"):
-        run = runs[name]
-        parts = [(s.labels[:h], run.scores[s.device_id][:h], run.alarms[s.device_id][:h])
-                 for s, h in ((s, heads[s.device_id]) for s in streams)]
-        out[name] = detection(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+        out[name] = _detect(streams, runs[name], heads)
         if whole:
-            out[f"{name}_whole_stream"] = detection(
-                np.concatenate([s.labels for s in streams]),
-                np.concatenate([run.scores[s.device_id] for s in streams]),
-                np.concatenate([run.alarms[s.device_id] for s in streams]))
+            out[f"{name}_whole_stream"] = _detect(streams, runs[name])
     out["pr_auc_ratio"] = _ratio(out["federated"]["pr_auc"], out["local"]["pr_auc"])
     return out
+
+
+def _detect(streams: list[Stream], run: Run, heads: dict[str, int] | None = None) -> Any:
+    """Detection metrics pooled over ``streams``, each cut to its first ``heads`` rows."""
+    cut = {s.device_id: slice(heads[s.device_id] if heads else None) for s in streams}
+    return detection(
+        np.concatenate([s.labels[cut[s.device_id]] for s in streams]),
+        np.concatenate([run.scores[s.device_id][cut[s.device_id]] for s in streams]),
+        np.concatenate([run.alarms[s.device_id][cut[s.device_id]] for s in streams]))
 
 
 def _float(value: object) -> float | None:

@@ -242,8 +242,9 @@ def main() -> None:
         print("  " + shifts(vehicle_id, plan[vehicle_id], args.seed, readings))
     columns = ("PR-AUC", "ROC-AUC", "twin ROC", "fault - twin", "twin level", "prevalence")
     width = max(len(name) for name, _ in rows) + 2
-    groups = {"a fault that begins in the window": [v for v in late if onsets.get(v, 0) >= 0],
-              "a fault they arrive with": [v for v in late if onsets.get(v, 0) <= 0]}
+    arrived = {v for v, onset_s in onsets.items() if onset_s < 0}
+    groups = {"a fault that begins in the window": [v for v in late if v not in arrived],
+              "a fault they arrive with": [v for v in late if v in arrived or v not in onsets]}
     for group, vehicles in groups.items():
         faulty = sum(1 for v in vehicles if v in onsets)
         print(f"\nthe late vehicles with {group} ({faulty}) and those with none in the window "

@@ -72,7 +72,7 @@ def test_once_it_has_its_own_readings_the_fleets_model_is_centred_on_them():
     fleet = np.array([list(_scaled(schema, _reading(rng), offset).values())
                       for offset in (-10, -5, 0, 5, 10) for _ in range(100)])
     prior = ModelSummary.from_array(schema.names, fleet)
-    detectors = {}
+    detectors, own = {}, {}
     for name, offset, after in (("near", 8, 60), ("far", 40, 60), ("never", 8, 0)):
         mine = [_scaled(schema, _reading(rng), offset) for _ in range(80)]
         detectors[name] = detector = FleetGaussian(schema, prior_readings=500,
@@ -80,16 +80,17 @@ def test_once_it_has_its_own_readings_the_fleets_model_is_centred_on_them():
         detector.set_global(prior)
         for x in mine:
             detector.learn_one(x)
-        detector.own = ModelSummary.from_array(schema.names,
-                                               np.array([list(x.values()) for x in mine]))
+        rows = np.array([list(x.values()) for x in mine])
+        own[name] = ModelSummary.from_array(schema.names, rows)
 
-    near, far, never = detectors.values()
+    near = detectors["near"]
     # Within the fleet's spread its own mean is this vehicle's normal...
-    assert np.allclose(near.model().mean, near.own.mean)
-    assert np.allclose(near.model().cov, (500 * prior.cov + 80 * near.own.cov) / 580)
+    assert np.allclose(near.model().mean, own["near"].mean)
+    assert np.allclose(near.model().cov, (500 * prior.cov + 80 * own["near"].cov) / 580)
     # ...far outside it, as a worn vehicle's, or when told never to, the fleet's mean weighs in.
-    for detector in (far, never):
-        assert np.allclose(detector.model().mean, (500 * prior.mean + 80 * detector.own.mean) / 580)
+    for name in ("far", "never"):
+        assert np.allclose(detectors[name].model().mean,
+                           (500 * prior.mean + 80 * own[name].mean) / 580)
 
 
 def test_a_calibrated_threshold_is_a_factor_over_the_baselines_highest_level():
