@@ -213,10 +213,11 @@ def _cold_start(
         return out
     heads = {s.device_id: max(1, math.ceil(fraction * len(s))) for s in late}
     out |= _window(late, runs, heads, whole=True)
-    quiet = [s for s in late if not s.labels[:heads[s.device_id]].any()]
+    anomalous = {s.device_id: bool(s.labels[:heads[s.device_id]].any()) for s in late}
+    quiet = [s for s in late if not anomalous[s.device_id]]
     kinds = {"arrived_with_anomaly": [s for s in late if s.labels[0]],
-             "anomaly_began_in_window": [s for s in late if not s.labels[0]
-                                         and s.labels[:heads[s.device_id]].any()]}
+             "anomaly_began_in_window": [s for s in late
+                                         if anomalous[s.device_id] and not s.labels[0]]}
     out["by_onset"] = {kind: {"devices": [s.device_id for s in streams]}
                        | _window(streams + quiet, runs, heads, whole=False)
                        for kind, streams in kinds.items() if streams}
