@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 from devices.sources import Reading, SensorSource
 from devices.vehicle import Outgoing, Vehicle
 from federation import topics
-from federation.messages import Alert, Update
+from federation.messages import MAX_PAYLOAD_BYTES, Alert, Update
 from federation.transport import MqttTarget, make_client
 
 __all__ = ["AgentStatus", "DeviceAgent"]
@@ -140,7 +140,6 @@ class DeviceAgent:
         self._early_acks: set[int] = set()
         self._delivered = {Alert: 0, Update: 0}
         self.dropped = 0
-        self.inbox_dropped = 0
         self._connected = threading.Event()
         self._closing = False
         self._refused = ""
@@ -324,12 +323,14 @@ class DeviceAgent:
         self._connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if len(msg.payload) > MAX_PAYLOAD_BYTES:  # refused before it takes any memory
+            self.vehicle.rejections.reject("too_large", f"a message on {msg.topic[:200]}")
+            return
         try:
             self._inbox.put_nowait((msg.topic, bytes(msg.payload)))
         except queue.Full:
-            self.inbox_dropped += 1
-            log.warning("%s: inbox full, dropped a message on %s", self.vehicle.vehicle_id,
-                        msg.topic)
+            self.vehicle.rejections.reject("overloaded", f"a message on {msg.topic[:200]}: "
+                                           "inbox full")
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any,
                     props: Any) -> None:

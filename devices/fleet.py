@@ -25,6 +25,7 @@ from devices.vehicle import Outgoing, Vehicle
 from federation import topics
 from federation.messages import Alert
 from federation.privacy import Mechanism
+from federation.rejections import RejectionLog
 from federation.transport import MqttTarget, make_client
 
 __all__ = ["Fleet", "FleetStatus", "simulated_vehicles"]
@@ -47,6 +48,7 @@ class FleetStatus:
     updates_sent: int
     alerts_raised: int
     exhausted: int = 0
+    rejected: int = 0
 
 
 def simulated_vehicles(
@@ -106,6 +108,9 @@ class Fleet:
         self._target = target
         self._mux = ClientMux()
         self._clients: dict[str, mqtt.Client] = {}
+        self.rejections = RejectionLog(log)
+        for vehicle in self.vehicles:  # a message sent to every vehicle is logged once
+            vehicle.rejections = self.rejections
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         """Connect every vehicle and run until ``stop`` is set or ``duration_s`` passes."""
@@ -136,7 +141,7 @@ class Fleet:
         return FleetStatus(
             self._mux.connected(), len(self.vehicles), float(self.steps), self.lag_s,
             sum(v.updates_sent for v in self.vehicles), sum(v.alerts_raised for v in self.vehicles),
-            sum(v.exhausted for v in self.vehicles),
+            sum(v.exhausted for v in self.vehicles), sum(self.rejections.counts.values()),
         )
 
     def _connect(self, vehicle: Vehicle) -> None:

@@ -32,6 +32,7 @@ from federation.messages import (
 )
 from federation.privacy import Mechanism, NoiseSource, SecureNoise, public_centre
 from federation.randomized_response import RandomizedResponse
+from federation.rejections import RejectionLog
 
 __all__ = ["Outgoing", "Vehicle"]
 
@@ -90,6 +91,10 @@ class Vehicle:
         The first readings are learned whatever their level: they are the vehicle's own
         baseline, which the fleet's model cannot know (vehicles differ). Without them a
         vehicle that is healthy but unlike the fleet's average would never learn its normal.
+    rejections
+        Where rejected messages and readings are counted and logged (default: the vehicle's
+        own). Vehicles of one process share one, so that a message sent to all of them is
+        logged once, not once per vehicle.
 
     Examples
     --------
@@ -119,6 +124,7 @@ class Vehicle:
         min_readings_per_update: int = 30,
         learn_below: float = 1.5,
         burn_in_readings: int = 600,
+        rejections: RejectionLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.vehicle_id = topics.check_vehicle_id(vehicle_id)
@@ -148,7 +154,12 @@ class Vehicle:
         self.updates_sent = 0
         self.last_update: Outgoing | None = None
         self.alerts_raised = 0
-        self.rejected: Counter[str] = Counter()
+        self.rejections = rejections or RejectionLog(log)
+
+    @property
+    def rejected(self) -> Counter[str]:
+        """Messages and readings rejected, by reason."""
+        return self.rejections.counts
 
     @property
     def model_version(self) -> int:
@@ -196,22 +207,29 @@ class Vehicle:
         """Drop NaN and infinite values: the channel counts as missing for this reading."""
         finite = {k: v for k, v in values.items() if math.isfinite(v)}
         if len(finite) < len(values):
-            dropped = self.rejected["not_finite"] = self.rejected["not_finite"] + 1
-            if dropped % 1000 == 1:
-                log.warning("%s: %d readings with NaN or infinite values so far (%s)",
-                            self.vehicle_id, dropped, sorted(set(values) - set(finite)))
+            self.rejections.reject("not_finite", f"{self.vehicle_id}: a reading with NaN or "
+                                    f"infinite values ({sorted(set(values) - set(finite))})")
         return finite
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        """Take a round or global model from the broker; reject anything invalid, never raise."""
+        """Take a round or global model from the broker; reject anything invalid, never raise.
+
+        A failure that validation did not foresee is counted as ``internal_error`` and logged
+        with its traceback: no message from the network can stop a vehicle.
+        """
         try:
             if topic == topics.ROUND_TOPIC:
                 self.round = messages.decode(RoundOpen, payload, self.schema)
             elif topic == topics.MODEL_TOPIC:
                 self._adopt(messages.decode(GlobalModel, payload, self.schema))
         except MessageError as exc:
-            self.rejected[exc.reason] += 1
-            log.warning("%s: rejected message on %s: %s", self.vehicle_id, topic, exc)
+            self.rejections.reject(exc.reason, f"{self.vehicle_id}: message on {topic}: {exc}")
+        except Exception as exc:
+            if not self.rejected["internal_error"]:
+                log.exception("%s: internal error handling a message on %s", self.vehicle_id,
+                              topic)
+            self.rejections.reject("internal_error", f"{self.vehicle_id}: message on {topic}: "
+                                    f"{type(exc).__name__}")
 
     def _adopt(self, model: GlobalModel) -> None:
         if self.global_model and model.version <= self.global_model.version:

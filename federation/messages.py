@@ -10,7 +10,11 @@ Exceptions::
     ValueError
     └── MessageError          (reason: too_large, not_json, not_object, bad_version,
                                missing_field, wrong_type, out_of_range, not_finite,
-                               wrong_features, bad_shape)
+                               wrong_features, bad_shape, malformed)
+
+:func:`decode` raises nothing else, whatever the bytes: integers are bounded as they are
+parsed (a 400-digit number is ``out_of_range``, never a float overflow), and any failure of
+the checks themselves is reported as ``malformed``.
 
 >>> status = Status(vehicle_id="veh-0001", state="online", ts=1700000000.0)
 >>> encode(status)[:65]
@@ -59,6 +63,9 @@ VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_READINGS_PER_UPDATE = 10_000_000
 MAX_ABS_VALUE = 1e6
+# Integers with more digits than this are refused as they are parsed: no field needs more,
+# and a longer one would overflow a float or reach Python's integer-conversion limit.
+MAX_INT_DIGITS = 18
 PRIVACY_MODES = ("local", "central", "off")
 _MECHANISMS = ("gaussian", "laplace", "none")
 
@@ -395,6 +402,12 @@ def _reject_constant(name: str) -> None:
     raise MessageError("not_finite", f"{name} is not a number JSON allows")
 
 
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise MessageError("out_of_range", f"an integer of {len(text)} characters")
+    return int(text)
+
+
 def decode(kind: type[M], payload: bytes, schema: Schema | None = VEHICLE_SCHEMA) -> M:
     """Validate ``payload`` and build a message of ``kind``; raise :class:`MessageError`.
 
@@ -404,12 +417,20 @@ def decode(kind: type[M], payload: bytes, schema: Schema | None = VEHICLE_SCHEMA
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise MessageError("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
-        obj = json.loads(payload, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        obj = json.loads(payload, parse_constant=_reject_constant, parse_int=_bounded_int)
+    except MessageError:
+        raise
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
         raise MessageError("not_json", str(exc)[:120]) from None
     if not isinstance(obj, dict):
         raise MessageError("not_object", "payload must be a JSON object")
     if obj.get("v") != VERSION:
-        raise MessageError("bad_version", f"'v' must be {VERSION}, got {obj.get('v')!r}")
+        raise MessageError("bad_version", f"'v' must be {VERSION}, got {str(obj.get('v'))[:20]!r}")
     parse: Callable[[dict[str, Any], Schema | None], M] = kind._parse  # type: ignore[attr-defined]
-    return parse(obj, schema)
+    try:
+        return parse(obj, schema)
+    except MessageError:
+        raise
+    except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
+        # A check that itself failed on input it did not foresee: still a rejection.
+        raise MessageError("malformed", f"{type(exc).__name__}: {str(exc)[:80]}") from None

@@ -62,9 +62,10 @@ class Progress:
                   if status.lag_s >= 1 else "")
         exhausted = (f", {status.exhausted} stopped sharing (privacy budget exhausted)"
                      if status.exhausted else "")
+        rejected = (f", {status.rejected} messages rejected" if status.rejected else "")
         self._print(f"fleet: {status.connected}/{status.vehicles} connected, sim "
                     f"{_hms(status.simulated_s)}{behind}, {status.updates_sent} updates sent, "
-                    f"{status.alerts_raised} alerts raised{exhausted}")
+                    f"{status.alerts_raised} alerts raised{exhausted}{rejected}")
 
     def _round(self, event: RoundClosed) -> None:
         self.rounds.append(event)

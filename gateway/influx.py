@@ -185,9 +185,10 @@ class InfluxStore(SQLiteStore):
         self._queue(points.participation_point(update, received),
                     points.privacy_point(update, received))
 
-    def record_rejection(self, ts: float, reason: str, vehicle_id: str | None) -> None:
-        super().record_rejection(ts, reason, vehicle_id)
-        self._queue(points.rejection_point(self._stamp(ts), reason))
+    def record_rejection(self, ts: float, reason: str, vehicle_id: str | None,
+                         count: int = 1) -> None:
+        super().record_rejection(ts, reason, vehicle_id, count)
+        self._queue(points.rejection_point(self._stamp(ts), reason, count))
 
     def record_traffic(self, ts: float, kind: str, traffic: Traffic) -> None:
         super().record_traffic(ts, kind, traffic)

@@ -118,7 +118,8 @@ MEASUREMENTS: Mapping[str, Measurement] = MappingProxyType(dict([
                  "its budget (0: none)", ("vehicle_id",), {
         "epsilon_round": float, "delta_round": float, "epsilon_spent": float,
         "epsilon_budget": float}),
-    _measurement("rejection", "one rejected message", ("reason",), {"count": int}),
+    _measurement("rejection", "messages rejected for one reason since the last point",
+                 ("reason",), {"count": int}),
     _measurement("traffic", "messages and payload bytes since the previous point, by kind; "
                  "readings summarised by accepted updates, and the bytes streaming them "
                  "raw would have taken", ("kind",), {
@@ -196,8 +197,8 @@ def privacy_point(update: Update, received_s: float) -> Point:
         "epsilon_spent": update.epsilon_total, "epsilon_budget": update.epsilon_budget})
 
 
-def rejection_point(ts_s: float, reason: str) -> Point:
-    return _point("rejection", ts_s, {"reason": reason}, {"count": 1})
+def rejection_point(ts_s: float, reason: str, count: int = 1) -> Point:
+    return _point("rejection", ts_s, {"reason": reason}, {"count": count})
 
 
 def traffic_point(ts_s: float, kind: str, traffic: Traffic, reading_bytes: int) -> Point:

@@ -22,10 +22,11 @@ from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA, Schema
 from federation.messages import Alert, GlobalModel, MessageError, RoundOpen, Status, Update
 from federation.privacy import NoiseSource, SecureNoise
+from federation.rejections import RejectionLog
 from federation.transport import MqttTarget, make_client
 from gateway.alert_rate import AlertRate, DayRate
 from gateway.rounds import Round
-from gateway.store import RoundRecord, Store, Traffic
+from gateway.store import INVALID, RoundRecord, Store, Traffic
 from gateway.strategy import ExactMerge, Strategy
 
 __all__ = ["Gateway", "RoundClosed"]
@@ -33,6 +34,10 @@ __all__ = ["Gateway", "RoundClosed"]
 log = logging.getLogger(__name__)
 
 MAX_QUEUED_MESSAGES = 100_000
+MAX_QUEUED_BYTES = 64 * 1024 * 1024  # what the queue may hold while the gateway is busy
+_MAX_KEYS = 1000  # (reason, vehicle) pairs counted between two writes of rejections
+_KINDS: dict[str, type[Update | Alert | Status]] = {
+    topics.UPDATE: Update, topics.ALERT: Alert, topics.STATUS: Status}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +117,17 @@ class Gateway:
         self.alert_rate = AlertRate()
         self.clock = clock
         self.received: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
+        self._rejections = RejectionLog(log)
+        self.rejected = self._rejections.counts
+        self._failures: set[type[BaseException]] = set()
         self.online: set[str] = set()
         self._traffic: dict[str, Traffic] = {}
         self.model: GlobalModel | None = _compatible(store.latest_model(), schema)
         self.round: Round | None = None
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(MAX_QUEUED_MESSAGES)
+        self._queued_bytes = 0
+        self._queued_lock = threading.Lock()  # the queue's bytes, and rejections not written
+        self._unwritten: Counter[tuple[str, str | None]] = Counter()
         self._connected = threading.Event()
         self._refused = ""
         self._client = make_client(client_id, target)
@@ -137,12 +147,19 @@ class Gateway:
         self._connected.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            self._inbox.put_nowait((msg.topic, bytes(msg.payload)))
-        except queue.Full:
-            dropped = self.rejected["overloaded"] = self.rejected["overloaded"] + 1
-            if dropped % 1000 == 1:
-                log.warning("inbox full: dropped %d messages so far", dropped)
+        size = len(msg.payload)
+        if size > messages.MAX_PAYLOAD_BYTES:  # refused before it takes any memory
+            vehicle = topics.parse_vehicle_topic(msg.topic)
+            self._reject("too_large", vehicle[0] if vehicle else None,
+                         f"{size} bytes on {msg.topic[:200]}")
+            return
+        with self._queued_lock:
+            room = self._queued_bytes + size <= MAX_QUEUED_BYTES and not self._inbox.full()
+            if room:
+                self._queued_bytes += size
+                self._inbox.put_nowait((msg.topic, bytes(msg.payload)))
+        if not room:
+            self._reject("overloaded", None, f"a message on {msg.topic[:200]}: inbox full")
 
     # --- gateway thread ---------------------------------------------------------------
     def run(self, stop: threading.Event, connect_timeout_s: float = 10.0) -> None:
@@ -169,7 +186,7 @@ class Gateway:
         finally:
             self._client.disconnect()
             self._client.loop_stop()
-            self._flush_traffic()
+            self._flush_counters()
             self.store.flush()
 
     def _drain(self, timeout_s: float) -> None:
@@ -178,6 +195,8 @@ class Gateway:
         except queue.Empty:
             return
         while True:
+            with self._queued_lock:
+                self._queued_bytes -= len(item[1])
             self.handle(*item)
             try:
                 item = self._inbox.get_nowait()
@@ -185,31 +204,47 @@ class Gateway:
                 return
 
     def handle(self, topic: str, payload: bytes) -> None:
-        """Validate and apply one message; reject with a counted reason, never raise."""
+        """Validate and apply one message; reject with a counted reason, never raise.
+
+        A failure that validation did not foresee is a rejection too (``internal_error``,
+        logged with its traceback): no message can stop the gateway.
+        """
         if topic.startswith(topics.GLOBAL_PREFIX):
             return None  # our own retained messages, which some brokers echo unasked
         parsed = topics.parse_vehicle_topic(topic)
         if parsed is None:
-            return self._reject("unknown_topic", None, topic)
+            return self._reject("unknown_topic", None, topic[:200])
         vehicle, kind = parsed
         self.received[kind] += 1
-        self._count(kind, Traffic(1, len(payload)))
         try:
-            if kind == topics.UPDATE:
-                self._on_update(vehicle, messages.decode(Update, payload, self.schema))
-            elif kind == topics.ALERT:
-                self._on_alert(vehicle, messages.decode(Alert, payload, self.schema))
-            else:
-                self._on_status(vehicle, messages.decode(Status, payload))
+            message: Update | Alert | Status = messages.decode(
+                _KINDS[kind], payload, self.schema)  # type: ignore[type-var]
         except MessageError as exc:
+            # Not a message of the protocol: counted apart from the fleet's traffic.
+            self._count(INVALID, Traffic(1, len(payload)))
             if kind == topics.UPDATE and self.round is not None:
                 self.round.rejected[exc.reason] += 1
-            self._reject(exc.reason, vehicle, f"{topic}: {exc}")
+            return self._reject(exc.reason, vehicle, f"{topic}: {exc}")
+        self._count(kind, Traffic(1, len(payload)))
+        try:
+            if isinstance(message, Update):
+                self._on_update(vehicle, message)
+            elif isinstance(message, Alert):
+                self._on_alert(vehicle, message)
+            else:
+                self._on_status(vehicle, message)
+        except Exception as exc:
+            if type(exc) not in self._failures:  # the traceback once per kind of failure
+                self._failures.add(type(exc))
+                log.exception("internal error handling a message on %s", topic)
+            self._reject("internal_error", vehicle, f"{topic}: {type(exc).__name__}")
 
     def _reject(self, reason: str, vehicle: str | None, detail: str) -> None:
-        self.rejected[reason] += 1
-        self.store.record_rejection(self.clock(), reason, vehicle)
-        log.warning("rejected %s (%s)", detail, reason)
+        self._rejections.reject(reason, detail)
+        with self._queued_lock:
+            if (reason, vehicle) not in self._unwritten and len(self._unwritten) >= _MAX_KEYS:
+                vehicle = None  # a spray of made-up vehicle ids costs no more rows
+            self._unwritten[reason, vehicle] += 1
 
     def _on_update(self, vehicle: str, update: Update) -> None:
         assert self.round is not None
@@ -261,7 +296,7 @@ class Gateway:
             self.model.version if self.model else 0,
         )
         self.store.record_round(record)
-        self._flush_traffic()
+        self._flush_counters()
         self.store.flush()
         self.observer(RoundClosed(record, model, len(self.online), self.alert_rate.latest()))
 
@@ -273,11 +308,16 @@ class Gateway:
     def _count(self, kind: str, traffic: Traffic) -> None:
         self._traffic[kind] = self._traffic.get(kind, Traffic(0, 0)) + traffic
 
-    def _flush_traffic(self) -> None:
+    def _flush_counters(self) -> None:
+        """Write the traffic and the rejections counted since the last write."""
         now = self.clock()
         for kind, traffic in self._traffic.items():
             self.store.record_traffic(now, kind, traffic)
         self._traffic.clear()
+        with self._queued_lock:
+            unwritten, self._unwritten = self._unwritten, Counter()
+        for (reason, vehicle), count in unwritten.items():
+            self.store.record_rejection(now, reason, vehicle, count)
 
     def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
         # The broker hands a global message to every subscribed vehicle: count those copies.

@@ -19,6 +19,7 @@ from federation.features import VEHICLE_SCHEMA, Schema
 from federation.messages import Alert, GlobalModel, Status, Update
 
 __all__ = [
+    "INVALID",
     "Budget",
     "RoundRecord",
     "SQLiteStore",
@@ -97,6 +98,9 @@ class Budget:
         return max(0.0, self.epsilon_budget - self.epsilon_total)
 
 
+INVALID = "invalid"  # the traffic kind of payloads that are no valid message of the protocol
+
+
 @dataclass(frozen=True, slots=True)
 class Traffic:
     """Messages of one kind and their payload bytes; ``readings`` that accepted updates summarised.
@@ -133,7 +137,10 @@ class Store(abc.ABC):
     def record_budget(self, update: Update) -> None: ...
 
     @abc.abstractmethod
-    def record_rejection(self, ts: float, reason: str, vehicle_id: str | None) -> None: ...
+    def record_rejection(self, ts: float, reason: str, vehicle_id: str | None,
+                         count: int = 1) -> None:
+        """``count`` messages rejected for ``reason`` (from ``vehicle_id``, if known) up to
+        ``ts``: the gateway writes its rejections as counts, not a row per message."""
 
     @abc.abstractmethod
     def record_traffic(self, ts: float, kind: str, traffic: Traffic) -> None:
@@ -198,7 +205,7 @@ CREATE TABLE IF NOT EXISTS budgets (vehicle_id TEXT, round INTEGER, epsilon REAL
     delta REAL, epsilon_total REAL, PRIMARY KEY (vehicle_id, round));
 CREATE INDEX IF NOT EXISTS budgets_by_round ON budgets (round);
 CREATE TABLE IF NOT EXISTS rejections (id INTEGER PRIMARY KEY, ts REAL, reason TEXT,
-    vehicle_id TEXT);
+    vehicle_id TEXT, count INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS traffic (kind TEXT PRIMARY KEY, messages INTEGER,
     payload_bytes INTEGER, readings INTEGER, updated_at REAL);
 CREATE TABLE IF NOT EXISTS privacy (vehicle_id TEXT PRIMARY KEY, privacy TEXT,
@@ -242,6 +249,7 @@ class SQLiteStore(Store):
         try:
             self._db = sqlite3.connect(str(path), check_same_thread=False)
             self._db.executescript(_SCHEMA)
+            _add_rejection_counts(self._db)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store at {path}: {exc}") from exc
         self._lock = threading.Lock()
@@ -295,8 +303,10 @@ class SQLiteStore(Store):
             (update.vehicle_id, update.privacy, update.mechanism, update.epsilon_total,
              update.epsilon_budget, update.delta))
 
-    def record_rejection(self, ts: float, reason: str, vehicle_id: str | None) -> None:
-        self._write("INSERT INTO rejections VALUES (NULL,?,?,?)", (ts, reason, vehicle_id))
+    def record_rejection(self, ts: float, reason: str, vehicle_id: str | None,
+                         count: int = 1) -> None:
+        self._write("INSERT INTO rejections VALUES (NULL,?,?,?,?)",
+                    (ts, reason, vehicle_id, count))
 
     def record_traffic(self, ts: float, kind: str, traffic: Traffic) -> None:
         self._write(
@@ -330,7 +340,7 @@ class SQLiteStore(Store):
         return dict(self._read("SELECT vehicle_id, state FROM statuses"))  # type: ignore[arg-type]
 
     def rejection_counts(self) -> dict[str, int]:
-        rows = self._read("SELECT reason, COUNT(*) FROM rejections GROUP BY reason")
+        rows = self._read("SELECT reason, SUM(count) FROM rejections GROUP BY reason")
         return {reason: count for reason, count in rows}
 
     def vehicles(self) -> list[VehicleRecord]:
@@ -362,6 +372,14 @@ class SQLiteStore(Store):
         self.flush()
         with self._lock:
             self._db.close()
+
+
+def _add_rejection_counts(db: sqlite3.Connection) -> None:
+    """A store written before rejections were counted has a row per rejection: count 1 each."""
+    columns = [row[1] for row in db.execute("PRAGMA table_info(rejections)")]
+    if "count" not in columns:
+        db.execute("ALTER TABLE rejections ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
+        db.commit()
 
 
 def open_store(url: str, schema: Schema = VEHICLE_SCHEMA) -> Store:

@@ -62,6 +62,7 @@ def test_bad_updates_are_counted_recorded_and_do_not_touch_the_round(gw, topic_v
     assert gw.rejected == {reason: 1}
     assert gw.round.accepted == {}
     assert gw.round.rejected == {reason: 1}
+    gw._flush_counters()
     assert gw.store.rejection_counts() == {reason: 1}
 
 
@@ -137,7 +138,7 @@ def test_a_restarted_gateway_resumes_from_the_stored_model(gw):
     assert again.round.number == 2
 
 
-def test_traffic_counts_every_message_and_the_readings_of_accepted_updates():
+def test_traffic_counts_every_message_apart_from_invalid_ones_and_the_readings_learned():
     gateway = Gateway(MqttTarget("127.0.0.1", 1), SQLiteStore(":memory:"), min_updates=1,
                       clock=Clock())
     gateway._client.publish = lambda *args, **kwargs: SimpleNamespace(rc=0)  # type: ignore
@@ -153,6 +154,7 @@ def test_traffic_counts_every_message_and_the_readings_of_accepted_updates():
 
     traffic = gateway.store.traffic()
     assert traffic["status"] == Traffic(1, len(status))
-    assert traffic["update"] == Traffic(3, 2 * len(update) + 4, factories.summary().n)
+    assert traffic["update"] == Traffic(2, 2 * len(update), factories.summary().n)
+    assert traffic["invalid"] == Traffic(1, 4)
     model = messages.encode(gateway.model)
     assert traffic["model"] == Traffic(1, len(model))  # one copy for the one vehicle online

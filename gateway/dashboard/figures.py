@@ -11,9 +11,10 @@ Bytes saved: what streaming every reading would have sent, set against what fede
 ``raw_bytes`` counts only the readings summarised by accepted updates (vehicles do not learn,
 and so do not count, readings taken while a fault is suspected), each as one compact JSON
 message over the fleet's schema (:func:`raw_reading_bytes`); ``sent_bytes`` counts every
-payload received from vehicles (rejected ones too) and each round and model message once per
-vehicle online. Both leave out MQTT and TCP framing, which streaming would pay once per
-reading. So the saving is a lower bound.
+valid message received from vehicles (refused ones too, such as a late update) and each round
+and model message once per vehicle online; payloads that are no valid message at all (a broken
+or hostile client) are counted apart, as traffic of kind ``invalid``. Both leave out MQTT and
+TCP framing, which streaming would pay once per reading. So the saving is a lower bound.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections import Counter
 from typing import Any
 
 from federation.features import VEHICLE_SCHEMA, Schema
-from gateway.store import Store, Traffic, VehicleRecord
+from gateway.store import INVALID, Store, Traffic, VehicleRecord
 
 __all__ = ["ALERT_LIMIT", "ROUND_LIMIT", "health", "raw_reading_bytes", "savings", "snapshot"]
 
@@ -65,11 +66,15 @@ def health(vehicle: VehicleRecord) -> str:
 def savings(traffic: dict[str, Traffic], reading_bytes: int) -> dict[str, Any]:
     """Bytes sent against the bytes of streaming the same readings raw, ``reading_bytes`` each.
 
-    >>> figures = savings({"update": Traffic(10, 20_000, 3_000), "status": Traffic(10, 700)}, 250)
+    Payloads that were no valid message (traffic kind ``invalid``: hostile or broken clients)
+    are shown by kind but are not the fleet's cost.
+
+    >>> figures = savings({"update": Traffic(10, 20_000, 3_000), "status": Traffic(10, 700),
+    ...                    "invalid": Traffic(5, 90_000)}, 250)
     >>> figures["raw_bytes"], figures["sent_bytes"], figures["saved_bytes"]
     (750000, 20700, 729300)
     """
-    sent = sum(t.payload_bytes for t in traffic.values())
+    sent = sum(t.payload_bytes for kind, t in traffic.items() if kind != INVALID)
     readings = sum(t.readings for t in traffic.values())
     raw = readings * reading_bytes
     return {
