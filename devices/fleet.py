@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,8 @@ class Fleet:
     observer
         Called with every :class:`~federation.messages.Alert` a vehicle raises, and with a
         :class:`FleetStatus` every ten seconds.
+    logins
+        Each vehicle's own target (its login) by vehicle id; ``target`` for the others.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class Fleet:
         *,
         speedup: float = 60.0,
         observer: Callable[[Alert | FleetStatus], None] | None = None,
+        logins: Mapping[str, MqttTarget] | None = None,
     ) -> None:
         if speedup <= 0:
             raise ValueError(f"speedup must be > 0, got {speedup}")
@@ -106,6 +109,7 @@ class Fleet:
         self.steps = 0
         self.lag_s = 0.0
         self._target = target
+        self._logins = logins or {}
         self._mux = ClientMux()
         self._clients: dict[str, mqtt.Client] = {}
         self.rejections = RejectionLog(log)
@@ -146,13 +150,14 @@ class Fleet:
 
     def _connect(self, vehicle: Vehicle) -> None:
         will = vehicle.status("offline")
-        client = make_client(f"fedfleet-{vehicle.vehicle_id}", self._target,
+        target = self._logins.get(vehicle.vehicle_id, self._target)
+        client = make_client(f"fedfleet-{vehicle.vehicle_id}", target,
                              will=(will.topic, will.payload))
         client.user_data_set(vehicle)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         self._clients[vehicle.vehicle_id] = client
-        self._mux.add(client, self._target.host, self._target.port)
+        self._mux.add(client, target.host, target.port)
 
     def _on_connect(self, client: mqtt.Client, vehicle: Vehicle, flags: Any, rc: Any,
                     props: Any) -> None:

@@ -1,4 +1,5 @@
-"""The ``fedfleet`` command: ``demo``, ``broker``, ``gateway``, ``fleet`` and ``privacy``.
+"""The ``fedfleet`` command: ``demo``, ``broker``, ``gateway``, ``fleet``, ``device``,
+``privacy``, ``evaluate`` and ``broker-setup``.
 
 Exit codes: 0 success, 1 runtime failure, 2 usage error. SIGTERM and Ctrl-C stop cleanly.
 """
@@ -14,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fedfleet import commands, evaluate
+from fedfleet import access, commands, evaluate
 from fedfleet.commands import TUNINGS
 from fedfleet.config import ConfigError, resolve
 
@@ -51,9 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--schema", metavar="FILE",
                          help="the fleet's feature schema (JSON; default: the vehicle schema)")
     _http_options(gateway)
+    _login_options(gateway)
 
     fleet = sub.add_parser("fleet", parents=[common], help="run simulated vehicles")
     _fleet_options(fleet)
+    _login_options(fleet)
+    fleet.add_argument("--credentials-dir", metavar="DIR",
+                       help="each vehicle's own login, VEHICLE_ID.password or VEHICLE_ID.crt "
+                            "and .key, as `fedfleet broker-setup` writes them")
 
     device = sub.add_parser("device", parents=[common],
                             help="run one vehicle on a real sensor source")
@@ -61,9 +67,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="the vehicle's id (1-64 of A-Z a-z 0-9 _ . -)")
     device.add_argument("--source", metavar="SOURCE",
                         help="obd://PORT, serial://DEVICE?baud=N, csv://PATH?speedup=X or stdin")
-    device.add_argument("--username", metavar="U", help="broker user (overrides the URL's)")
-    device.add_argument("--password", metavar="P",
-                        help="broker password (better: the FEDFLEET_PASSWORD variable)")
+    _login_options(device)
     device.add_argument("--schema", metavar="FILE",
                         help="the fleet's feature schema (JSON; default: the vehicle schema)")
     device.add_argument("--tuning", choices=sorted(TUNINGS),
@@ -78,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="where the vehicle keeps its privacy ledger "
                              "(default fedfleet-data/ledgers)")
     evaluate.add_parser(sub)
+    access.add_parser(sub)
     fleet.add_argument("--ledger-dir", metavar="DIR",
                        help="where each vehicle keeps its privacy ledger "
                             "(default fedfleet-data/ledgers)")
@@ -93,6 +98,23 @@ def _http_options(parser: argparse.ArgumentParser) -> None:
                         help="serve the web dashboard on this port (default 8080; 0: off)")
     parser.add_argument("--http-host", metavar="HOST",
                         help="address the dashboard listens on (default 127.0.0.1)")
+
+
+def _login_options(parser: argparse.ArgumentParser) -> None:
+    """How a command that connects logs in to the broker, and verifies it over TLS."""
+    parser.add_argument("--username", metavar="U", help="broker login (overrides the URL's)")
+    parser.add_argument("--password", metavar="P",
+                        help="broker password, with a login from --username or the URL "
+                             "(better: the FEDFLEET_PASSWORD variable)")
+    parser.add_argument("--ca-file", metavar="FILE",
+                        help="mqtts://: trust only the CA in FILE (PEM) for the broker's "
+                             "certificate (default: the system's CAs)")
+    parser.add_argument("--cert-file", metavar="FILE",
+                        help="mqtts://: this client's certificate (PEM), for brokers that "
+                             "ask for one")
+    parser.add_argument("--key-file", metavar="FILE",
+                        help="mqtts://: the certificate's private key (PEM; default: in "
+                             "--cert-file)")
 
 
 def _fleet_options(parser: argparse.ArgumentParser) -> None:
@@ -179,6 +201,8 @@ def _check_evaluate(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "broker-setup":
+        return access.main(args)
     if args.command == "evaluate":
         try:
             _check_evaluate(args)

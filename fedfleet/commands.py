@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from broker.access import client_login
 from broker.embedded import BrokerError, EmbeddedBroker
 from devices.agent import DeviceAgent
 from devices.attach import open_source
@@ -22,7 +24,7 @@ from devices.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE
 from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA, Schema, SchemaError, load_schema
-from federation.transport import MqttTarget, parse_mqtt_url
+from federation.transport import MqttTarget, check_tls, parse_mqtt_url, tls_context
 from fedfleet.config import ConfigError
 from fedfleet.privacy import budget_report, describe, ledgers, vehicle_options
 from fedfleet.progress import DeviceProgress, Progress
@@ -37,6 +39,8 @@ log = logging.getLogger("fedfleet")
 DEMO_STORE = Path("fedfleet-data/demo.db")
 TUNINGS = {"vehicle": VEHICLE, "engine-cycles": ENGINE_CYCLES, "test-rig": TEST_RIG}
 DEMO_LEDGERS = Path("fedfleet-data/demo-ledgers")
+# How long a command that connects waits for a TLS handshake before it gives up.
+TLS_CHECK_S = 10.0
 
 
 def run(command: str, settings: dict[str, Any], stop: threading.Event) -> int:
@@ -51,6 +55,63 @@ def _target(settings: dict[str, Any]) -> MqttTarget:
         return parse_mqtt_url(settings["mqtt"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _login(settings: dict[str, Any]) -> MqttTarget:
+    """The broker and how to log in: the URL, then the login and TLS settings over it."""
+    target = _target(settings)
+    username = settings["username"] or target.username
+    password = settings["password"] or target.password
+    if password and not username:
+        raise ConfigError("a password needs a login: give --username, or put the login in "
+                          "the URL (mqtts://LOGIN@HOST); FEDFLEET_PASSWORD counts as --password")
+    ca_file, cert_file, key_file = (settings[key] or None
+                                    for key in ("ca_file", "cert_file", "key_file"))
+    if (ca_file or cert_file or key_file) and not target.tls:
+        raise ConfigError("--ca-file, --cert-file and --key-file need an mqtts:// URL")
+    if key_file and not cert_file:
+        raise ConfigError("--key-file needs --cert-file")
+    return replace(target, username=username, password=password, ca_file=ca_file,
+                   cert_file=cert_file, key_file=key_file)
+
+
+def _check_tls(target: MqttTarget) -> None:
+    """Usage error for TLS files that cannot be used; :class:`TlsError` (exit 1, one line)
+    within ``TLS_CHECK_S`` if the handshake fails."""
+    if not target.tls:
+        return
+    for option, path in (("ca-file", target.ca_file), ("cert-file", target.cert_file),
+                         ("key-file", target.key_file)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"--{option} {path}: no such file")
+    try:
+        tls_context(target)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot use the TLS files {target.ca_file or ''} "
+                          f"{target.cert_file or ''} {target.key_file or ''}: {exc}") from None
+    check_tls(target, TLS_CHECK_S)
+
+
+def _vehicle_logins(settings: dict[str, Any], target: MqttTarget,
+                    vehicle_ids: list[str]) -> dict[str, MqttTarget] | None:
+    """Each vehicle's own login from ``--credentials-dir``; ``None`` without one."""
+    if not settings["credentials_dir"]:
+        return None
+    if target.username:
+        raise ConfigError("--credentials-dir gives each vehicle its own login: drop the "
+                          "login from the URL and --username")
+    logins = {}
+    for vehicle_id in vehicle_ids:
+        try:
+            login = client_login(Path(settings["credentials_dir"]), vehicle_id)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{exc}: write logins for the fleet with `fedfleet broker-setup "
+                              f"--vehicles {len(vehicle_ids)}`") from None
+        logins[vehicle_id] = replace(
+            target, username=login.username, password=login.password,
+            cert_file=login.cert_file or target.cert_file,
+            key_file=login.key_file or target.key_file)
+    return logins
 
 
 def broker(settings: dict[str, Any], stop: threading.Event) -> int:
@@ -77,8 +138,9 @@ def _gateway(settings: dict[str, Any], target: MqttTarget, store: Store,
 
 
 def gateway(settings: dict[str, Any], stop: threading.Event) -> int:
-    target = _target(settings)
+    target = _login(settings)
     schema = _schema(settings)
+    _check_tls(target)
     print(f"fleet schema {schema.name} ({schema.digest}): {len(schema)} features, "
           f"{len(schema.health)} health sensors", flush=True)
     store = _open_store(settings, schema)
@@ -130,20 +192,21 @@ def _vehicles(settings: dict[str, Any], start_ts_s: float, ledger_dir: Path) -> 
 
 def fleet(settings: dict[str, Any], stop: threading.Event) -> int:
     start = time.time()
+    target = _login(settings)
     vehicles = _vehicles(settings, start, Path(settings["ledger_dir"]))
+    logins = _vehicle_logins(settings, target, [v.vehicle_id for v in vehicles])
+    _check_tls(next(iter(logins.values())) if logins else target)
     print(f"fedfleet fleet: {len(vehicles)} vehicles, privacy {describe(settings)}, ledgers in "
           f"{settings['ledger_dir']}", flush=True)
     progress = Progress(faults=_faults(vehicles), sim_start_s=start)
-    Fleet(_target(settings), vehicles, speedup=settings["speedup"], observer=progress).run(stop)
+    Fleet(target, vehicles, speedup=settings["speedup"], observer=progress,
+          logins=logins).run(stop)
     return 0
 
 
 def device(settings: dict[str, Any], stop: threading.Event) -> int:
     """One vehicle on a real sensor source, until Ctrl-C, --duration or the source's end."""
-    target = _target(settings)
-    if settings["username"]:
-        target = replace(target, username=settings["username"],
-                         password=settings["password"] or None)
+    target = _login(settings)
     schema = _schema(settings)
     if not settings["vehicle_id"] or not settings["source"]:
         raise ConfigError("--id and --source are required")
@@ -159,6 +222,7 @@ def device(settings: dict[str, Any], stop: threading.Event) -> int:
     vehicle = Vehicle(settings["vehicle_id"], source, ledger=ledger, **vehicle_options(settings),
                       **TUNINGS[settings["tuning"]].vehicle_kwargs(schema))
     progress = DeviceProgress(settings["vehicle_id"])
+    _check_tls(target)
     agent = DeviceAgent(target, vehicle, max_queued=settings["queue_size"], observer=progress)
     print(f"fedfleet device {vehicle.vehicle_id}: source {settings['source']}, schema "
           f"{schema.name} ({schema.digest}), broker {target.host}:{target.port}; Ctrl-C to stop"

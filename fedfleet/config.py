@@ -58,6 +58,11 @@ DEFAULTS: dict[str, Any] = {
     "source": "",
     "username": "",
     "password": "",  # better from FEDFLEET_PASSWORD than from the command line
+    # every command that connects (gateway, fleet, device); TLS files need an mqtts:// URL
+    "ca_file": "",  # empty: the system's trusted CAs
+    "cert_file": "",
+    "key_file": "",
+    "credentials_dir": "",  # fleet: each vehicle's login, as `fedfleet broker-setup` writes it
     "queue_size": 1000,
     "tuning": "vehicle",
 }

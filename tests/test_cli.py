@@ -58,6 +58,20 @@ def _fedfleet(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
         (["fleet", "--config", "/nonexistent.toml"], "cannot read config file"),
         (["gateway", "--schema", "/nonexistent.json"], "cannot read schema file"),
         (["broker", "--port", "70000"], "port must be a TCP port"),
+        (["gateway", "--password", "x"], "a password needs a login"),
+        (["device", "--id", "truck-9", "--source", "stdin", "--mqtt", "mqtt://:pw@h"],
+         "a password needs a login"),
+        (["gateway", "--ca-file", "ca.crt"], "need an mqtts:// URL"),
+        (["gateway", "--mqtt", "mqtts://h", "--key-file", "k.pem"], "--key-file needs --cert-file"),
+        (["fleet", "--mqtt", "mqtts://h", "--ca-file", "/nonexistent.crt"],
+         "--ca-file /nonexistent.crt: no such file"),
+        (["fleet", "--mqtt", "mqtt://u@h", "--credentials-dir", "."], "drop the login"),
+        (["fleet", "--vehicles", "2", "--credentials-dir", "."], "no login for 'veh-0000'"),
+        (["broker-setup", "setup", "--id", "gateway"], "the gateway's login, not a vehicle"),
+        (["broker-setup", "setup", "--id", "veh+1"], "invalid vehicle id"),
+        (["broker-setup", "setup", "--port", "0"], "port must be a TCP port"),
+        (["broker-setup", "setup", "--auth", "certificate", "--plain-port", "1883"],
+         "a plain listener needs password logins"),
         (["launch"], "invalid choice"),
         (["demo", "--privacy", "maybe"], "invalid choice"),
         (["gateway", "--http-port", "-1"], "http-port must be a TCP port (1-65535), or 0"),
@@ -71,6 +85,27 @@ def test_usage_errors_exit_2_with_a_clear_message(args, message, tmp_path):
     assert process.returncode == 2
     assert message in output
     assert "Traceback" not in output
+
+
+def test_a_password_from_the_environment_without_a_login_is_a_usage_error(tmp_path):
+    process = _fedfleet("device", "--id", "truck-9", "--source", "stdin", "--mqtt",
+                        "mqtt://127.0.0.1:1", cwd=tmp_path, env={"FEDFLEET_PASSWORD": "pw"})
+
+    output, _ = process.communicate(timeout=30)
+
+    assert process.returncode == 2
+    assert "a password needs a login" in output and "FEDFLEET_PASSWORD" in output
+
+
+def test_broker_setup_never_writes_over_an_existing_setup(tmp_path):
+    (tmp_path / "setup").mkdir()
+    (tmp_path / "setup" / "ca.key").write_text("the CA every client trusts")
+
+    process = _fedfleet("broker-setup", "setup", cwd=tmp_path)
+    output, _ = process.communicate(timeout=30)
+
+    assert process.returncode == 2 and "is not empty" in output
+    assert (tmp_path / "setup" / "ca.key").read_text() == "the CA every client trusts"
 
 
 def test_an_unreachable_broker_is_a_runtime_failure(tmp_path):

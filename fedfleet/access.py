@@ -1,0 +1,153 @@
+"""``fedfleet broker-setup``: a Mosquitto setup for a new deployment, and each client's settings.
+
+Writes what :mod:`broker.access` writes (CA, certificates, logins, ACL, ``mosquitto.conf``),
+then a settings file for the gateway and one for the simulated fleet into ``clients/``, so
+that ``fedfleet gateway --config DIR/clients/gateway.toml`` connects as written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from broker.access import AUTH_MODES, GATEWAY_LOGIN, AccessSetup, default_broker_user, write_setup
+from federation import topics
+
+__all__ = ["add_parser", "main"]
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``broker-setup`` subcommand to the CLI's subparsers."""
+    parser = sub.add_parser(
+        "broker-setup", help="write a Mosquitto setup (TLS, logins, ACL) for a new deployment",
+        description="Write a development CA, the broker's certificate, one login per client "
+                    "(the gateway and each vehicle), an ACL and a mosquitto.conf into DIR "
+                    "(docs/SECURITY.md).")
+    parser.add_argument("directory", metavar="DIR", help="a new or empty directory")
+    parser.add_argument("--vehicles", type=int, default=0, metavar="N",
+                        help="logins for a simulated fleet of N: veh-0000 ... (default 0)")
+    parser.add_argument("--id", dest="ids", action="append", default=[], metavar="VEHICLE_ID",
+                        help="a login for this vehicle id (repeatable)")
+    parser.add_argument("--host", dest="hosts", action="append", default=[], metavar="NAME",
+                        help="a name or address clients reach the broker by (repeatable; the "
+                             "first goes into the clients' settings; default localhost and "
+                             "127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8883, metavar="P",
+                        help="the TLS listener's port (default 8883)")
+    parser.add_argument("--bind", default="", metavar="ADDRESS",
+                        help="the TLS listener's address (default: every interface)")
+    parser.add_argument("--plain-port", type=int, default=0, metavar="P",
+                        help="also a plain listener on 127.0.0.1 (default: none)")
+    parser.add_argument("--auth", choices=AUTH_MODES, default="password",
+                        help="how clients log in over TLS: a password each (default), or a "
+                             "client certificate each whose common name is the login")
+    parser.add_argument("--broker-user", default=default_broker_user(), metavar="USER",
+                        help="the user Mosquitto runs as (default: you, or mosquitto for root)")
+    parser.add_argument("--root", metavar="PATH",
+                        help="DIR as the broker and clients will see it, e.g. where a "
+                             "container mounts it (default: DIR itself)")
+
+
+def _ids(args: argparse.Namespace) -> list[str]:
+    if args.vehicles < 0:
+        raise ValueError(f"vehicles must be 0 or more, got {args.vehicles}")
+    ids = [f"veh-{index:04d}" for index in range(args.vehicles)] + args.ids
+    for vehicle_id in ids:
+        topics.check_vehicle_id(vehicle_id)
+    return ids
+
+
+def _toml(settings: dict[str, Any]) -> str:
+    """Flat settings, then tables; JSON's string escapes are TOML's."""
+    lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items() if not isinstance(v, dict)]
+    for table, values in settings.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{table}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _client_settings(setup: AccessSetup, login: str, url_login: bool) -> dict[str, Any]:
+    clients = setup.path("clients")
+    host = setup.hosts[0]
+    host = f"[{host}]" if ":" in host else host
+    user = f"{login}@" if url_login and setup.auth == "password" else ""
+    settings: dict[str, Any] = {"mqtt": f"mqtts://{user}{host}:{setup.port}",
+                                "ca_file": str(clients / "ca.crt")}
+    if url_login and setup.auth == "password":
+        settings["password"] = (setup.directory / "clients" / f"{login}.password").read_text(
+            ).strip()
+    elif url_login:
+        settings |= {"cert_file": str(clients / f"{login}.crt"),
+                     "key_file": str(clients / f"{login}.key")}
+    return settings
+
+
+def _write_client_settings(setup: AccessSetup, vehicles: int) -> None:
+    """``gateway.toml``, and ``fleet.toml`` for a simulated fleet, into ``clients/``."""
+    files = {"gateway": _client_settings(setup, GATEWAY_LOGIN, url_login=True)}
+    if vehicles:
+        files["fleet"] = _client_settings(setup, "", url_login=False)
+        files["fleet"]["fleet"] = {"credentials_dir": str(setup.path("clients")),
+                                   "vehicles": vehicles}
+    for what, settings in files.items():
+        path = setup.directory / "clients" / f"{what}.toml"
+        header = (f"# fedfleet settings for the {what}, written by `fedfleet broker-setup`:\n"
+                  f"#   fedfleet {what} --config {setup.path('clients', path.name)}\n")
+        path.touch(mode=0o600)
+        path.write_text(header + _toml(settings))
+
+
+def main(args: argparse.Namespace) -> int:
+    """Write the setup; 0 on success, 2 on a usage error, 1 if it cannot be written."""
+    try:
+        ids = _ids(args)
+        for name, port in (("port", args.port), ("plain-port", args.plain_port)):
+            if not 0 <= port <= 65535 or (name == "port" and port == 0):
+                raise ValueError(f"{name} must be a TCP port (1-65535), got {port}")
+        setup = AccessSetup(
+            Path(args.directory), ids, topics.VEHICLE_KINDS, topic_root=topics.ROOT,
+            hosts=args.hosts or ["localhost", "127.0.0.1"], port=args.port, bind=args.bind,
+            plain_port=args.plain_port, auth=args.auth, broker_user=args.broker_user,
+            root=Path(args.root) if args.root else None)
+        write_setup(setup)
+    except (ValueError, FileExistsError) as exc:
+        print(f"fedfleet broker-setup: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"fedfleet broker-setup: cannot write {args.directory}: {exc}", file=sys.stderr)
+        return 1
+    _write_client_settings(setup, args.vehicles)
+    print(_summary(setup, ids, args.vehicles), flush=True)
+    return 0
+
+
+def _summary(setup: AccessSetup, ids: list[str], simulated: int) -> str:
+    clients, broker = setup.path("clients"), setup.path("broker")
+    logins = "a password each" if setup.auth == "password" else "a client certificate each"
+    plain = f", plain MQTT on 127.0.0.1:{setup.plain_port}" if setup.plain_port else ""
+    lines = [
+        f"fedfleet broker-setup: wrote {setup.directory}: TLS on port {setup.port}{plain}; "
+        f"{len(ids)} vehicle(s) and the gateway log in with {logins}",
+        f"  broker:  mosquitto -c {broker / 'mosquitto.conf'}   (runs as {setup.broker_user})",
+        f"  gateway: fedfleet gateway --config {clients / 'gateway.toml'}",
+    ]
+    if simulated:
+        lines.append(f"  fleet:   fedfleet fleet --config {clients / 'fleet.toml'}")
+    if ids:
+        example = ids[-1]
+        host = setup.hosts[0]
+        if setup.auth == "password":
+            lines.append(f"  device:  FEDFLEET_PASSWORD=\"$(cat {clients / example}.password)\" "
+                         f"fedfleet device --id {example} --mqtt mqtts://{example}@{host}:"
+                         f"{setup.port} --ca-file {clients / 'ca.crt'} --source SOURCE")
+        else:
+            lines.append(f"  device:  fedfleet device --id {example} --mqtt mqtts://{host}:"
+                         f"{setup.port} --ca-file {clients / 'ca.crt'} --cert-file "
+                         f"{clients / example}.crt --key-file {clients / example}.key "
+                         "--source SOURCE")
+    lines.append(f"Keep {setup.path('ca', 'ca.key')} off the broker and the clients; give each "
+                 f"client ca.crt and its own login from {clients}.")
+    return "\n".join(lines)
