@@ -64,7 +64,7 @@ class EmbeddedBroker:
     - A message is forwarded at the subscriber's QoS, not at the lower of the publisher's and
       the subscriber's.
 
-    Use Mosquitto (``broker/mosquitto.conf``) for real deployments.
+    Use Mosquitto, as ``fedfleet broker-setup`` sets it up, for real deployments.
 
     Examples
     --------

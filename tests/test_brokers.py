@@ -14,14 +14,15 @@ from types import TracebackType
 import paho.mqtt.client as mqtt
 import pytest
 
+from broker.access import acl_text
 from broker.embedded import BrokerError, EmbeddedBroker
+from federation import topics
 from federation.transport import make_client, parse_mqtt_url
 from tests.servers import Mosquitto, mosquitto_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 TIMEOUT_S = 5.0
-ACL_FILE = Path(__file__).parent.parent / "broker" / "mosquitto.acl"
 
 
 class Peer:
@@ -197,9 +198,11 @@ def _password_file(directory: Path, users: dict[str, str]) -> Path:
     return path
 
 
-def test_the_shipped_acl_lets_a_vehicle_write_only_its_own_topics(tmp_path: Path) -> None:
+def test_the_written_acl_lets_a_vehicle_write_only_its_own_topics(tmp_path: Path) -> None:
     users = {"gateway": "pw-gateway", "veh-1": "pw-veh-1", "veh-2": "pw-veh-2"}
-    options = {"allow_anonymous": "false", "acl_file": str(ACL_FILE),
+    acl_file = tmp_path / "acl"
+    acl_file.write_text(acl_text(topics.VEHICLE_KINDS, topics.ROOT))
+    options = {"allow_anonymous": "false", "acl_file": str(acl_file),
                "password_file": str(_password_file(tmp_path, users))}
     with Mosquitto(options=options) as server:
         url = {user: f"mqtt://{user}:{pw}@127.0.0.1:{server.port}" for user, pw in users.items()}

@@ -49,11 +49,12 @@ def compose() -> dict[str, Any]:
 def test_the_compose_file_runs_the_whole_deployment(compose):
     services = compose["services"]
 
-    assert set(services) == {"mosquitto", "influxdb", "grafana", "gateway", "fleet"}
+    assert set(services) == {"access", "mosquitto", "influxdb", "grafana", "gateway", "fleet"}
     assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", services["mosquitto"]["image"])
     assert re.fullmatch(r"influxdb:2\.\d+\.\d+", services["influxdb"]["image"])
     assert re.fullmatch(r"grafana/grafana(-oss)?:\d+\.\d+\.\d+", services["grafana"]["image"])
-    assert services["gateway"]["build"] == services["fleet"]["build"]
+    assert services["gateway"]["build"] == services["fleet"]["build"] == services["access"][
+        "build"]
     assert (ROOT / services["gateway"]["build"]["context"] / "Dockerfile").is_file()
     assert {k for k in services["influxdb"]["environment"]} >= {
         "DOCKER_INFLUXDB_INIT_MODE", "DOCKER_INFLUXDB_INIT_ORG", "DOCKER_INFLUXDB_INIT_BUCKET",
@@ -66,10 +67,12 @@ def test_every_dependency_waits_for_a_health_check(compose):
              for dep, cond in service.get("depends_on", {}).items()]
 
     assert {(name, dep) for name, dep, _ in waits} == {
-        ("grafana", "influxdb"), ("gateway", "mosquitto"), ("gateway", "influxdb"),
-        ("fleet", "mosquitto"), ("fleet", "gateway")}
-    assert {condition for _, _, condition in waits} == {"service_healthy"}
-    assert all(services[dep]["healthcheck"]["test"] for _, dep, _ in waits)
+        ("mosquitto", "access"), ("grafana", "influxdb"), ("gateway", "mosquitto"),
+        ("gateway", "influxdb"), ("fleet", "mosquitto"), ("fleet", "gateway")}
+    healthy = [(name, dep) for name, dep, condition in waits if condition == "service_healthy"]
+    assert set(waits) - {(n, d, "service_healthy") for n, d in healthy} == {
+        ("mosquitto", "access", "service_completed_successfully")}
+    assert all(services[dep]["healthcheck"]["test"] for _, dep in healthy)
 
 
 def test_the_gateway_writes_to_the_bucket_grafana_reads(compose):
@@ -92,7 +95,7 @@ def test_secrets_come_from_the_env_file_alone(tmp_path):
 
     missing = _compose(tmp_path / "empty.env")
 
-    assert len(secrets) >= 5 and not any(value in text for value in secrets.values())
+    assert len(secrets) >= 3 and not any(value in text for value in secrets.values())
     assert missing.returncode != 0 and "set it in .env" in missing.stderr
     assert ".env" in (ROOT / ".gitignore").read_text().split()
 
@@ -196,31 +199,35 @@ class _Stack:
         self.workdir = workdir
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def mosquitto(self, port: int) -> dict[str, str]:
+    def _shell(self, name: str, **extra: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+        """Run the service's own shell script here; the process and its environment."""
+        service = self.services[name]
+        env = {**os.environ, "PATH": f"{os.environ['PATH']}:/usr/sbin", "PYTHONPATH": str(ROOT),
+               **service.get("environment", {}), **extra}
+        process = subprocess.Popen(["sh", "-c", _local(service["command"][0], self.swaps)],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return process, env
+
+    def access(self, **extra: str) -> int:
+        """Write the broker's setup as the one-shot service does; its exit code."""
+        process, _ = self._shell("access", **extra)
+        return process.wait(timeout=60)
+
+    def mosquitto(self) -> dict[str, str]:
         """Start Mosquitto with the service's own script; its environment."""
-        config = self.workdir / "mosquitto"
-        (config / "config").mkdir(parents=True)
-        (config / "data").mkdir()
-        conf = _local((ROOT / "broker" / "mosquitto.conf").read_text(), self.swaps)
-        conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1")
-        user = pwd.getpwuid(os.geteuid()).pw_name  # no switch to a "mosquitto" user
-        (config / "config" / "mosquitto.conf").write_text(f"{conf}user {user}\n")
-        service = self.services["mosquitto"]
-        env = {**os.environ, "PATH": f"{os.environ['PATH']}:/usr/sbin",
-               **service["environment"]}
-        self.processes.append(subprocess.Popen(
-            ["sh", "-c", _local(service["command"][0], self.swaps)], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        process, env = self._shell("mosquitto")
+        self.processes.append(process)
         return env
 
     def fedfleet(self, name: str, **extra: str) -> dict[str, str]:
         """Start ``fedfleet`` as the service ``name`` does; its environment."""
         service = self.services[name]
         env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
-        env |= {k: _local(str(v), self.swaps) for k, v in service["environment"].items()
-                if k not in extra}
+        env |= {k: _local(str(v), self.swaps)
+                for k, v in service.get("environment", {}).items() if k not in extra}
+        command = [_local(arg, self.swaps) for arg in service["command"]]
         self.processes.append(subprocess.Popen(
-            [sys.executable, "-m", "fedfleet", *service["command"]], cwd=self.workdir, env=env,
+            [sys.executable, "-m", "fedfleet", *command], cwd=self.workdir, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         return env
 
@@ -241,25 +248,32 @@ class _Stack:
 @pytest.mark.integration
 def test_the_stack_runs_on_this_machine_as_compose_configures_it(
         compose, victoria_metrics, tmp_path):
-    """Mosquitto from the compose service's own script (password file, ACL), then the gateway
-    and the fleet with the compose environment and health checks, in compose's order;
-    victoria-metrics stands in for InfluxDB 2."""
+    """The access service writes the broker's setup, Mosquitto runs it from the service's own
+    script (TLS, a login per client, the ACL), then the gateway and the fleet with the compose
+    settings and health checks, in compose's order; victoria-metrics stands in for InfluxDB 2.
+    Only the broker's address differs: the name ``mosquitto`` does not resolve here."""
     port, http_port = free_port(), free_port()
+    me = pwd.getpwuid(os.geteuid()).pw_name  # no switch to a "mosquitto" user
     stack = _Stack(compose, {
-        "/mosquitto/": f"{tmp_path}/mosquitto/", "/data/": f"{tmp_path}/",
-        "/fedfleet/mosquitto.acl": str(ROOT / "broker" / "mosquitto.acl"),
-        "chown mosquitto:mosquitto": f"chown {os.geteuid()}",
-        "mosquitto:1883": f"127.0.0.1:{port}", "-h 127.0.0.1": f"-h 127.0.0.1 -p {port}",
+        "/access": f"{tmp_path}/access", "/data/": f"{tmp_path}/",
+        "exec fedfleet": f"exec {sys.executable} -m fedfleet",
+        "--port 8883": f"--port {port} --bind 127.0.0.1", "-p 8883": f"-p {port}",
+        "--broker-user mosquitto": f"--broker-user {me}",
+        "chown -R mosquitto:mosquitto": f"chown -R {os.geteuid()}",
         "influxdb:8086": f"127.0.0.1:{victoria_metrics.port}", "8080": str(http_port),
         "0.0.0.0": "127.0.0.1"}, tmp_path)
     try:
-        env = stack.mosquitto(port)
+        written = stack.access(FLEET_VEHICLES="4")
+        rerun = stack.access(FLEET_VEHICLES="4")  # a restart keeps the setup it wrote
+        env = stack.mosquitto()
         assert _healthy(stack.health_check("mosquitto"), env)
-        env = stack.fedfleet("gateway", FEDFLEET_ROUND_SECONDS="1")
+        env = stack.fedfleet("gateway", FEDFLEET_ROUND_SECONDS="1",
+                             FEDFLEET_MQTT=f"mqtts://gateway@127.0.0.1:{port}")
         assert _healthy(stack.health_check("gateway"), env)
-        stack.fedfleet("fleet", FEDFLEET_VEHICLES="4", FEDFLEET_SPEEDUP="300")
-        anonymous = subprocess.run(["mosquitto_pub", "-p", str(port), "-t", "x", "-m", "1"],
-                                   capture_output=True, text=True, timeout=10)
+        stack.fedfleet("fleet", FEDFLEET_SPEEDUP="300", FEDFLEET_MQTT=f"mqtts://127.0.0.1:{port}")
+        anonymous = subprocess.run(
+            ["mosquitto_pub", "-p", str(port), "--cafile", f"{tmp_path}/access/clients/ca.crt",
+             "-h", "127.0.0.1", "-t", "x", "-m", "1"], capture_output=True, text=True, timeout=10)
         deadline = time.monotonic() + 30
         while (victoria_metrics.samples('{__name__="round_round"}') < 2
                or victoria_metrics.samples('{__name__="participation_round"}') == 0):
@@ -269,6 +283,7 @@ def test_the_stack_runs_on_this_machine_as_compose_configures_it(
     finally:
         codes = stack.stop()
 
+    assert (written, rerun) == (0, 0)
     assert anonymous.returncode != 0 and "not authorised" in anonymous.stderr.lower()
     assert victoria_metrics.samples('{__name__="participation_round"}') > 0
     assert codes[1:] == [0, 0]
