@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import pwd
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,7 +123,28 @@ def main(args: argparse.Namespace) -> int:
         return 1
     _write_client_settings(setup, args.vehicles)
     print(_summary(setup, ids, args.vehicles), flush=True)
+    blocked = None if args.root else _unreachable(setup.directory / "broker", args.broker_user)
+    if blocked is not None:
+        print(f"fedfleet broker-setup: warning: Mosquitto runs as {args.broker_user}, who "
+              f"cannot enter {blocked}: move the setup, or pass --broker-user", file=sys.stderr)
     return 0
+
+
+def _unreachable(directory: Path, user: str) -> Path | None:
+    """The first directory on the way to ``directory`` that ``user`` may not enter."""
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        return None
+    if account.pw_uid == 0:
+        return None
+    for step in [*reversed(directory.resolve().parents), directory.resolve()]:
+        info = step.stat()
+        search = (stat.S_IXUSR if info.st_uid == account.pw_uid else
+                  stat.S_IXGRP if info.st_gid == account.pw_gid else stat.S_IXOTH)
+        if not info.st_mode & search:
+            return step
+    return None
 
 
 def _summary(setup: AccessSetup, ids: list[str], simulated: int) -> str:

@@ -28,7 +28,7 @@ from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA
 from federation.messages import Alert, RoundOpen, Status
-from federation.transport import parse_mqtt_url
+from federation.transport import MqttTarget, parse_mqtt_url
 from fedfleet.progress import Progress
 from gateway.service import Gateway
 from gateway.store import SQLiteStore
@@ -193,10 +193,11 @@ def _fedfleet(*args: str, cwd: Path, env_extra: dict[str, str] | None = None,
 
 
 @contextlib.contextmanager
-def running_gateway(url: str, db: Path, **kwargs: Any) -> Iterator[Gateway]:
+def running_gateway(url: str | MqttTarget, db: Path, **kwargs: Any) -> Iterator[Gateway]:
     """A gateway on a thread of its own, with its first round open."""
     store = SQLiteStore(db)
-    gateway = Gateway(parse_mqtt_url(url), store, **{"round_seconds": 1, **kwargs})
+    target = parse_mqtt_url(url) if isinstance(url, str) else url
+    gateway = Gateway(target, store, **{"round_seconds": 1, **kwargs})
     stop = threading.Event()
     thread = threading.Thread(target=gateway.run, args=(stop,))
     thread.start()
