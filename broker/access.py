@@ -48,7 +48,23 @@ def default_broker_user() -> str:
 @dataclass(frozen=True)
 class AccessSetup:
     """What to write. ``vehicles`` are logins (vehicle ids); ``hosts`` name the broker as
-    clients reach it (the first is the one clients' settings use)."""
+    clients reach it (the first is the one clients' settings use).
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> top = Path(tempfile.mkdtemp())
+    >>> me = pwd.getpwuid(os.geteuid()).pw_name
+    >>> setup = AccessSetup(top / "setup", ["veh-0001"], ["update", "alert", "status"],
+    ...                     broker_user=me)
+    >>> written = write_setup(setup)
+    >>> sorted(path.name for path in written if path.parent.name == "clients")
+    ['ca.crt', 'gateway.password', 'veh-0001.password']
+    >>> login = client_login(top / "setup" / "clients", "veh-0001")
+    >>> login.username, len(login.password or ""), login.cert_file
+    ('veh-0001', 32, None)
+    >>> shutil.rmtree(top)
+    """
 
     directory: Path
     vehicles: Sequence[str]

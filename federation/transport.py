@@ -111,6 +111,9 @@ def check_tls(target: MqttTarget, timeout_s: float = 10.0) -> None:
 
     No MQTT CONNECT is sent: where client ids are bound to logins, it would replace the
     session of the very component that is about to connect.
+
+    >>> check_tls(MqttTarget("127.0.0.1", 1, tls=True), timeout_s=1.0) is None  # nobody there
+    True
     """
     where = f"{target.host}:{target.port}"
     context = tls_context(target)
