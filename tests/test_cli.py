@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import signal
 import socket
@@ -11,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 
 from federation import messages, topics
 from federation.messages import Status
+from fedfleet.cli import main
 from fedfleet.config import ConfigError, resolve
 from tests.servers import Mosquitto, free_port
 
@@ -106,6 +109,22 @@ def test_broker_setup_never_writes_over_an_existing_setup(tmp_path):
 
     assert process.returncode == 2 and "is not empty" in output
     assert (tmp_path / "setup" / "ca.key").read_text() == "the CA every client trusts"
+
+
+def test_broker_setup_writes_paths_as_the_broker_and_clients_will_see_them(tmp_path):
+    me = pwd.getpwuid(os.geteuid()).pw_name
+
+    code = main(["broker-setup", str(tmp_path / "setup"), "--vehicles", "2", "--host",
+                 "mosquitto", "--root", "/srv/fedfleet", "--broker-user", me])
+
+    conf = (tmp_path / "setup" / "broker" / "mosquitto.conf").read_text()
+    gateway = tomllib.loads((tmp_path / "setup" / "clients" / "gateway.toml").read_text())
+    fleet = tomllib.loads((tmp_path / "setup" / "clients" / "fleet.toml").read_text())
+    assert code == 0
+    assert "password_file /srv/fedfleet/broker/passwd\n" in conf and str(tmp_path) not in conf
+    assert gateway["mqtt"] == "mqtts://gateway@mosquitto:8883"
+    assert gateway["ca_file"] == fleet["ca_file"] == "/srv/fedfleet/clients/ca.crt"
+    assert fleet["fleet"] == {"credentials_dir": "/srv/fedfleet/clients", "vehicles": 2}
 
 
 def test_an_unreachable_broker_is_a_runtime_failure(tmp_path):
