@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from broker.certificates import CertificateAuthority
 from broker.passwords import new_password, password_line
 
 __all__ = ["AUTH_MODES", "GATEWAY_LOGIN", "AccessSetup", "ClientLogin", "acl_text",
@@ -226,6 +225,9 @@ def write_setup(setup: AccessSetup) -> list[Path]:
     top = setup.directory
     if top.exists() and any(top.iterdir()):
         raise FileExistsError(f"{top} is not empty: write a new setup into a new directory")
+    # Here, not at the top: every command that connects reads logins, only this writes them.
+    from broker.certificates import CertificateAuthority
+
     ca_dir, broker_dir, clients_dir = (top / name for name in ("ca", "broker", "clients"))
     for directory in (ca_dir, broker_dir, broker_dir / "data", clients_dir):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
