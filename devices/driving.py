@@ -1,15 +1,16 @@
-"""The driving cycle: a semi-Markov walk over idling, city stop-and-go and highway legs."""
+"""The driving cycles of many vehicles: semi-Markov walks over idling, city and highway legs."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from enum import StrEnum
 
 import numpy as np
 
 from devices.profiles import VehicleProfile
 
-__all__ = ["DrivingCycle", "DrivingState"]
+__all__ = ["DrivingCycles", "DrivingState"]
 
 
 class DrivingState(StrEnum):
@@ -24,8 +25,6 @@ class DrivingState(StrEnum):
     IDLE = "idle"
     CITY = "city"
     HIGHWAY = "highway"
-
-
 
 
 _NEXT_STATE = {  # (the likelier next state, its probability, the other one)
@@ -43,48 +42,83 @@ _CITY_CRUISE_S = (15.0, 120.0)
 _HIGHWAY_LEG_S = (60.0, 600.0)
 
 
-class DrivingCycle:
-    """The semi-Markov cycle over driving states, each split into legs with a target speed."""
+class DrivingCycles:
+    """The semi-Markov cycles of many vehicles, each state split into legs with a target speed.
 
-    def __init__(self, rng: np.random.Generator, profile: VehicleProfile) -> None:
-        self._rng = rng
-        self._city_kmh = profile.city_kmh
-        self._highway_kmh = profile.highway_kmh
-        self.state = DrivingState.IDLE
-        self.target_kmh = 0.0
-        self._cruising = False
-        self._state_left_s = 0.0
-        self._leg_left_s = 0.0
-        self._enter(DrivingState.IDLE)
+    Timers run on arrays, one entry per vehicle. The rare events (a new state, a new leg) are
+    drawn per vehicle, from that vehicle's own generator, for the few vehicles that have one
+    at a step.
 
-    def step(self, dt_s: float) -> float:
-        """Advance by ``dt_s`` and return the target speed."""
+    Parameters
+    ----------
+    rngs
+        One generator per vehicle: everything the vehicle's cycle draws comes from it.
+    profiles
+        The vehicles' profiles, in the same order: their city and highway speeds.
+
+    Examples
+    --------
+    >>> from devices.profiles import VehicleProfile
+    >>> rngs = [np.random.default_rng(seed) for seed in (1, 2)]
+    >>> cycles = DrivingCycles(rngs, [VehicleProfile.draw(rng) for rng in rngs])
+    >>> for _ in range(300):
+    ...     target_kmh = cycles.step(np.ones(2))
+    >>> [cycles.state(i).value for i in range(2)], target_kmh.round(1).tolist()
+    (['highway', 'idle'], [100.8, 0.0])
+    """
+
+    def __init__(self, rngs: Sequence[np.random.Generator],
+                 profiles: Sequence[VehicleProfile]) -> None:
+        if len(rngs) != len(profiles):
+            raise ValueError(f"{len(rngs)} generators for {len(profiles)} profiles")
+        count = len(rngs)
+        self._rngs = list(rngs)
+        self._city_kmh = [p.city_kmh for p in profiles]
+        self._highway_kmh = [p.highway_kmh for p in profiles]
+        self._states = [DrivingState.IDLE] * count
+        self.target_kmh = np.zeros(count)
+        self._cruising = [False] * count
+        self._state_left_s = np.zeros(count)
+        self._leg_left_s = np.zeros(count)
+        for index in range(count):
+            self._enter(index, DrivingState.IDLE)
+
+    def state(self, index: int) -> DrivingState:
+        """What vehicle ``index`` is doing."""
+        return self._states[index]
+
+    def step(self, dt_s: np.ndarray) -> np.ndarray:
+        """Advance each vehicle by its ``dt_s`` and return the target speeds (do not modify)."""
         self._state_left_s -= dt_s
         self._leg_left_s -= dt_s
-        if self._state_left_s <= 0.0:
-            likely, probability, other = _NEXT_STATE[self.state]
-            self._enter(likely if self._rng.random() < probability else other)
-        elif self._leg_left_s <= 0.0:
-            self._next_leg()
+        ending = self._state_left_s <= 0.0
+        for index in np.flatnonzero(ending | (self._leg_left_s <= 0.0)).tolist():
+            if ending[index]:
+                likely, probability, other = _NEXT_STATE[self._states[index]]
+                self._enter(index, likely if self._rngs[index].random() < probability else other)
+            else:
+                self._next_leg(index)
         return self.target_kmh
 
-    def _enter(self, state: DrivingState) -> None:
-        self.state = state
-        self._state_left_s = self._log_uniform(_DWELL_S[state])
-        self._cruising = False
-        self._next_leg()
+    def _enter(self, index: int, state: DrivingState) -> None:
+        self._states[index] = state
+        self._state_left_s[index] = self._log_uniform(index, _DWELL_S[state])
+        self._cruising[index] = False
+        self._next_leg(index)
 
-    def _next_leg(self) -> None:
-        if self.state is DrivingState.IDLE:
-            self.target_kmh, self._leg_left_s = 0.0, math.inf
-        elif self.state is DrivingState.HIGHWAY:
-            self.target_kmh = float(self._rng.uniform(*self._highway_kmh))
-            self._leg_left_s = self._log_uniform(_HIGHWAY_LEG_S)
+    def _next_leg(self, index: int) -> None:
+        state, rng = self._states[index], self._rngs[index]
+        if state is DrivingState.IDLE:
+            target_kmh, leg_left_s = 0.0, math.inf
+        elif state is DrivingState.HIGHWAY:
+            target_kmh = float(rng.uniform(*self._highway_kmh[index]))
+            leg_left_s = self._log_uniform(index, _HIGHWAY_LEG_S)
         else:
-            self._cruising = not self._cruising
-            self.target_kmh = float(self._rng.uniform(*self._city_kmh)) if self._cruising else 0.0
-            self._leg_left_s = self._log_uniform(_CITY_CRUISE_S if self._cruising else _CITY_STOP_S)
+            cruising = self._cruising[index] = not self._cruising[index]
+            target_kmh = float(rng.uniform(*self._city_kmh[index])) if cruising else 0.0
+            leg_left_s = self._log_uniform(index, _CITY_CRUISE_S if cruising else _CITY_STOP_S)
+        self.target_kmh[index], self._leg_left_s[index] = target_kmh, leg_left_s
 
-    def _log_uniform(self, bounds_s: tuple[float, float]) -> float:
-        return math.exp(self._rng.uniform(math.log(bounds_s[0]), math.log(bounds_s[1])))
-
+    def _log_uniform(self, index: int, bounds_s: tuple[float, float]) -> float:
+        log_s = self._rngs[index].uniform(math.log(bounds_s[0]), math.log(bounds_s[1]))
+        return math.exp(log_s)

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 import numpy as np
 
-__all__ = ["FaultMode", "FaultSpec", "plan_faults"]
+__all__ = ["FaultMode", "FaultSpec", "plan_faults", "severity"]
 
 # Wear feeds on itself: a fault grows slowly at first, then faster towards failure.
 _RAMP_EXPONENT = 1.5
@@ -113,11 +113,19 @@ class FaultSpec:
 
     def severity(self, t_s: float) -> float:
         """How far the fault has got at simulated time ``t_s``: 0 before onset, 1 from failure."""
-        if t_s <= self.onset_s:
-            return 0.0
-        if t_s >= self.failure_s:
-            return 1.0
-        return ((t_s - self.onset_s) / (self.failure_s - self.onset_s)) ** _RAMP_EXPONENT
+        return float(severity(np.array(t_s), np.array(self.onset_s), np.array(self.failure_s)))
+
+
+def severity(t_s: np.ndarray, onset_s: np.ndarray, failure_s: np.ndarray) -> np.ndarray:
+    """:meth:`FaultSpec.severity` element by element, for many faults (or times) at once.
+
+    Examples
+    --------
+    >>> severity(np.array([0.0, 1500.0, 2500.0]), np.array([1000.0]), np.array([2000.0]))
+    array([0.        , 0.35355339, 1.        ])
+    """
+    way = (t_s - onset_s) / (failure_s - onset_s)
+    return np.minimum(np.maximum(way, 0.0), 1.0) ** _RAMP_EXPONENT
 
 
 def plan_faults(

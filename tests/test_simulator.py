@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from devices.faults import FaultMode, FaultSpec, plan_faults
-from devices.simulator import DrivingState, SimulatedVehicle, make_fleet
+from devices.simulator import DrivingState, SimulatedFleet, SimulatedVehicle, make_fleet
 from devices.sources import Reading
 from federation.features import FEATURE_NAMES, FEATURES, HEALTH_FEATURES
 
@@ -161,6 +161,86 @@ def test_a_fleet_is_numbered_and_carries_the_planned_faults():
     assert ids == [f"veh-{i:04d}" for i in range(12)]
     planned = plan_faults(ids, 4, 0.25, onset_s=(10.0, 20.0))
     assert {v.vehicle_id: v.fault for v in fleet if v.fault} == planned
+
+
+# Every fault mode, a fault under way on arrival, one at the start and one later; healthy
+# vehicles between them; three periods and a start time of its own for each vehicle.
+MIXED_IDS = [f"veh-{i:04d}" for i in range(12)]
+MIXED_FAULTS = {
+    "veh-0000": FaultSpec(FaultMode.COOLING_DEGRADATION, onset_s=200.0, failure_s=900.0),
+    "veh-0002": FaultSpec(FaultMode.OIL_PRESSURE_LOSS, onset_s=-300.0, failure_s=500.0),
+    "veh-0003": FaultSpec(FaultMode.CHARGING_FAILURE, onset_s=0.0, failure_s=400.0),
+    "veh-0005": FaultSpec(FaultMode.BEARING_WEAR, onset_s=100.0, failure_s=1100.0),
+    "veh-0008": FaultSpec(FaultMode.INTERCOOLER_FOULING, onset_s=50.0, failure_s=300.0),
+}
+MIXED_PERIODS_S = [(1.0, 0.5, 10.0)[i % 3] for i in range(12)]
+MIXED_STARTS_S = [1.7e9 + 45.0 * i for i in range(12)]
+
+
+def _mixed_fleet(**kwargs: int) -> SimulatedFleet:
+    return SimulatedFleet(MIXED_IDS, 21, MIXED_FAULTS, MIXED_PERIODS_S, MIXED_STARTS_S, **kwargs)
+
+
+def _alone(index: int, steps: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    vid = MIXED_IDS[index]
+    vehicle = SimulatedVehicle(vid, 21, MIXED_FAULTS.get(vid), MIXED_PERIODS_S[index],
+                               MIXED_STARTS_S[index])
+    readings, states = _run_with_states(vehicle, steps)
+    values = np.array([list(r.values.values()) for r in readings])
+    return np.array([r.ts_s for r in readings]), values, states
+
+
+def test_vehicles_stepped_together_read_as_each_does_alone():
+    fleet, steps = _mixed_fleet(), 1500
+
+    times_s, values, states = np.empty((steps, 12)), np.empty((steps, 12, 9)), []
+    for k in range(steps):
+        times_s[k], values[k] = fleet.step()
+        states.append([fleet.driving_state(i).value for i in range(12)])
+
+    for i in range(12):
+        alone_times_s, alone_values, alone_states = _alone(i, steps)
+        np.testing.assert_array_equal(times_s[:, i], alone_times_s)
+        np.testing.assert_allclose(values[:, i], alone_values, rtol=1e-12, atol=1e-12)
+        assert [row[i] for row in states] == alone_states
+    assert {state for row in states for state in row} == {s.value for s in DrivingState}
+
+
+def test_a_fleet_run_gives_each_vehicle_its_readings_in_time_order():
+    stepped = _mixed_fleet()
+    by_step = [stepped.step() for _ in range(100)]
+
+    times_s, values = _mixed_fleet().run(100)
+
+    np.testing.assert_array_equal(times_s, np.array([t for t, _ in by_step]).T)
+    np.testing.assert_array_equal(values, np.array([v for _, v in by_step]).transpose(1, 0, 2))
+
+
+@pytest.mark.parametrize("block_steps", [1, 7, 512])
+def test_the_noise_block_size_changes_memory_not_readings(block_steps):
+    _, reference = _mixed_fleet().run(600)
+
+    fleet = _mixed_fleet(block_steps=block_steps)
+    _, values = fleet.run(600)
+
+    np.testing.assert_array_equal(values, reference)
+    assert fleet.nbytes_per_vehicle == block_steps * 12 * 8
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"vehicle_ids": []}, "at least one vehicle"),
+     ({"vehicle_ids": ["veh-0001", "veh-0001"]}, "unique"),
+     ({"faults": {"veh-0009": MIXED_FAULTS["veh-0000"]}}, "not in the fleet"),
+     ({"period_s": [1.0, -1.0]}, "period_s"),
+     ({"start_ts_s": [0.0, 1.0, 2.0]}, "start_ts_s"),
+     ({"period_s": math.nan}, "period_s")],
+)
+def test_a_fleet_rejects_bad_arguments(kwargs, message):
+    arguments = {"vehicle_ids": ["veh-0001", "veh-0002"], "seed": 1, **kwargs}
+
+    with pytest.raises(ValueError, match=message):
+        SimulatedFleet(**arguments)
 
 
 def test_a_vehicle_rejects_a_period_that_is_not_positive():
