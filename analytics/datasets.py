@@ -28,7 +28,7 @@ import numpy as np
 
 from devices.csvlog import CsvLogError, DeviceLog, read_folder, read_log
 from devices.faults import FaultSpec, plan_faults
-from devices.simulator import SimulatedVehicle
+from devices.simulator import SimulatedFleet
 from federation.features import VEHICLE_SCHEMA, Schema, SchemaError
 
 __all__ = ["Dataset", "DatasetError", "Stream", "load", "simulated_faults", "split_devices"]
@@ -215,21 +215,15 @@ def _simulated(vehicles: int, seed: int, duration_s: float, late_fraction: float
                cold_fraction: float) -> Dataset:
     ids = [f"veh-{i:04d}" for i in range(vehicles)]
     plan = simulated_faults(ids, seed, duration_s, late_fraction, cold_fraction)
+    fleet = SimulatedFleet(ids, seed, plan)
+    times_s, values = fleet.run(int(duration_s))
     streams = []
-    columns = VEHICLE_SCHEMA.names
-    steps = int(duration_s)
-    for vehicle_id in ids:
-        fault = plan.get(vehicle_id)
-        car = SimulatedVehicle(vehicle_id, seed, fault)
-        readings = [car.read() for _ in range(steps)]
-        times_s = np.array([r.ts_s for r in readings])
-        values = np.array([[r.values[c] for c in columns] for r in readings])
-        onset_s = fault.onset_s if fault else np.inf
-        labels = (times_s > onset_s).astype(np.int8)
-        streams.append(Stream(vehicle_id, times_s, values, labels,
+    for i, (vehicle_id, fault) in enumerate(zip(ids, fleet.faults, strict=True)):
+        labels = (times_s[i] > (fault.onset_s if fault else np.inf)).astype(np.int8)
+        streams.append(Stream(vehicle_id, times_s[i], values[i], labels,
                               fault.failure_s if fault else None))
     conditions = tuple(f.name for f in VEHICLE_SCHEMA.features if not f.is_health)
-    return Dataset(f"sim:{vehicles}", columns, streams, conditions, schema=VEHICLE_SCHEMA)
+    return Dataset(f"sim:{vehicles}", fleet.columns, streams, conditions, schema=VEHICLE_SCHEMA)
 
 
 def _cmapss(directory: Path, window: int, limit: int | None) -> Dataset:

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
-from analytics.datasets import Dataset, DatasetError, Stream, load
+from analytics.datasets import Dataset, DatasetError, Stream, load, simulated_faults
 from analytics.metrics import detection, lead_time
 from analytics.replay import Run, Schedule, run_online
 from analytics.report import _cold_start, _wins, evaluate
 from analytics.skab import outlier_protocol
+from devices.simulator import SimulatedVehicle
 from devices.tuning import TEST_RIG, VEHICLE
 from federation.features import Schema
 from fedfleet.cli import main
@@ -121,6 +122,20 @@ def test_the_rigs_warming_is_an_operating_condition_not_a_symptom():
     missed = {name: outlier_protocol(fleet, run, prefix="valve1-1")["mar_pct"]
               for name, run in runs.items()}
     assert missed["conditions"] < 10 < 75 < missed["health"], missed
+
+
+def test_simulated_streams_are_the_simulated_vehicles_readings():
+    fleet = load("sim:10", seed=3, duration_s=400, late_fraction=0.4)
+    plan = simulated_faults([s.device_id for s in fleet.streams], seed=3, duration_s=400,
+                            late_fraction=0.4)
+
+    for stream in fleet.streams:
+        vehicle = SimulatedVehicle(stream.device_id, 3, plan.get(stream.device_id))
+        readings = [vehicle.read() for _ in range(400)]
+        np.testing.assert_array_equal(stream.times_s, [r.ts_s for r in readings])
+        np.testing.assert_allclose(stream.values, [[r.values[c] for c in fleet.columns]
+                                                   for r in readings], rtol=1e-12, atol=1e-12)
+    assert sum(s.failure_s is not None for s in fleet.streams) == len(plan) >= 3
 
 
 def test_simulated_labels_start_at_the_fault_onset():
