@@ -91,9 +91,9 @@ class DrivingCycles:
         """Advance each vehicle by its ``dt_s`` and return the target speeds (do not modify)."""
         self._state_left_s -= dt_s
         self._leg_left_s -= dt_s
-        ending = self._state_left_s <= 0.0
-        for index in np.flatnonzero(ending | (self._leg_left_s <= 0.0)).tolist():
-            if ending[index]:
+        due = np.minimum(self._state_left_s, self._leg_left_s) <= 0.0
+        for index in due.nonzero()[0].tolist():
+            if self._state_left_s[index] <= 0.0:
                 likely, probability, other = _NEXT_STATE[self._states[index]]
                 self._enter(index, likely if self._rngs[index].random() < probability else other)
             else:

@@ -47,8 +47,6 @@ class NoiseBlocks:
         self._rngs = list(rngs)
         # Steps first, then channels, then vehicles: each step's channel is one contiguous row.
         self._block = np.empty((block_steps, channels, len(self._rngs)))
-        # Each generator fills a contiguous block of its own, copied over a group at a time.
-        self._drawn = np.empty((min(len(self._rngs), _GROUP), block_steps, channels))
         self._row = block_steps
 
     @property
@@ -65,9 +63,11 @@ class NoiseBlocks:
         return self._block[self._row - 1]
 
     def _draw(self) -> None:
+        """Each generator fills a contiguous block of its own, copied over a group at a time."""
+        block_steps, channels, _ = self._block.shape
         for start in range(0, len(self._rngs), _GROUP):
             group = self._rngs[start:start + _GROUP]
-            drawn = self._drawn[:len(group)]
+            drawn = np.empty((len(group), block_steps, channels))
             for rng, out in zip(group, drawn, strict=True):
                 rng.standard_normal(out=out)
             self._block[:, :, start:start + len(group)] = drawn.transpose(1, 2, 0)
