@@ -171,9 +171,11 @@ class InfluxStore(SQLiteStore):
         super().record_model(model)
         self._queue(points.model_point(model))
 
-    def record_alert(self, alert: Alert) -> None:
-        super().record_alert(alert)
-        self._queue(points.alert_point(alert, self._stamp()))
+    def record_alert(self, alert: Alert) -> bool:
+        new = super().record_alert(alert)
+        if new:  # an alert delivered again is one point, not two
+            self._queue(points.alert_point(alert, self._stamp()))
+        return new
 
     def record_status(self, status: Status) -> None:
         super().record_status(status)

@@ -8,6 +8,7 @@ URL such as ``sqlite:///fedfleet-data/fedfleet.db``.
 from __future__ import annotations
 
 import abc
+import json
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -16,11 +17,12 @@ from typing import Any
 
 from federation import messages
 from federation.features import VEHICLE_SCHEMA, Schema
-from federation.messages import Alert, GlobalModel, Status, Update
+from federation.messages import Alert, GlobalModel, RoundOpen, Status, Update
 
 __all__ = [
     "INVALID",
     "Budget",
+    "OpenRound",
     "RoundRecord",
     "SQLiteStore",
     "Store",
@@ -37,7 +39,12 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class RoundRecord:
-    """What happened in one round."""
+    """What happened in one round.
+
+    ``dropped`` names the vehicles the round expected that sent it no update: those online
+    when it opened or heard from while it was open (vehicles past their privacy budget
+    excepted).
+    """
 
     round: int
     opened_at: float
@@ -46,6 +53,16 @@ class RoundRecord:
     rejected: int
     quorum_met: bool
     model_version: int
+    dropped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRound:
+    """A round the store saw opened and not closed, with the updates accepted into it so far:
+    what a restarted gateway resumes."""
+
+    info: RoundOpen
+    accepted: tuple[Update, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,16 +136,36 @@ class Traffic:
 
 
 class Store(abc.ABC):
-    """Persistence for everything the gateway learns; writes never raise for bad content."""
+    """Persistence for everything the gateway learns; writes never raise for bad content.
+
+    Writes become durable at :meth:`flush`, which the gateway calls before it acknowledges
+    the messages they came from.
+    """
 
     @abc.abstractmethod
-    def record_round(self, record: RoundRecord) -> None: ...
+    def record_open_round(self, info: RoundOpen) -> None:
+        """The round just opened (before it is announced): its number is never used again,
+        and until :meth:`record_round` closes it, :meth:`open_round` gives it back."""
+
+    @abc.abstractmethod
+    def record_accepted(self, update: Update) -> None:
+        """An update accepted into the open round, kept until the round closes."""
+
+    @abc.abstractmethod
+    def open_round(self) -> OpenRound | None:
+        """The round opened and not closed, with its accepted updates (``None``: none)."""
+
+    @abc.abstractmethod
+    def record_round(self, record: RoundRecord) -> None:
+        """A closed round; it closes the open round of that number, if any."""
 
     @abc.abstractmethod
     def record_model(self, model: GlobalModel) -> None: ...
 
     @abc.abstractmethod
-    def record_alert(self, alert: Alert) -> None: ...
+    def record_alert(self, alert: Alert) -> bool:
+        """Store an alert; ``False`` if it was stored already (a message delivered again:
+        same vehicle, reading time, subsystem and score)."""
 
     @abc.abstractmethod
     def record_status(self, status: Status) -> None: ...
@@ -194,7 +231,11 @@ class Store(abc.ABC):
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (round INTEGER PRIMARY KEY, opened_at REAL, closed_at REAL,
-    accepted INTEGER, rejected INTEGER, quorum_met INTEGER, model_version INTEGER);
+    accepted INTEGER, rejected INTEGER, quorum_met INTEGER, model_version INTEGER,
+    dropped TEXT NOT NULL DEFAULT '[]');
+CREATE TABLE IF NOT EXISTS open_round (round INTEGER PRIMARY KEY, payload TEXT);
+CREATE TABLE IF NOT EXISTS accepted_updates (round INTEGER, vehicle_id TEXT, payload TEXT,
+    PRIMARY KEY (round, vehicle_id));
 CREATE TABLE IF NOT EXISTS models (version INTEGER PRIMARY KEY, round INTEGER,
     participants INTEGER, readings REAL, created_at REAL, payload TEXT);
 CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY, vehicle_id TEXT, ts REAL,
@@ -236,6 +277,9 @@ FROM ids LEFT JOIN statuses s ON s.vehicle_id = ids.vehicle_id ORDER BY ids.vehi
 class SQLiteStore(Store):
     """The embedded store: SQLite in one local file, committed on :meth:`flush`.
 
+    The file is in write-ahead-log mode with full sync: a commit is on disk when
+    :meth:`flush` returns (a fraction of a millisecond on a local SSD).
+
     >>> store = SQLiteStore(":memory:")
     >>> store.record_rejection(0.0, "not_json", "veh-0001")
     >>> store.rejection_counts()
@@ -248,8 +292,10 @@ class SQLiteStore(Store):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(str(path), check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
-            _add_rejection_counts(self._db)
+            _migrate(self._db)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store at {path}: {exc}") from exc
         self._lock = threading.Lock()
@@ -262,20 +308,48 @@ class SQLiteStore(Store):
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
+    def record_open_round(self, info: RoundOpen) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM open_round")
+            self._db.execute("INSERT INTO open_round VALUES (?,?)",
+                             (info.round, messages.encode(info).decode()))
+
+    def record_accepted(self, update: Update) -> None:
+        self._write("INSERT OR REPLACE INTO accepted_updates VALUES (?,?,?)",
+                    (update.round, update.vehicle_id, messages.encode(update).decode()))
+
+    def open_round(self) -> OpenRound | None:
+        rows = self._read("SELECT round, payload FROM open_round")
+        if not rows:
+            return None
+        number, payload = rows[0]
+        updates = self._read("SELECT payload FROM accepted_updates WHERE round = ? "
+                             "ORDER BY vehicle_id", (number,))
+        return OpenRound(messages.decode(RoundOpen, payload.encode(), schema=None),
+                         tuple(messages.decode(Update, u.encode(), schema=None)
+                               for u, in updates))
+
     def record_round(self, record: RoundRecord) -> None:
-        self._write("INSERT OR REPLACE INTO rounds VALUES (?,?,?,?,?,?,?)", (
-            record.round, record.opened_at, record.closed_at, record.accepted,
-            record.rejected, int(record.quorum_met), record.model_version))
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO rounds VALUES (?,?,?,?,?,?,?,?)", (
+                record.round, record.opened_at, record.closed_at, record.accepted,
+                record.rejected, int(record.quorum_met), record.model_version,
+                json.dumps(list(record.dropped))))
+            self._db.execute("DELETE FROM open_round WHERE round <= ?", (record.round,))
+            self._db.execute("DELETE FROM accepted_updates WHERE round <= ?", (record.round,))
 
     def record_model(self, model: GlobalModel) -> None:
         self._write("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?)", (
             model.version, model.round, model.participants, model.summary.n,
             model.created_at, messages.encode(model).decode()))
 
-    def record_alert(self, alert: Alert) -> None:
-        self._write("INSERT INTO alerts VALUES (NULL,?,?,?,?,?,?,?)", (
-            alert.vehicle_id, alert.ts, alert.subsystem, alert.score, alert.threshold,
-            alert.model_version, messages.encode(alert).decode()))
+    def record_alert(self, alert: Alert) -> bool:
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO alerts VALUES (NULL,?,?,?,?,?,?,?)", (
+                alert.vehicle_id, alert.ts, alert.subsystem, alert.score, alert.threshold,
+                alert.model_version, messages.encode(alert).decode()))
+            return cursor.rowcount == 1
 
     def record_status(self, status: Status) -> None:
         self._write("INSERT OR REPLACE INTO statuses VALUES (?,?,?)",
@@ -322,7 +396,8 @@ class SQLiteStore(Store):
 
     def rounds(self, limit: int = 100) -> list[RoundRecord]:
         rows = self._read("SELECT * FROM rounds ORDER BY round DESC LIMIT ?", (limit,))
-        return [RoundRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
+        return [RoundRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6],
+                            tuple(json.loads(r[7]))) for r in rows]
 
     def alerts(self, limit: int = 100) -> list[Alert]:
         rows = self._read("SELECT payload FROM alerts ORDER BY id DESC LIMIT ?", (limit,))
@@ -374,12 +449,23 @@ class SQLiteStore(Store):
             self._db.close()
 
 
-def _add_rejection_counts(db: sqlite3.Connection) -> None:
-    """A store written before rejections were counted has a row per rejection: count 1 each."""
-    columns = [row[1] for row in db.execute("PRAGMA table_info(rejections)")]
-    if "count" not in columns:
-        db.execute("ALTER TABLE rejections ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
-        db.commit()
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a store written by an earlier version up to date.
+
+    Rejections written one row per message count 1 each; rounds closed before dropouts were
+    recorded dropped nobody; alerts stored twice keep their first row, so that a message
+    delivered again is stored once.
+    """
+    for table, column, declaration in (
+            ("rejections", "count", "INTEGER NOT NULL DEFAULT 1"),
+            ("rounds", "dropped", "TEXT NOT NULL DEFAULT '[]'")):
+        if column not in [row[1] for row in db.execute(f"PRAGMA table_info({table})")]:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'alerts_once'").fetchall():
+        db.execute("DELETE FROM alerts WHERE id NOT IN (SELECT MIN(id) FROM alerts "
+                   "GROUP BY vehicle_id, ts, subsystem, score)")
+        db.execute("CREATE UNIQUE INDEX alerts_once ON alerts (vehicle_id, ts, subsystem, score)")
+    db.commit()
 
 
 def open_store(url: str, schema: Schema = VEHICLE_SCHEMA) -> Store:

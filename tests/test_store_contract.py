@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from federation.messages import GlobalModel, Status
+from federation import messages
+from federation.messages import GlobalModel, RoundOpen, Status
 from gateway.influx import InfluxSettings, InfluxStore
 from gateway.store import RoundRecord, SQLiteStore, Store, Traffic
 from tests import factories
@@ -153,3 +155,49 @@ def test_what_was_flushed_survives_a_reopen(tmp_path):
     assert again.latest_model().version == 4
     assert again.traffic() == {"status": Traffic(3, 240)}
     again.close()
+
+
+def test_an_open_round_comes_back_with_its_accepted_updates_until_it_closes(store):
+    info = RoundOpen(7, 1.0, 31.0, 2, 3)
+    store.record_open_round(info)
+    for vehicle in ("veh-0002", "veh-0001"):
+        store.record_accepted(factories.update(vehicle, 7))
+
+    state = store.open_round()
+    store.record_round(RoundRecord(7, 1.0, 31.0, 2, 0, True, 4, ("veh-0003",)))
+
+    assert state.info == info
+    assert [u.vehicle_id for u in state.accepted] == ["veh-0001", "veh-0002"]
+    assert state.accepted[0].summary.n == factories.update().summary.n
+    assert store.open_round() is None
+    assert store.rounds(1)[0].dropped == ("veh-0003",)
+
+
+def test_an_alert_delivered_twice_is_stored_once(store):
+    alert = factories.alert("veh-0001")
+
+    first, again = store.record_alert(alert), store.record_alert(alert)
+    other = store.record_alert(replace(alert, ts=alert.ts + 1))
+
+    assert (first, again, other) == (True, False, True)
+    assert len(store.alerts()) == 2
+
+
+def test_a_store_written_before_dropouts_and_open_rounds_is_brought_up_to_date(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            "CREATE TABLE rounds (round INTEGER PRIMARY KEY, opened_at REAL, closed_at REAL, "
+            "accepted INTEGER, rejected INTEGER, quorum_met INTEGER, model_version INTEGER);"
+            "INSERT INTO rounds VALUES (3, 0.0, 1.0, 2, 0, 1, 1);"
+            "CREATE TABLE alerts (id INTEGER PRIMARY KEY, vehicle_id TEXT, ts REAL, "
+            "subsystem TEXT, score REAL, threshold REAL, model_version INTEGER, payload TEXT);")
+        row = ("veh-0001", 1.7e9, "cooling", 8.5, 6.0, 3, messages.encode(
+            factories.alert()).decode())
+        old.executemany("INSERT INTO alerts VALUES (NULL,?,?,?,?,?,?,?)", [row, row])
+    store = SQLiteStore(path)
+
+    assert store.rounds() == [RoundRecord(3, 0.0, 1.0, 2, 0, True, 1, ())]
+    assert len(store.alerts()) == 1 and store.open_round() is None
+    assert store.record_alert(factories.alert()) is False
+    store.close()
