@@ -67,13 +67,17 @@ def make_client(
     client_id: str,
     target: MqttTarget,
     will: tuple[str, bytes] | None = None,
+    clean_session: bool = True,
 ) -> mqtt.Client:
     """A paho client (MQTT 3.1.1, callback API v2) set up for ``target``; not yet connected.
 
-    ``will`` is a ``(topic, payload)`` Last Will, published retained with QoS 1.
+    ``will`` is a ``(topic, payload)`` Last Will, published retained with QoS 1. With
+    ``clean_session=False`` the broker keeps the client's session (its subscriptions, and
+    QoS 1 messages for it while it is away) under ``client_id``.
     """
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+        clean_session=clean_session,
     )
     if target.username is not None:
         client.username_pw_set(target.username, target.password)

@@ -70,14 +70,15 @@ class Progress:
     def _round(self, event: RoundClosed) -> None:
         self.rounds.append(event)
         r = event.record
+        dropped = f", {len(r.dropped)} dropped out" if r.dropped else ""
         if event.model is None:
-            self._print(f"round {r.round}: quorum not met ({r.accepted} updates), "
+            self._print(f"round {r.round}: quorum not met ({r.accepted} updates{dropped}), "
                         f"keeping model v{r.model_version}")
             return
         noise = event.model.noise_std
         usable = "" if noise <= MAX_PRIOR_NOISE else " (too noisy to serve as a prior)"
         self._print(f"round {r.round}: {r.accepted} vehicles merged ({event.online} online, "
-                    f"{r.rejected} rejected) -> model v{r.model_version}, "
+                    f"{r.rejected} rejected{dropped}) -> model v{r.model_version}, "
                     f"{event.model.summary.n:,.0f} readings, privacy noise {noise:.2g}{usable}"
                     f" | alerts so far {len(self.alerts)}{_rate(event)}")
 

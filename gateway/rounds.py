@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from federation.features import Schema
@@ -23,17 +24,25 @@ class Round:
     A round is due at its deadline, or earlier once ``target_updates`` updates are in. At the
     close it is merged only if at least ``min_updates`` were accepted (the quorum).
 
-    >>> r = Round(RoundOpen(round=3, opened_at=0.0, deadline=10.0, min_updates=1, model_version=2))
+    ``expected`` holds the vehicles the round counts on (those online when it opened, and any
+    heard from while it is open); those that send it no update have :meth:`dropped` out.
+
+    >>> r = Round(RoundOpen(round=3, opened_at=0.0, deadline=10.0, min_updates=1, model_version=2),
+    ...           expected={"veh-1", "veh-2"})
     >>> r.reject_reason("veh-1", "veh-2", 3)
     'topic_mismatch'
     >>> r.reject_reason("veh-1", "veh-1", 2)
     'wrong_round'
+    >>> r.dropped()
+    ('veh-1', 'veh-2')
     """
 
     info: RoundOpen
     target_updates: int | None = None
     accepted: dict[str, Update] = field(default_factory=dict)
     rejected: Counter[str] = field(default_factory=Counter)
+    expected: set[str] = field(default_factory=set)
+    senders: set[str] = field(default_factory=set)
 
     @property
     def number(self) -> int:
@@ -59,12 +68,18 @@ class Round:
 
     def offer(self, topic_vehicle: str, update: Update) -> str | None:
         """Accept ``update`` or return the reason it was rejected (and count it)."""
+        if update.round == self.number:
+            self.senders.add(topic_vehicle)
         reason = self.reject_reason(topic_vehicle, update.vehicle_id, update.round)
         if reason is None:
             self.accepted[update.vehicle_id] = update
         else:
             self.rejected[reason] += 1
         return reason
+
+    def dropped(self, excused: Collection[str] = ()) -> tuple[str, ...]:
+        """The expected vehicles, less ``excused``, that sent this round no update; sorted."""
+        return tuple(sorted(self.expected - self.senders - set(excused)))
 
     def merge(
         self, previous: GlobalModel | None, strategy: Strategy, schema: Schema, created_at: float,

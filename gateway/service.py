@@ -3,6 +3,13 @@
 All state changes happen on the thread that calls :meth:`Gateway.run`; the MQTT network
 thread only queues incoming messages, so no callback can raise into paho's loop and no
 two threads touch a round.
+
+Nothing the broker hands over is lost to a crash: the gateway keeps a persistent session
+(``clean_session`` off, a stable client id, QoS 1 subscriptions), so the broker queues for
+it while it is away, and it acknowledges a message only once what the message changed is
+committed to the store. The store commits after each pass over the queue (at most
+``PASS_S``). A round is written to the store when it opens, and each update as it is
+accepted, so a restarted gateway resumes the open round (see ``docs/STORAGE.md``).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -26,7 +33,7 @@ from federation.rejections import RejectionLog
 from federation.transport import MqttTarget, make_client
 from gateway.alert_rate import AlertRate, DayRate
 from gateway.rounds import Round
-from gateway.store import INVALID, RoundRecord, Store, Traffic
+from gateway.store import INVALID, OpenRound, RoundRecord, Store, Traffic
 from gateway.strategy import ExactMerge, Strategy
 
 __all__ = ["Gateway", "RoundClosed"]
@@ -35,6 +42,9 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED_MESSAGES = 100_000
 MAX_QUEUED_BYTES = 64 * 1024 * 1024  # what the queue may hold while the gateway is busy
+PASS_S = 0.1  # the longest pass over the queue; its messages are committed, then acknowledged
+RESUME_GRACE_S = 2.0  # a round overdue at a restart stays open this long for the broker's backlog
+RECONNECT_EVERY_S = 1  # how often a lost connection is retried
 _MAX_KEYS = 1000  # (reason, vehicle) pairs counted between two writes of rejections
 _KINDS: dict[str, type[Update | Alert | Status]] = {
     topics.UPDATE: Update, topics.ALERT: Alert, topics.STATUS: Status}
@@ -76,6 +86,9 @@ class Gateway:
     noise
         Where the noise for updates that ask for central privacy comes from; default
         :class:`~federation.privacy.SecureNoise`.
+    client_id
+        The gateway's MQTT client id: the broker keeps the gateway's session under it, so it
+        must stay the same across restarts.
 
     Examples
     --------
@@ -120,18 +133,30 @@ class Gateway:
         self._rejections = RejectionLog(log)
         self.rejected = self._rejections.counts
         self._failures: set[type[BaseException]] = set()
-        self.online: set[str] = set()
+        self.online = {v for v, state in store.statuses().items() if state == "online"}
+        self.exhausted = {v for v, b in store.budgets().items() if b.exhausted}
         self._traffic: dict[str, Traffic] = {}
         self.model: GlobalModel | None = _compatible(store.latest_model(), schema)
         self.round: Round | None = None
-        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(MAX_QUEUED_MESSAGES)
+        self._left_open = store.open_round()  # a round a previous run left open: resumed
+        self._round_number = max([r.round for r in store.rounds(1)]
+                                 + [self._left_open.info.round if self._left_open else 0])
+        # (topic, payload, packet id to acknowledge or 0, the connection it came over)
+        self._inbox: queue.Queue[tuple[str, bytes, int, int]] = queue.Queue(MAX_QUEUED_MESSAGES)
         self._queued_bytes = 0
         self._queued_lock = threading.Lock()  # the queue's bytes, and rejections not written
         self._unwritten: Counter[tuple[str, str | None]] = Counter()
+        self._answered = threading.Event()  # the broker took or refused the first connection
         self._connected = threading.Event()
+        self._connection = 0  # counts connections: an acknowledgement is for its own only
+        self._lost_at: float | None = None
+        self._closing = False
         self._refused = ""
-        self._client = make_client(client_id, target)
+        self._client = make_client(client_id, target, clean_session=False)
+        self._client.manual_ack_set(True)
+        self._client.reconnect_delay_set(RECONNECT_EVERY_S, RECONNECT_EVERY_S)
         self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._target = target
 
@@ -139,27 +164,47 @@ class Gateway:
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any
     ) -> None:
+        self._answered.set()
         if rc.is_failure:
             self._refused = str(rc)
-            self._connected.set()
             return
         client.subscribe([(topics.subscription(kind), 1) for kind in topics.VEHICLE_KINDS])
+        self._connection += 1
+        if self._lost_at is not None:
+            log.info("reconnected to the broker after %.1f s away",
+                     time.monotonic() - self._lost_at)
+            self._lost_at = None
         self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                       props: Any) -> None:
+        if self._connected.is_set() and not self._closing:
+            self._lost_at = time.monotonic()
+            log.warning("lost the broker (%s); retrying every %d s, no round opens meanwhile",
+                        rc, RECONNECT_EVERY_S)
+        self._connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         size = len(msg.payload)
+        ack = msg.mid if msg.qos else 0
         if size > messages.MAX_PAYLOAD_BYTES:  # refused before it takes any memory
             vehicle = topics.parse_vehicle_topic(msg.topic)
             self._reject("too_large", vehicle[0] if vehicle else None,
                          f"{size} bytes on {msg.topic[:200]}")
+            self._ack(ack)
             return
         with self._queued_lock:
             room = self._queued_bytes + size <= MAX_QUEUED_BYTES and not self._inbox.full()
             if room:
                 self._queued_bytes += size
-                self._inbox.put_nowait((msg.topic, bytes(msg.payload)))
+                self._inbox.put_nowait((msg.topic, bytes(msg.payload), ack, self._connection))
         if not room:
             self._reject("overloaded", None, f"a message on {msg.topic[:200]}: inbox full")
+            self._ack(ack)
+
+    def _ack(self, packet_id: int) -> None:
+        if packet_id:
+            self._client.ack(packet_id, 1)
 
     # --- gateway thread ---------------------------------------------------------------
     def run(self, stop: threading.Event, connect_timeout_s: float = 10.0) -> None:
@@ -167,7 +212,7 @@ class Gateway:
         self._client.connect_async(self._target.host, self._target.port, keepalive=30)
         self._client.loop_start()
         try:
-            if not self._connected.wait(connect_timeout_s):
+            if not self._answered.wait(connect_timeout_s):
                 raise ConnectionError(
                     f"no MQTT broker answered at {self._target.host}:{self._target.port} "
                     f"within {connect_timeout_s:g} s"
@@ -176,32 +221,50 @@ class Gateway:
                 raise ConnectionError(f"the broker refused the gateway: {self._refused}")
             if self.model is not None:
                 self._publish(topics.MODEL_TOPIC, messages.encode(self.model), retain=True)
-            self._open_round()
+            self._resume(self._left_open)
             while not stop.is_set():
                 self._drain(timeout_s=0.05)
-                assert self.round is not None
-                if self.round.is_due(self.clock()):
+                if self.round is not None and self.round.is_due(self.clock()):
                     self._close_round()
+                # While the broker is away no round opens: an outage costs one overdue
+                # round, closed once, and the next opens with a full round ahead of it.
+                if self.round is None and self._connected.is_set():
                     self._open_round()
         finally:
+            self._closing = True
             self._client.disconnect()
             self._client.loop_stop()
             self._flush_counters()
             self.store.flush()
 
     def _drain(self, timeout_s: float) -> None:
+        """Handle what is queued (one pass, at most ``PASS_S``), commit it, then acknowledge
+        it: the broker forgets a message only once the store holds what it changed."""
         try:
             item = self._inbox.get(timeout=timeout_s)
         except queue.Empty:
             return
+        end = time.monotonic() + PASS_S
+        acks = []
         while True:
+            topic, payload, ack, connection = item
             with self._queued_lock:
-                self._queued_bytes -= len(item[1])
-            self.handle(*item)
+                self._queued_bytes -= len(payload)
+            self.handle(topic, payload)
+            if ack:
+                acks.append((ack, connection))
+            if time.monotonic() >= end:
+                break
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
-                return
+                break
+        self.store.flush()
+        for ack, connection in acks:
+            # A message from an earlier connection is the broker's to send again (its
+            # session kept it); acknowledging it here could acknowledge another.
+            if connection == self._connection:
+                self._ack(ack)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Validate and apply one message; reject with a counted reason, never raise.
@@ -226,6 +289,8 @@ class Gateway:
                 self.round.rejected[exc.reason] += 1
             return self._reject(exc.reason, vehicle, f"{topic}: {exc}")
         self._count(kind, Traffic(1, len(payload)))
+        if self.round is not None:
+            self.round.expected.add(vehicle)  # heard from while the round is open
         try:
             if isinstance(message, Update):
                 self._on_update(vehicle, message)
@@ -247,11 +312,13 @@ class Gateway:
             self._unwritten[reason, vehicle] += 1
 
     def _on_update(self, vehicle: str, update: Update) -> None:
-        assert self.round is not None
+        if self.round is None:  # the broker is away and the overdue round closed
+            return self._reject("wrong_round", vehicle, f"update from {vehicle}: no round open")
         reason = self.round.offer(vehicle, update)
         if reason is not None:
             return self._reject(reason, vehicle, f"update from {vehicle} for round {update.round}")
         self._count(topics.UPDATE, Traffic(0, 0, round(update.summary.n)))
+        self.store.record_accepted(update)
         self.store.record_budget(update)
         if update.alert_report is not None:
             self.alert_rate.add(vehicle, update.alert_report)
@@ -259,33 +326,68 @@ class Gateway:
     def _on_alert(self, vehicle: str, alert: Alert) -> None:
         if alert.vehicle_id != vehicle:
             return self._reject("topic_mismatch", vehicle, f"alert from {vehicle}")
-        self.store.record_alert(alert)
-        self.observer(alert)
+        if self.store.record_alert(alert):  # not when the broker delivers it again
+            self.observer(alert)
 
     def _on_status(self, vehicle: str, status: Status) -> None:
         if status.vehicle_id != vehicle:
             return self._reject("topic_mismatch", vehicle, f"status from {vehicle}")
         (self.online.add if status.state == "online" else self.online.discard)(vehicle)
+        # An offline status may be the Last Will, whose figures date from the connection.
+        if status.exhausted:
+            self.exhausted.add(vehicle)
+        elif status.state == "online":
+            self.exhausted.discard(vehicle)
         self.store.record_status(status)
 
     def _open_round(self) -> None:
         now = self.clock()
-        last = self.round.number if self.round else max(
-            [r.round for r in self.store.rounds(1)], default=0)
-        info = RoundOpen(last + 1, now, now + self.round_seconds, self.min_updates,
-                         self.model.version if self.model else 0, self.schema.names,
-                         self.schema.digest)
-        self.round = Round(info, self.target_updates)
-        self._publish(topics.ROUND_TOPIC, messages.encode(info), retain=True)
+        info = RoundOpen(self._round_number + 1, now, now + self.round_seconds,
+                         self.min_updates, self.model.version if self.model else 0,
+                         self.schema.names, self.schema.digest)
+        self._start(Round(info, self.target_updates))
+
+    def _start(self, current: Round) -> None:
+        """Make ``current`` the open round: in the store first, then on the broker."""
+        current.expected |= self.online - self.exhausted
+        self.store.record_open_round(current.info)
+        self.store.flush()  # its number is taken before any vehicle hears of it
+        self.round, self._round_number = current, current.number
+        self._publish(topics.ROUND_TOPIC, messages.encode(current.info), retain=True)
+
+    def _resume(self, state: OpenRound | None) -> None:
+        """Go on with the round a previous run left open, with the updates it accepted; a
+        round already due gets ``RESUME_GRACE_S`` for what the broker kept for the gateway."""
+        if state is None:
+            return self._open_round()
+        info, model_version = state.info, self.model.version if self.model else 0
+        if (info.schema_digest, info.model_version) != (self.schema.digest, model_version):
+            log.warning("round %d was left open over schema %s and model v%d, not %s and v%d: "
+                        "closed unmerged", info.round, info.schema_digest, info.model_version,
+                        self.schema.digest, model_version)
+            self.store.record_round(RoundRecord(info.round, info.opened_at, self.clock(),
+                                                len(state.accepted), 0, False, model_version))
+            return self._open_round()
+        grace = self.clock() + min(self.round_seconds, RESUME_GRACE_S)
+        current = Round(replace(info, deadline=max(info.deadline, grace)), self.target_updates,
+                        accepted={u.vehicle_id: u for u in state.accepted})
+        current.senders |= set(current.accepted)
+        for update in state.accepted:
+            if update.alert_report is not None:
+                self.alert_rate.add(update.vehicle_id, update.alert_report)
+        log.info("resuming round %d with %d accepted updates; it closes in %.1f s",
+                 info.round, len(state.accepted), current.info.deadline - self.clock())
+        self._start(current)
 
     def _close_round(self) -> None:
+        """Merge (with quorum), commit the model and the round, then publish the model: no
+        vehicle ever holds a model the store could lose."""
         assert self.round is not None
-        current = self.round
+        current, self.round = self.round, None
         model = None
         if current.quorum_met:
             model = self._merge(current)
             self.store.record_model(model)
-            self._publish(topics.MODEL_TOPIC, messages.encode(model), retain=True)
         else:
             log.warning("round %d: quorum not met (%d < %d updates), keeping model v%d",
                         current.number, len(current.accepted), current.info.min_updates,
@@ -293,11 +395,13 @@ class Gateway:
         record = RoundRecord(
             current.number, current.info.opened_at, self.clock(), len(current.accepted),
             sum(current.rejected.values()), current.quorum_met,
-            self.model.version if self.model else 0,
+            self.model.version if self.model else 0, current.dropped(self.exhausted),
         )
         self.store.record_round(record)
-        self._flush_counters()
         self.store.flush()
+        if model is not None:
+            self._publish(topics.MODEL_TOPIC, messages.encode(model), retain=True)
+        self._flush_counters()  # committed with the next pass
         self.observer(RoundClosed(record, model, len(self.online), self.alert_rate.latest()))
 
     def _merge(self, current: Round) -> GlobalModel:
@@ -324,7 +428,8 @@ class Gateway:
         copies = len(self.online)
         self._count(topic.rsplit("/", 1)[-1], Traffic(copies, copies * len(payload)))
         info = self._client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        # Without a connection paho keeps the message and sends it once the broker is back.
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.error("could not publish on %s: %s", topic, mqtt.error_string(info.rc))
 
 

@@ -10,7 +10,7 @@ import pytest
 from federation import messages, topics
 from federation.messages import Status
 from federation.transport import MqttTarget
-from gateway.service import Gateway, RoundClosed
+from gateway.service import RESUME_GRACE_S, Gateway, RoundClosed
 from gateway.store import SQLiteStore, Traffic
 from tests import factories
 
@@ -158,3 +158,76 @@ def test_traffic_counts_every_message_apart_from_invalid_ones_and_the_readings_l
     assert traffic["invalid"] == Traffic(1, 4)
     model = messages.encode(gateway.model)
     assert traffic["model"] == Traffic(1, len(model))  # one copy for the one vehicle online
+
+
+def _online(gw: Gateway, vehicle: str, exhausted: bool = False) -> None:
+    status = Status(vehicle, "online", 1.0, exhausted=exhausted)
+    gw.handle(topics.status_topic(vehicle), messages.encode(status))
+
+
+def test_a_round_records_who_was_expected_and_sent_it_nothing():
+    gw = Gateway(MqttTarget("127.0.0.1", 1), SQLiteStore(":memory:"), round_seconds=10,
+                 clock=Clock())
+    gw._publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    for vehicle in ("veh-0001", "veh-0002", "veh-0003"):
+        _online(gw, vehicle)
+    _online(gw, "veh-0005", exhausted=True)  # past its budget: it owes nothing
+    gw._open_round()
+    _send_update(gw, "veh-0001")
+    _send_update(gw, "veh-0003", round_number=9)  # an update for another round is none
+    gw.handle(topics.alert_topic("veh-0004"), messages.encode(factories.alert("veh-0004")))
+    gw.handle(topics.update_topic("veh-0006"), b"junk")  # not a message: nobody was heard
+
+    gw._close_round()
+
+    assert gw.store.rounds(1)[0].dropped == ("veh-0002", "veh-0003", "veh-0004")
+
+
+def test_a_restarted_gateway_resumes_the_open_round_with_the_updates_it_accepted(gw):
+    _send_update(gw, "veh-0001")
+    gw.store.flush()  # a crash now: the round and its one update are in the store
+
+    again = Gateway(MqttTarget("127.0.0.1", 1), gw.store, round_seconds=10, min_updates=2,
+                    clock=gw.clock)
+    again._publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    again._resume(gw.store.open_round())
+    _send_update(again, "veh-0002", seed=1)
+    again._close_round()
+    again._open_round()
+
+    assert again.model.participants == 2 and again.model.round == 1
+    assert again.round.number == 2
+
+
+def test_a_round_overdue_at_a_restart_waits_a_grace_for_what_the_broker_kept(gw):
+    _send_update(gw, "veh-0001")
+    clock = Clock()
+    clock.now = gw.round.info.deadline + 60  # the gateway was away for a minute
+
+    again = Gateway(MqttTarget("127.0.0.1", 1), gw.store, round_seconds=10, clock=clock)
+    again._publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    again._resume(gw.store.open_round())
+
+    assert again.round.number == 1 and list(again.round.accepted) == ["veh-0001"]
+    assert not again.round.is_due(clock.now + RESUME_GRACE_S - 0.1)
+    assert again.round.is_due(clock.now + RESUME_GRACE_S)
+
+
+def test_a_round_number_is_never_used_twice_even_for_a_round_never_closed(gw):
+    gw.store.flush()
+    again = Gateway(MqttTarget("127.0.0.1", 1), gw.store, round_seconds=10, clock=gw.clock)
+    again._publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    again._resume(None)  # the open round was lost: say, a store copied from before it opened
+
+    assert again.round.number == 2
+
+
+def test_an_alert_the_broker_delivers_again_is_stored_and_reported_once(gw):
+    seen = []
+    gw.observer = seen.append
+    payload = messages.encode(factories.alert("veh-0001"))
+
+    gw.handle(topics.alert_topic("veh-0001"), payload)
+    gw.handle(topics.alert_topic("veh-0001"), payload)
+
+    assert len(gw.store.alerts()) == 1 and len(seen) == 1
