@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from devices.alerts import AlertPolicy
 from devices.detector import FleetGaussian, make_pipeline
-from devices.ledger import LedgerError, PrivacyLedger
+from devices.ledger import Answer, LedgerError, PrivacyLedger, Release
 from devices.sources import SensorSource
 from federation import messages, topics
 from federation.accounting import Spend
@@ -77,6 +77,11 @@ class Vehicle:
         What the vehicle has spent; before each update it checks that the round fits the
         ledger's budget, and once it does not, it publishes no more updates (it keeps learning
         and using the global model) and says so in its status. Default: in memory, no budget.
+        Everything paid for is in the ledger before it is published: a vehicle restarted from
+        its ledger reuses its alert answers, and sends the update of the round it last paid
+        for again (no new cost) if that round is still open, since a crash may have kept it
+        from the broker. It skips only that round: a lower round number is a gateway that
+        started over, and it takes part.
     noise
         Where privacy noise comes from; default :class:`~federation.privacy.SecureNoise`.
     alert_report
@@ -148,8 +153,9 @@ class Vehicle:
         self.readings = 0
         self.last_sent_round = self.ledger.last_round
         self.exhausted = mechanism is not None and not self.ledger.allows([mechanism.spend])
+        self._unsent: Release | None = self.ledger.release
         self._alert_day = -1
-        self._answers: dict[tuple[int, bool], bool] = {}
+        self._answers = self.ledger.answers()
         self._day = 0
         self.updates_sent = 0
         self.last_update: Outgoing | None = None
@@ -201,7 +207,29 @@ class Vehicle:
         :meth:`step` sends updates as readings come; a vehicle whose source has ended calls
         this as rounds arrive, so that its last readings still reach the fleet.
         """
+        again = self._paid_for()
+        if again is not None:
+            return [again]
         return [self._update()] if self._should_update() else []
+
+    def _paid_for(self) -> Outgoing | None:
+        """The update the ledger kept from before a restart, once, while its round is open."""
+        unsent, current = self._unsent, self.round
+        if unsent is None or current is None or (
+                current.round == unsent.round and self.clock() >= current.deadline):
+            return None
+        self._unsent = None
+        if current.round != unsent.round:
+            return None
+        try:
+            update = messages.decode(Update, unsent.payload, self.schema)
+        except MessageError as exc:
+            log.warning("%s: the kept update of round %d is no longer valid (%s)",
+                        self.vehicle_id, unsent.round, exc)
+            return None
+        self.updates_sent += 1
+        self.last_update = Outgoing(topics.update_topic(self.vehicle_id), update, unsent.payload)
+        return self.last_update
 
     def _finite(self, values: dict[str, float]) -> dict[str, float]:
         """Drop NaN and infinite values: the channel counts as missing for this reading."""
@@ -255,17 +283,18 @@ class Vehicle:
         return (
             self.owes_update
             and self.round is not None
-            and self.round.round > self.last_sent_round
+            and self.round.round != self.last_sent_round
             and self.clock() < self.round.deadline
         )
 
     def _update(self) -> Outgoing:
         """The round's update, or the vehicle's status once its budget cannot pay for it."""
         assert self.round is not None
-        report, spends = self._report()
-        if self.mechanism is not None:
-            spends = [self.mechanism.spend, *spends]
-        if not self._spend(spends):
+        report, answer = self._report()
+        spends = [self.mechanism.spend] if self.mechanism is not None else []
+        if answer is not None and self.alert_report is not None:
+            spends.append(self.alert_report.spend)
+        if not self._affordable(spends):
             return self.status("online")
         summary = self.detector.take_summary()
         epsilon = delta = noise_std = clip_norm = 0.0
@@ -279,40 +308,55 @@ class Vehicle:
             clip_norm = self.mechanism.clip_norm
         update = Update(
             self.vehicle_id, self.round.round, self.model_version, summary, epsilon, delta,
-            self._epsilon_total(), self.clock(), noise_std, self.schema.digest,
+            self.ledger.epsilon_after(spends) if self.mechanism is not None else 0.0,
+            self.clock(), noise_std, self.schema.digest,
             privacy=self.privacy, mechanism=self.mechanism.name if self.mechanism else "none",
             clip_norm=clip_norm, epsilon_budget=_finite_or_zero(self.ledger.budget),
             alert_report=report,
         )
+        out = Outgoing.of(topics.update_topic(self.vehicle_id), update)
+        if not self._record(spends, answer, out.payload):
+            return self.status("online")
+        if answer is not None:
+            self._answers = {k: v for k, v in self._answers.items() if k[0] == answer.day}
+            self._answers[answer.day, answer.truth] = answer.value
         self.last_sent_round = self.round.round
+        self._unsent = None
         self.updates_sent += 1
-        self.last_update = Outgoing.of(topics.update_topic(self.vehicle_id), update)
-        return self.last_update
+        self.last_update = out
+        return out
 
-    def _report(self) -> tuple[AlertReport | None, list[Spend]]:
-        """Today's randomized alert answer, and what it costs (nothing when repeated)."""
+    def _report(self) -> tuple[AlertReport | None, Answer | None]:
+        """Today's randomized alert answer, and the answer if it was drawn just now (and so
+        is to be paid for); a repeated answer costs nothing."""
         if self.alert_report is None:
-            return None, []
+            return None, None
         truth = self._alert_day == self._day
-        key = (self._day, truth)
-        fresh = key not in self._answers
-        if fresh:
-            self._answers = {k: v for k, v in self._answers.items() if k[0] == self._day}
-            self._answers[key] = self.alert_report.respond(truth, self.noise)
-        report = AlertReport(self._day, self._answers[key], self.alert_report.epsilon)
-        return report, [self.alert_report.spend] if fresh else []
+        value = self._answers.get((self._day, truth))
+        fresh = None
+        if value is None:
+            value = self.alert_report.respond(truth, self.noise)
+            fresh = Answer(self._day, truth, value)
+        return AlertReport(self._day, value, self.alert_report.epsilon), fresh
 
-    def _spend(self, spends: list[Spend]) -> bool:
-        """Record ``spends`` in the ledger if the budget allows; else stop publishing updates."""
+    def _affordable(self, spends: list[Spend]) -> bool:
+        """Whether the budget allows ``spends``; once it does not, no more updates."""
+        if not spends or self.ledger.allows(spends):
+            return True
+        log.info("%s: privacy budget %.3g exhausted (%.3g spent); no more updates",
+                 self.vehicle_id, self.ledger.budget, self.ledger.epsilon_total)
+        self.exhausted = True
+        return False
+
+    def _record(self, spends: list[Spend], answer: Answer | None, payload: bytes) -> bool:
+        """Put ``spends``, the answer and the update they pay for in the ledger before
+        anything is published; a ledger that cannot be written stops updates (fail closed)."""
         assert self.round is not None
         if not spends:
             return True
         try:
-            if self.ledger.allows(spends):
-                self.ledger.record(self.round.round, spends, self.clock())
-                return True
-            log.info("%s: privacy budget %.3g exhausted (%.3g spent); no more updates",
-                     self.vehicle_id, self.ledger.budget, self.ledger.epsilon_total)
+            self.ledger.record(self.round.round, spends, self.clock(), answer, payload)
+            return True
         except LedgerError as exc:
             log.error("%s: %s; no more updates", self.vehicle_id, exc)
         self.exhausted = True

@@ -44,7 +44,8 @@ class Hostile(Steady):
 def _vehicle(mechanism: Mechanism | None = MECHANISM, ledger: PrivacyLedger | None = None,
              **kwargs) -> Vehicle:
     return Vehicle("veh-0001", kwargs.pop("source", Steady()), mechanism=mechanism,
-                   ledger=ledger, noise=SeededNoise(1), clock=lambda: 0.0, **kwargs)
+                   ledger=ledger, noise=kwargs.pop("noise", SeededNoise(1)),
+                   clock=lambda: 0.0, **kwargs)
 
 
 def _run_rounds(vehicle: Vehicle, rounds: range, steps: int = 40) -> list[Outgoing]:
@@ -111,16 +112,68 @@ def test_a_vehicle_at_its_budget_stops_publishing_and_says_so_also_after_a_resta
     assert len(path.read_text().splitlines()) == 3
 
 
-def test_a_restarted_vehicle_goes_on_from_its_ledger(tmp_path):
+def test_a_restarted_vehicle_goes_on_from_its_ledger_and_resends_what_it_paid_for(tmp_path):
     path = tmp_path / "veh-0001.jsonl"
     budget = epsilon_spent([MECHANISM.spend] * 3, 1e-5)
-    _run_rounds(_vehicle(ledger=PrivacyLedger(path, budget=budget, delta=1e-5)), range(1, 3))
+    before = _run_rounds(_vehicle(ledger=PrivacyLedger(path, budget=budget, delta=1e-5)),
+                         range(1, 3))
 
     restarted = _vehicle(ledger=PrivacyLedger(path, budget=budget, delta=1e-5))
-    sent = _updates(_run_rounds(restarted, range(2, 6)))
+    out = _run_rounds(restarted, range(2, 6))
 
-    assert [u.round for u in sent] == [3]  # round 2 was already spent on; one round was left
-    assert sent[0].epsilon_total == pytest.approx(budget)
+    sent = _updates(out)
+    # Round 2 is still open: its update, perhaps never published, goes again at no new cost;
+    # then the one round the budget has left.
+    assert [u.round for u in sent] == [2, 3]
+    assert out[0].payload == before[-1].payload
+    assert sent[1].epsilon_total == pytest.approx(budget)
+    assert [e.round for e in restarted.ledger.entries] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(("before", "after", "sent"), [
+    (range(1, 3), range(3, 5), [3, 4]),  # the round it paid for last has closed
+    (range(5, 8), range(1, 3), [1, 2]),  # a gateway that started over with a new store
+])
+def test_a_restarted_vehicle_takes_part_in_every_round_but_the_one_it_paid_for_last(
+        tmp_path, before, after, sent):
+    path = tmp_path / "veh-0001.jsonl"
+    _run_rounds(_vehicle(ledger=PrivacyLedger(path, budget=10.0, delta=1e-5)), before)
+
+    restarted = _vehicle(ledger=PrivacyLedger(path, budget=10.0, delta=1e-5))
+    out = _updates(_run_rounds(restarted, after))
+
+    assert [u.round for u in out] == sent
+    assert [e.round for e in restarted.ledger.entries] == [*before, *sent]
+
+
+def test_a_restarted_vehicle_repeats_its_days_alert_answer_without_paying_again(tmp_path):
+    path = tmp_path / "veh-0001.jsonl"
+    rr = RandomizedResponse()
+    first = _updates(_run_rounds(
+        _vehicle(ledger=PrivacyLedger(path, budget=50.0, delta=1e-5), alert_report=rr),
+        range(1, 3)))
+
+    restarted = _vehicle(ledger=PrivacyLedger(path, budget=50.0, delta=1e-5), alert_report=rr,
+                         noise=SeededNoise(99))
+    again = _updates(_run_rounds(restarted, range(3, 6)))
+
+    answers = {(u.alert_report.day, u.alert_report.answer) for u in first + again}
+    assert len(answers) == 1
+    spends = [s for entry in restarted.ledger.entries for s in entry.spends]
+    assert spends.count(rr.spend) == 1
+    assert again[-1].epsilon_total == pytest.approx(
+        epsilon_spent([MECHANISM.spend] * 5 + [rr.spend], 1e-5))
+
+
+def test_a_kept_release_that_is_damaged_or_stale_is_ignored(tmp_path):
+    path = tmp_path / "veh-0001.jsonl"
+    ledger = PrivacyLedger(path, budget=5.0, delta=1e-5)
+    ledger.record(1, [Spend("laplace", 1.0)], ts=0.0, release=b"one")
+    ledger.record(2, [Spend("laplace", 1.0)], ts=1.0)
+
+    assert PrivacyLedger(path, budget=5.0, delta=1e-5).release is None  # round 1's: stale
+    ledger.release_path.write_text("{not json")
+    assert PrivacyLedger(path, budget=5.0, delta=1e-5).release is None
 
 
 def test_a_line_cut_short_by_a_crash_is_dropped_and_any_other_damage_is_refused(tmp_path):
