@@ -2,14 +2,15 @@
 
 Reading, scoring, learning, alerting and taking part in rounds are :class:`Vehicle`'s, exactly
 as for a simulated vehicle; the agent adds the connection. paho's network thread keeps it
-alive and reconnects with backoff; the calling thread reads the source and runs the vehicle,
+alive and reconnects every second; the calling thread reads the source and runs the vehicle,
 so a slow sensor never starves the keepalive and a reconnect never stops the readings.
 
 Alerts and updates go out with QoS 1 and stay in paho's outgoing queue until the broker
 acknowledges them. While the broker is away they wait there, in order, up to ``max_queued``
-messages (more are dropped, counted and logged), and are sent once it is back: a reconnect
-loses nothing that fits the queue. An update that arrives after its round has closed is
-refused by the gateway; the readings it summarised stay in the vehicle's own model.
+messages (more are dropped, counted and logged), and are sent once it is back (the agent
+tries every ``RECONNECT_EVERY_S``): a reconnect loses nothing that fits the queue. An
+update that arrives after its round has closed is refused by the gateway; the readings it
+summarised stay in the vehicle's own model.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = ["AgentStatus", "DeviceAgent"]
 log = logging.getLogger(__name__)
 
 _INBOX_SIZE = 64  # rounds and models are few; a flood beyond this is dropped and counted
+RECONNECT_EVERY_S = 1  # how often a lost broker is tried again: back within a second or so
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,7 @@ class DeviceAgent:
         self.client = make_client(f"fedfleet-{vehicle.vehicle_id}", target,
                                   will=(will.topic, will.payload))
         self.client.max_queued_messages_set(max_queued)
+        self.client.reconnect_delay_set(RECONNECT_EVERY_S, RECONNECT_EVERY_S)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect

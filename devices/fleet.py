@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # Work done between two looks at the network, so the fleet stays responsive.
 _MAX_STEPS_PER_SLICE = 2
 _STATUS_EVERY_S = 10.0
+_GOODBYE_S = 5.0  # at shutdown, how long to wait for the broker to acknowledge what is sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +60,25 @@ def simulated_vehicles(
     fault_fraction: float = 0.2,
     start_ts_s: float | None = None,
     ledger_for: Callable[[str], PrivacyLedger | None] | None = None,
+    id_prefix: str = "",
     **vehicle_kwargs: Any,
 ) -> list[Vehicle]:
     """``count`` simulated vehicles with faults planned from ``seed``; ``ledger_for`` gives
     each vehicle id its privacy ledger (default: in memory, no budget). ``seed`` plans the
-    simulation only: privacy noise stays secure unless ``noise`` is passed."""
+    simulation only: privacy noise stays secure unless ``noise`` is passed. ``id_prefix``
+    goes before every id (``veh-0000`` becomes ``depot2-veh-0000``), so that fleets sharing
+    a broker have ids, client ids and ledgers of their own.
+
+    >>> [v.vehicle_id for v in simulated_vehicles(2, 0, None, id_prefix="depot2-")]
+    ['depot2-veh-0000', 'depot2-veh-0001']
+    """
     start = time.time() if start_ts_s is None else start_ts_s
     sources = make_fleet(count, seed, fault_fraction=fault_fraction, start_ts_s=start)
+    ids = [f"{id_prefix}{source.vehicle_id}" for source in sources]
     return [
-        Vehicle(source.vehicle_id, source, mechanism=mechanism,
-                ledger=ledger_for(source.vehicle_id) if ledger_for else None, **vehicle_kwargs)
-        for source in sources
+        Vehicle(vehicle_id, source, mechanism=mechanism,
+                ledger=ledger_for(vehicle_id) if ledger_for else None, **vehicle_kwargs)
+        for vehicle_id, source in zip(ids, sources, strict=True)
     ]
 
 
@@ -90,6 +99,10 @@ class Fleet:
         :class:`FleetStatus` every ten seconds.
     logins
         Each vehicle's own target (its login) by vehicle id; ``target`` for the others.
+
+    Alerts and updates go out with QoS 1: while the broker is away they wait in each
+    client's queue and go out once it is back; at shutdown the fleet waits up to 5 s for the
+    broker to acknowledge everything it sent.
     """
 
     def __init__(
@@ -112,6 +125,7 @@ class Fleet:
         self._logins = logins or {}
         self._mux = ClientMux()
         self._clients: dict[str, mqtt.Client] = {}
+        self._unacknowledged: set[tuple[str, int]] = set()  # (vehicle id, packet id)
         self.rejections = RejectionLog(log)
         for vehicle in self.vehicles:  # a message sent to every vehicle is logged once
             vehicle.rejections = self.rejections
@@ -156,6 +170,7 @@ class Fleet:
         client.user_data_set(vehicle)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         self._clients[vehicle.vehicle_id] = client
         self._mux.add(client, target.host, target.port)
 
@@ -182,12 +197,29 @@ class Fleet:
         info = client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning("publish on %s failed: %s", out.topic, mqtt.error_string(info.rc))
+        elif out.qos:  # without a connection paho keeps it for the reconnect
+            self._unacknowledged.add((client.user_data_get().vehicle_id, info.mid))
+
+    def _on_publish(self, client: mqtt.Client, vehicle: Vehicle, mid: int, rc: Any,
+                    props: Any) -> None:
+        self._unacknowledged.discard((vehicle.vehicle_id, mid))
+
+    def unacknowledged(self) -> int:
+        """QoS 1 messages sent that the broker has yet to acknowledge."""
+        return len(self._unacknowledged)
 
     def _shut_down(self) -> None:
-        """Say goodbye: publish each vehicle offline (retained), then disconnect cleanly."""
+        """Say goodbye: publish each vehicle offline (retained), wait for the broker to
+        acknowledge everything sent, then disconnect cleanly."""
         for vehicle in self.vehicles:
             client = self._clients.get(vehicle.vehicle_id)
             if client is not None and client.is_connected():
                 self._send(client, vehicle.status("offline"))
-        self._mux.flush(5.0)
+        end = time.monotonic() + _GOODBYE_S
+        while self.unacknowledged() and time.monotonic() < end:
+            self._mux.poll(0.01)
+        if self.unacknowledged():
+            log.warning("%d messages were never acknowledged by the broker and are lost",
+                        self.unacknowledged())
+        self._mux.flush(1.0)
         self._mux.close()

@@ -2,7 +2,9 @@
 
 Each vehicle is its own MQTT client (own client id, own Last Will, own session), but no
 vehicle has a thread: :class:`ClientMux` waits on all their sockets at once and lets paho
-read, write and keep alive, and reconnects lost clients with exponential backoff.
+read, write and keep alive, and reconnects lost clients with exponential backoff capped at
+``max_backoff_s`` (2 s by default: a broker that comes back has its clients back within 2 s).
+What a client published while it was away waits in paho's queue and goes out on reconnect.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class ClientMux:
     >>> mux.close()
     """
 
-    def __init__(self, max_backoff_s: float = 30.0) -> None:
+    def __init__(self, max_backoff_s: float = 2.0) -> None:
         self._selector = selectors.DefaultSelector()
         self._links: dict[mqtt.Client, _Link] = {}
         self._max_backoff_s = max_backoff_s

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from federation import topics
 from fedfleet import access, commands, evaluate
 from fedfleet.commands import TUNINGS
 from fedfleet.config import ConfigError, resolve
@@ -123,6 +124,9 @@ def _fleet_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speedup", type=float, metavar="X",
                         help="simulated seconds per wall second")
     parser.add_argument("--fault-fraction", type=float, metavar="F")
+    parser.add_argument("--id-prefix", metavar="PREFIX",
+                        help="put PREFIX before every vehicle id (veh-0000 becomes "
+                             "PREFIXveh-0000), so that fleets sharing a broker do not collide")
     _privacy_options(parser)
 
 
@@ -178,10 +182,21 @@ def _check(settings: dict[str, Any], rules: list[Rule] | None = None) -> None:
             ("http_port", lambda v: 0 <= v <= 65535, "a TCP port (1-65535), or 0 for none"),
             ("duration", lambda v: v >= 0, "0 or more"),
             ("queue_size", lambda v: v >= 1, "at least 1"),
+            ("id_prefix", _fits_an_id, "at most 54 characters from A-Z a-z 0-9 _ . -, "
+             "starting with a letter or digit"),
         ]
     for key, ok, meaning in rules:
         if not ok(settings[key]):
             raise ConfigError(f"{key.replace('_', '-')} must be {meaning}, got {settings[key]}")
+
+
+def _fits_an_id(prefix: str) -> bool:
+    """Whether ``prefix`` before the longest simulated id is still a vehicle id."""
+    try:
+        topics.check_vehicle_id(f"{prefix}veh-000000")
+    except ValueError:
+        return False
+    return True
 
 
 def _check_evaluate(args: argparse.Namespace) -> None:

@@ -187,7 +187,7 @@ def _vehicles(settings: dict[str, Any], start_ts_s: float, ledger_dir: Path) -> 
     return simulated_vehicles(settings["vehicles"], settings["seed"],
                               fault_fraction=settings["fault_fraction"], start_ts_s=start_ts_s,
                               ledger_for=ledgers(settings, ledger_dir),
-                              **vehicle_options(settings))
+                              id_prefix=settings["id_prefix"], **vehicle_options(settings))
 
 
 def fleet(settings: dict[str, Any], stop: threading.Event) -> int:
@@ -251,7 +251,9 @@ def _start_demo_broker(target: MqttTarget) -> EmbeddedBroker:
 def demo(settings: dict[str, Any], stop: threading.Event) -> int:
     """Broker, gateway and fleet in one process, with progress, until Ctrl-C or --duration."""
     with contextlib.ExitStack() as stack:
-        DEMO_STORE.unlink(missing_ok=True)
+        for stale in (DEMO_STORE, *(DEMO_STORE.with_name(DEMO_STORE.name + s)
+                                    for s in ("-wal", "-shm"))):  # SQLite's log beside it
+            stale.unlink(missing_ok=True)
         shutil.rmtree(DEMO_LEDGERS, ignore_errors=True)
         store = SQLiteStore(DEMO_STORE)
         stack.callback(store.close)

@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "epsilon_budget": 10.0,
     "clip_norm": 0.5,
     "ledger_dir": "fedfleet-data/ledgers",
+    "id_prefix": "",  # before every simulated vehicle's id: fleets sharing a broker differ
     "alert_report_epsilon": math.log(3),  # the classic coin flip; 0 sends no alert answers
     # demo
     "duration": 0.0,

@@ -75,6 +75,8 @@ def _fedfleet(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
         (["broker-setup", "setup", "--port", "0"], "port must be a TCP port"),
         (["broker-setup", "setup", "--auth", "certificate", "--plain-port", "1883"],
          "a plain listener needs password logins"),
+        (["fleet", "--id-prefix", "depot/2"], "id-prefix must be at most 54 characters"),
+        (["fleet", "--id-prefix", "x" * 55], "id-prefix must be at most 54 characters"),
         (["launch"], "invalid choice"),
         (["demo", "--privacy", "maybe"], "invalid choice"),
         (["gateway", "--http-port", "-1"], "http-port must be a TCP port (1-65535), or 0"),
@@ -146,6 +148,19 @@ def test_flags_override_environment_which_overrides_the_config_file(tmp_path):
     assert (settings["vehicles"], settings["seed"], settings["speedup"]) == (7, 11, 8.0)
     assert gateway["round_seconds"] == 9.0
     assert settings["round_seconds"] == 30.0
+
+
+def test_the_id_prefix_comes_from_the_config_file_the_environment_or_the_flag(tmp_path):
+    config = tmp_path / "fedfleet.toml"
+    config.write_text('[fleet]\nid_prefix = "depot1-"\n')
+
+    from_file = resolve("fleet", {}, {}, str(config))
+    from_env = resolve("fleet", {}, {"FEDFLEET_ID_PREFIX": "depot2-"}, str(config))
+    from_flag = resolve("fleet", {"id_prefix": "depot3-"}, {"FEDFLEET_ID_PREFIX": "x"})
+
+    assert [s["id_prefix"] for s in (from_file, from_env, from_flag)] == [
+        "depot1-", "depot2-", "depot3-"]
+    assert resolve("fleet", {}, {})["id_prefix"] == ""
 
 
 def test_an_unknown_or_mistyped_setting_in_the_config_file_is_refused(tmp_path):
