@@ -113,21 +113,24 @@ class _Server:
 class Mosquitto(_Server):
     """A Mosquitto broker on 127.0.0.1 and a free port, with its files in a temp dir.
 
-    By default it admits anonymous clients and keeps nothing across restarts; ``options``
-    add or replace ``mosquitto.conf`` settings (for example ``acl_file``). ``conf`` runs a
-    given ``mosquitto.conf`` instead (such as ``fedfleet broker-setup`` writes), whose
-    listener on 127.0.0.1 is ``port``, TLS if ``tls``; its log goes to the temp dir too.
+    By default it admits anonymous clients and keeps nothing across restarts; ``persistent``
+    keeps retained messages, sessions and their queued messages across a :meth:`restart`, as
+    the configuration ``fedfleet broker-setup`` writes does. ``options`` add or replace
+    ``mosquitto.conf`` settings (for example ``acl_file``). ``conf`` runs a given
+    ``mosquitto.conf`` instead (such as ``fedfleet broker-setup`` writes), whose listener on
+    127.0.0.1 is ``port``, TLS if ``tls``; its log goes to the temp dir too.
     """
 
     name = "mosquitto"
 
     def __init__(self, port: int | None = None, options: Mapping[str, str] | None = None,
-                 conf: Path | None = None, tls: bool = False) -> None:
+                 conf: Path | None = None, tls: bool = False, persistent: bool = False) -> None:
         super().__init__(port)
         self._conf_path = self._dir / "mosquitto.conf"
         self.tls = tls
-        text = self._config(options or {}) if conf is None else (
-            f"{conf.read_text()}\nlog_dest file {self.log_path}\n")
+        kept = {"persistence": "true", "persistence_location": f"{self._dir}/"}
+        text = self._config({**(kept if persistent else {}), **(options or {})}) if (
+            conf is None) else f"{conf.read_text()}\nlog_dest file {self.log_path}\n"
         self._conf_path.write_text(text)
 
     @property
