@@ -25,11 +25,25 @@ from river import base, compose, covariance
 from federation.features import VEHICLE_SCHEMA, Schema
 from federation.summary import ModelSummary
 
-__all__ = ["MAX_PRIOR_NOISE", "FleetGaussian", "make_pipeline"]
+__all__ = ["FleetGaussian", "make_pipeline", "prior_weight"]
 
-# Residual variances of healthy sensors are about 1e-4 in scaled units: a prior with noise
-# much above this per coordinate would bury them.
-MAX_PRIOR_NOISE = 1e-5
+
+def prior_weight(readings: float, noise_std: float, noise_scale: float) -> float:
+    """How many readings a global model counts for: ``readings``, shrunk by its privacy noise.
+
+    The noise is relative (per whitened coordinate: a share of the fleet's own spread, see
+    :mod:`federation.whitening`), and public. A model carrying noise ``noise_scale`` counts
+    half; the weight falls as ``1 / (1 + (noise / noise_scale)^2)``, never rises with noise,
+    and is 0 for infinite noise: a little noise costs a little, not everything.
+
+    >>> prior_weight(3600, 0.0, 0.3), prior_weight(3600, 0.3, 0.3), prior_weight(3600, 3.0, 0.3)
+    (3600.0, 1800.0, 35.64...)
+    >>> prior_weight(3600, float("inf"), 0.3)
+    0.0
+    """
+    if noise_std == float("inf"):
+        return 0.0
+    return float(readings) / (1.0 + (noise_std / noise_scale) ** 2)
 
 Block = tuple[np.ndarray, np.ndarray, np.ndarray]  # columns, residual positions, solve
 
@@ -50,8 +64,9 @@ class FleetGaussian(base.AnomalyDetector):
         Variance floor (in scaled units) that keeps the precision matrix well conditioned.
     min_readings
         Below this many readings in the model, every score is 0 (still warming up).
-    max_prior_noise
-        The most privacy noise per coordinate a global model may carry to be used as prior.
+    prior_noise_scale
+        The privacy noise (relative, per whitened coordinate) at which the global model counts
+        half of what it would without noise (:func:`prior_weight`).
     own_mean_after
         Once the vehicle's own model holds this many readings, the prior is centred on the
         vehicle's own mean: the fleet still says how the channels vary together, but where
@@ -92,12 +107,12 @@ class FleetGaussian(base.AnomalyDetector):
         refresh_every: int = 120,
         ridge: float = 1e-5,
         min_readings: int = 3000,
-        max_prior_noise: float = MAX_PRIOR_NOISE,
+        prior_noise_scale: float = 0.3,
         own_mean_after: int = 60,
         own_mean_limit: float = 2.0,
     ) -> None:
         self.schema = schema
-        self.max_prior_noise = max_prior_noise
+        self.prior_noise_scale = prior_noise_scale
         self.prior_readings = prior_readings
         self.refresh_every = refresh_every
         self.ridge = ridge
@@ -154,13 +169,10 @@ class FleetGaussian(base.AnomalyDetector):
         return recent
 
     def set_global(self, summary: ModelSummary, noise_std: float = 0.0) -> None:
-        """Adopt a global model as the prior, counted as at most ``prior_readings``.
-
-        A model whose privacy noise exceeds ``max_prior_noise`` (per coordinate, in scaled
-        units) would bury the vehicle's own statistics in noise, so it is not used.
-        """
-        usable = noise_std <= self.max_prior_noise
-        self._prior = summary.weighted(min(summary.n, self.prior_readings) if usable else 0.0)
+        """Adopt a global model as the prior, counted as at most ``prior_readings`` and less
+        the more privacy noise it carries (:func:`prior_weight`)."""
+        readings = min(summary.n, self.prior_readings)
+        self._prior = summary.weighted(prior_weight(readings, noise_std, self.prior_noise_scale))
         self._prior_judge = None
         self._stale = self.refresh_every
 

@@ -38,6 +38,9 @@ class Tuning:
     own_mean_limit
         The own mean is used only while its standardised residual under the fleet's model is
         below this (``inf``: always).
+    prior_noise_scale
+        The privacy noise (relative, per whitened coordinate) at which the fleet's model counts
+        half (:func:`devices.detector.prior_weight`).
     learn_below
         After the burn-in, a reading is learned only while every subsystem's level is below.
     alpha
@@ -65,6 +68,7 @@ class Tuning:
     burn_in_readings: int = 600
     own_mean_after: int = 60
     own_mean_limit: float = 2.0
+    prior_noise_scale: float = 0.3
     learn_below: float = 1.5
     alpha: float = 0.02
     threshold: float = 4.0
@@ -76,7 +80,8 @@ class Tuning:
         return FleetGaussian(schema, prior_readings=self.prior_readings,
                              refresh_every=self.refresh_every, min_readings=self.min_readings,
                              own_mean_after=self.own_mean_after,
-                             own_mean_limit=self.own_mean_limit)
+                             own_mean_limit=self.own_mean_limit,
+                             prior_noise_scale=self.prior_noise_scale)
 
     def policy(self, schema: Schema) -> AlertPolicy:
         return AlertPolicy(self.threshold, self.alpha, self.cooldown_s, schema=schema,

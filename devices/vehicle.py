@@ -89,7 +89,12 @@ class Vehicle:
         alert today (by my reading clock)?"; the answer for a day and a truth is drawn once
         and repeated, so a day costs at most two answers.
     min_readings_per_update
-        A vehicle with fewer new readings than this sits a round out.
+        Without privacy, a vehicle with fewer new readings than this sits a round out.
+    first_release_readings, release_growth
+        With privacy, fewer and larger releases: the first update summarises this many learned
+        readings, and each next one ``release_growth`` times as many as the one before (600,
+        1,800, 5,400, ... by default), since every release costs privacy and a summary of more
+        readings is worth more to the fleet for the same noise.
     learn_below
         Readings are learned only while every subsystem's level is below this.
     burn_in_readings
@@ -127,6 +132,8 @@ class Vehicle:
         policy: AlertPolicy | None = None,
         detector: FleetGaussian | None = None,
         min_readings_per_update: int = 30,
+        first_release_readings: int = 600,
+        release_growth: float = 3.0,
         learn_below: float = 1.5,
         burn_in_readings: int = 600,
         rejections: RejectionLog | None = None,
@@ -145,6 +152,11 @@ class Vehicle:
         self.noise = noise or SecureNoise()
         self.alert_report = alert_report
         self.min_readings_per_update = min_readings_per_update
+        self.first_release_readings = first_release_readings
+        self.release_growth = release_growth
+        # Releases made so far, counted from the ledger: a restarted vehicle goes on from them.
+        self.releases = sum(any(s.kind in ("gaussian", "laplace") for s in entry.spends)
+                            for entry in self.ledger.entries)
         self.learn_below = learn_below
         self.burn_in_readings = burn_in_readings
         self.clock = clock
@@ -276,8 +288,15 @@ class Vehicle:
     @property
     def owes_update(self) -> bool:
         """Whether the vehicle has learned enough since its last update to send one, and may."""
-        return (not self.exhausted
-                and self.detector.recent_readings >= self.min_readings_per_update)
+        return not self.exhausted and self.detector.recent_readings >= self.readings_per_update
+
+    @property
+    def readings_per_update(self) -> int:
+        """Learned readings the next update summarises: each private release more than the
+        last (see ``first_release_readings``); every round's without privacy."""
+        if self.mechanism is None:
+            return self.min_readings_per_update
+        return math.ceil(self.first_release_readings * self.release_growth ** self.releases)
 
     def _should_update(self) -> bool:
         return (
@@ -323,6 +342,7 @@ class Vehicle:
         self.last_sent_round = self.round.round
         self._unsent = None
         self.updates_sent += 1
+        self.releases += self.mechanism is not None
         self.last_update = out
         return out
 

@@ -1,12 +1,14 @@
 """Differential privacy for model summaries: clipping, the Gaussian and Laplace mechanisms.
 
-A summary is released as an offset from a public centre (the global model the vehicle last
-received, or :func:`public_centre` before any): the offset of ``mean`` and of the upper
-triangle of ``cov``, packed into one vector, is clipped to norm ``clip_norm`` (L2 for Gaussian
-noise, L1 for Laplace noise) and noised. Any two clipped offsets differ by at most
-``2 * clip_norm`` in that norm: that is the sensitivity to replacing everything one vehicle
-learned in a round, whatever the features and however many readings. ``n`` is sent as is.
-See ``docs/PRIVACY.md`` for the threat model and the derivation.
+A summary is released relative to a public centre (the global model the vehicle last
+received, or :func:`~federation.whitening.public_centre` before any), packed into one vector
+in the centre's whitened coordinates (:mod:`federation.whitening`), clipped to norm
+``clip_norm`` (L2 for Gaussian noise, L1 for Laplace noise) and noised there. Any two clipped
+vectors differ by at most ``2 * clip_norm`` in that norm: that is the sensitivity to replacing
+everything one vehicle released, whatever the features and however many readings. Because the
+coordinates are the fleet's own units, the noise is relative: a noise of 0.05 is 5 % of the
+fleet's spread in every direction, the smallest included. ``n`` is sent as is. See
+``docs/PRIVACY.md`` for the threat model and the derivation.
 
 Noise comes from a :class:`NoiseSource`. :class:`SecureNoise`, the default everywhere, draws
 from OpenDP's samplers, which use the operating system's cryptographically secure generator
@@ -28,6 +30,7 @@ import numpy as np
 
 from federation.accounting import Spend, gaussian_noise_multiplier
 from federation.summary import ModelSummary
+from federation.whitening import Whitening, public_centre
 
 __all__ = [
     "MECHANISMS",
@@ -37,11 +40,11 @@ __all__ = [
     "NoiseSource",
     "SecureNoise",
     "SeededNoise",
+    "average",
     "clip",
+    "resolvable",
     "make_mechanism",
-    "pack",
     "public_centre",
-    "unpack",
 ]
 
 MECHANISMS = ("gaussian", "laplace")
@@ -130,26 +133,6 @@ def clip(vector: np.ndarray, bound: float, order: int = 2) -> np.ndarray:
     return vector if norm <= bound else vector * (bound / norm)
 
 
-def pack(summary: ModelSummary) -> np.ndarray:
-    """The released coordinates: ``mean``, then the upper triangle of ``cov`` row by row."""
-    return np.concatenate([summary.mean, summary.cov[np.triu_indices(len(summary.mean))]])
-
-
-def unpack(vector: np.ndarray, features: tuple[str, ...], n: float) -> ModelSummary:
-    """The summary whose :func:`pack` is ``vector`` (``cov`` made symmetric)."""
-    d = len(features)
-    cov = np.zeros((d, d))
-    cov[np.triu_indices(d)] = vector[d:]
-    return ModelSummary(features, n, vector[:d], cov + np.triu(cov, 1).T)
-
-
-def public_centre(features: Sequence[str]) -> ModelSummary:
-    """The centre offsets are clipped around before any global model exists: every scaled
-    feature at the middle of its range, no covariance. It depends on no one's data."""
-    d = len(features)
-    return ModelSummary(tuple(features), 0.0, np.full(d, 0.5), np.zeros((d, d)))
-
-
 @dataclass(frozen=True)
 class Mechanism(abc.ABC):
     """Clip a summary around a public centre, then add calibrated noise."""
@@ -190,12 +173,12 @@ class Mechanism(abc.ABC):
         return Spend(self.name, self.scale / self.sensitivity)
 
     def clip(self, summary: ModelSummary, centre: ModelSummary) -> np.ndarray:
-        """The offset of ``summary`` from ``centre``, clipped to ``clip_norm``."""
-        return clip(pack(summary) - pack(centre), self.clip_norm, self.order)
+        """``summary`` packed in ``centre``'s whitened coordinates, clipped to ``clip_norm``."""
+        return clip(Whitening(centre).pack(summary), self.clip_norm, self.order)
 
     def clipped(self, summary: ModelSummary, centre: ModelSummary) -> ModelSummary:
-        """``centre + clip(summary - centre)``: what a vehicle sends to a trusted gateway."""
-        return unpack(pack(centre) + self.clip(summary, centre), summary.features, summary.n)
+        """The clipped summary without noise: what a vehicle sends to a trusted gateway."""
+        return Whitening(centre).unpack(self.clip(summary, centre), summary.n)
 
     @abc.abstractmethod
     def add_noise(self, values: np.ndarray, noise: NoiseSource, scale: float) -> np.ndarray:
@@ -203,21 +186,54 @@ class Mechanism(abc.ABC):
 
     def privatize(self, summary: ModelSummary, centre: ModelSummary,
                   noise: NoiseSource) -> ModelSummary:
-        """The released summary: ``centre + clip(summary - centre) + noise``."""
-        offset = self.add_noise(self.clip(summary, centre), noise, self.scale)
-        return unpack(pack(centre) + offset, summary.features, summary.n)
+        """The released summary: the clipped vector plus noise, unpacked (its covariance is
+        left as the noise made it, so that averaging releases stays unbiased)."""
+        vector = self.add_noise(self.clip(summary, centre), noise, self.scale)
+        return Whitening(centre).unpack(vector, summary.n)
 
     def aggregate(self, summaries: Sequence[ModelSummary], centre: ModelSummary,
                   noise: NoiseSource) -> ModelSummary:
-        """Central noise: the mean of the clipped offsets of ``summaries`` (each vehicle
+        """Central noise: the mean of the clipped vectors of ``summaries`` (each vehicle
         weighs the same), noised once. Replacing one vehicle moves the mean by at most
         ``sensitivity / len(summaries)``, so the noise shrinks by that factor too."""
         if not summaries:
             raise ValueError("nothing to aggregate")
         mean = np.mean([self.clip(s, centre) for s in summaries], axis=0)
+        noise_std = self.noise_std / len(summaries)
         noisy = self.add_noise(mean, noise, self.scale / len(summaries))
-        n = sum(s.n for s in summaries)
-        return unpack(pack(centre) + noisy, summaries[0].features, n)
+        return Whitening(centre).unpack(noisy, sum(s.n for s in summaries),
+                                        floor=resolvable(noise_std))
+
+
+def resolvable(noise_std: float) -> float:
+    """The smallest variance, relative to the centre's, that an aggregate with ``noise_std``
+    of noise per whitened coordinate can tell from zero: three standard deviations of its
+    eigenvalues' noise (about ``noise_std`` times the square root of the dimension, taken as
+    3 for the schemas in use). Directions the noise buries are kept this wide.
+
+    >>> resolvable(0.0), resolvable(0.01)
+    (0.0, 0.09)
+    """
+    return 9.0 * noise_std
+
+
+def average(summaries: Sequence[ModelSummary], centre: ModelSummary,
+            noise_std: float = 0.0) -> ModelSummary:
+    """The pooled model of releases made about one ``centre``, each vehicle weighing the
+    same: the mean of their whitened vectors, unpacked (with ``noise_std`` of noise in the
+    mean, no direction narrower than it can resolve: :func:`resolvable`).
+
+    >>> names = ("a", "b")
+    >>> centre = public_centre(names)
+    >>> one = ModelSummary.from_array(names, np.array([[0.2, 0.4], [0.4, 0.6]]))
+    >>> two = ModelSummary.from_array(names, np.array([[0.6, 0.4], [0.8, 0.6]]))
+    >>> pooled = average([one, two], centre)
+    >>> pooled.n, pooled.mean.round(6).tolist(), bool(np.allclose(pooled.cov, (one + two).cov))
+    (4.0, [0.5, 0.5], True)
+    """
+    whitening = Whitening(centre)
+    mean = np.mean([whitening.pack(s) for s in summaries], axis=0)
+    return whitening.unpack(mean, sum(s.n for s in summaries), floor=resolvable(noise_std))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from federation.features import Schema
 from federation.messages import GlobalModel, RoundOpen, Update
 from federation.privacy import NoiseSource, SecureNoise, public_centre
 from federation.summary import ModelSummary
-from gateway.central import Piece, noise_centrally
+from gateway.private import Piece, pieces
 from gateway.strategy import Strategy
 
 __all__ = ["Round"]
@@ -67,10 +67,17 @@ class Round:
         return None
 
     def offer(self, topic_vehicle: str, update: Update) -> str | None:
-        """Accept ``update`` or return the reason it was rejected (and count it)."""
+        """Accept ``update`` or return the reason it was rejected (and count it).
+
+        A private update is a release about its base model, and is averaged with the round's
+        others about the round's model: one about another model is ``stale_base``.
+        """
         if update.round == self.number:
             self.senders.add(topic_vehicle)
         reason = self.reject_reason(topic_vehicle, update.vehicle_id, update.round)
+        if (reason is None and update.privacy != "off"
+                and update.base_version != self.info.model_version):
+            reason = "stale_base"
         if reason is None:
             self.accepted[update.vehicle_id] = update
         else:
@@ -87,19 +94,20 @@ class Round:
     ) -> GlobalModel:
         """The next global model: ``previous`` with this round's accepted updates merged in.
 
-        Updates that ask for central privacy are first clipped again, averaged and noised
-        (:mod:`gateway.central`) with ``noise`` (default: secure noise)."""
+        Private updates, all released about the round's base model, are first averaged (and
+        those that ask for central privacy clipped again and noised, with ``noise``, default
+        secure noise): :mod:`gateway.private`."""
         base = previous.summary if previous else ModelSummary.empty(schema.names)
         centre = previous.summary if previous else public_centre(schema.names)
-        pieces = noise_centrally(list(self.accepted.values()), centre, noise or SecureNoise())
-        summary = strategy.aggregate(base, [p.summary for p in pieces])
+        made = pieces(list(self.accepted.values()), centre, noise or SecureNoise())
+        summary = strategy.aggregate(base, [p.summary for p in made])
         return GlobalModel(
             version=(previous.version if previous else 0) + 1,
             round=self.number,
             participants=len(self.accepted),
             summary=summary,
             created_at=created_at,
-            noise_std=_merged_noise_std(previous, pieces, summary.n),
+            noise_std=_merged_noise_std(previous, made, summary.n),
             schema_digest=schema.digest,
         )
 
