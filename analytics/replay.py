@@ -15,9 +15,10 @@ its alarm is whether that level passed the policy's threshold: what the device a
 
 - ``local``: no rounds;
 - ``federated``: rounds with exact summaries;
-- ``federated_dp``: rounds with the vehicle's privacy mechanism (see :func:`privacy_mechanism`),
-  each device keeping a privacy ledger with the run's budget; with ``central`` the devices
-  send clipped summaries and the gateway noises their aggregate (:mod:`gateway.central`);
+- ``federated_dp``: rounds with the vehicle's privacy mechanism, its releases calibrated to
+  the run's budget (:func:`federation.privacy.calibrated`), each device keeping a privacy
+  ledger; with ``central`` the devices send clipped summaries and the gateway noises their
+  aggregate (:mod:`gateway.private`);
 - ``centralized``: every device scores with, and learns into, one shared detector (all rows
   pooled in time order), each keeping its own alert policy;
 - ``batch_reference``: see :mod:`analytics.batch`.
@@ -33,7 +34,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
@@ -43,15 +43,14 @@ from devices.sources import Reading, SensorSource
 from devices.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE, Tuning
 from devices.vehicle import Vehicle
 from federation import messages, topics
-from federation.accounting import Spend, epsilon_spent, gaussian_noise_multiplier
 from federation.features import Schema
 from federation.messages import GlobalModel, RoundOpen, Update
-from federation.privacy import Mechanism, SeededNoise, make_mechanism
+from federation.privacy import Mechanism, SeededNoise
 from gateway.rounds import Round
 from gateway.strategy import ExactMerge
 
 __all__ = [
-    "CLIP_NORM", "TUNINGS", "Progress", "Run", "Schedule", "privacy_mechanism", "run_online",
+    "CLIP_NORM", "TUNINGS", "Progress", "Run", "Schedule", "run_online",
     "tuning_for",
 ]
 
@@ -108,54 +107,7 @@ class Run:
     model: GlobalModel | None = None
 
 
-CLIP_NORM = 0.5  # the fleet's default (fedfleet/config.py)
-
-
-@lru_cache(maxsize=64)
-def privacy_mechanism(epsilon: float, updates: int, delta: float = 1e-5,
-                      clip_norm: float = CLIP_NORM, kind: str = "gaussian") -> Mechanism:
-    """The vehicle's privacy mechanism whose ``updates`` updates compose to ``epsilon``.
-
-    The per-update epsilon is
-    calibrated against the accountant the vehicle's ledger uses
-    (:func:`~federation.accounting.epsilon_spent`), so that a device sending ``updates``
-    updates spends its whole budget, to a relative ``1e-3`` below it, never above: Gaussian
-    rounds compose far below ``updates`` times one round, so an even split would leave most of
-    the budget unspent. Results are cached: every regime of a run calibrates once.
-
-    >>> mechanism = privacy_mechanism(10.0, updates=5)
-    >>> total = epsilon_spent([mechanism.spend] * 5, 1e-5)
-    >>> mechanism.epsilon > 10.0 / 5, 0.999 * 10.0 <= total <= 10.0
-    (True, True)
-    """
-    def total(per_update: float) -> float:
-        spend = make_mechanism(kind, per_update, delta, clip_norm).spend
-        return epsilon_spent([spend] * updates, delta)
-
-    if updates <= 1:
-        return make_mechanism(kind, epsilon, delta, clip_norm)
-    guess, step = _first_guess(kind, epsilon, updates, delta), 1.02
-    if total(guess) <= epsilon:
-        low, high = guess, guess * step
-        while total(high) <= epsilon:
-            low, high = high, high * step
-    else:
-        low, high = guess / step, guess
-        while total(low) > epsilon:
-            low, high = low / step, low
-    while high / low > 1 + 1e-3:
-        middle = math.sqrt(low * high)
-        low, high = (middle, high) if total(middle) <= epsilon else (low, middle)
-    return make_mechanism(kind, low, delta, clip_norm)
-
-
-def _first_guess(kind: str, epsilon: float, updates: int, delta: float) -> float:
-    """Close to the calibrated per-update epsilon: ``k`` Gaussian releases at multiplier
-    ``m`` are one at ``m / sqrt(k)``; Laplace releases compose nearly additively."""
-    if kind != "gaussian":
-        return epsilon / updates
-    multiplier = gaussian_noise_multiplier(epsilon, delta) * math.sqrt(updates)
-    return epsilon_spent([Spend("gaussian", multiplier)], delta)
+CLIP_NORM = 4.0  # the fleet's default (fedfleet/config.py)
 
 
 class _Rows(SensorSource):

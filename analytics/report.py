@@ -6,6 +6,7 @@ The report's shape::
      "regimes": {name: {pooled metrics, "lead_time" (run-to-failure data), "rounds", ...}},
      "per_device": {device: {regime: metrics}},
      "federated_vs_local": {metric: devices where federated beats local on it},
+     "no_worse_than_local": {noised regime: devices whose PR-AUC is at most 0.01 below local},
      "ratios": {PR-AUC of federated over centralized, batch_reference and local},
      "cold_start": {late-joining devices over their first readings, federated vs local},
      "skab_protocol": {regime: F1, FAR, MAR, and the same over "valve1" and the "held_out"
@@ -25,17 +26,9 @@ from analytics import skab
 from analytics.batch import run_batch
 from analytics.datasets import Dataset, Stream
 from analytics.metrics import detection, lead_time, lead_times, wins
-from analytics.replay import (
-    CLIP_NORM,
-    Progress,
-    Run,
-    Schedule,
-    privacy_mechanism,
-    run_online,
-    tuning_for,
-)
+from analytics.replay import CLIP_NORM, Progress, Run, Schedule, run_online, tuning_for
 from devices.tuning import Tuning
-from federation.privacy import make_mechanism
+from federation.privacy import calibrated
 
 __all__ = ["dp_regime", "evaluate"]
 
@@ -60,36 +53,33 @@ def evaluate(
     late_fraction: float = 0.1,
     cold_fraction: float = 0.1,
     delta: float = 1e-5,
-    privacy: str = "local",
+    privacy: str = "central",
     mechanism: str = "gaussian",
-    epsilon_per_round: float | None = None,
+    clip_norm: float = CLIP_NORM,
     tuning: Tuning | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], dict[str, Run]]:
     """Replay every regime on identical streams and schedule; return the report and runs.
 
     Each of ``epsilons`` is a device's budget over the whole run, for one noised regime with
-    ``mechanism`` noise added on the devices (``privacy="local"``) or at the gateway
-    (``"central"``). By default each update spends what makes the most updates any device can
-    send compose to the budget; with ``epsilon_per_round`` each spends that, and a device
-    stops sending updates once its ledger says the next would pass its budget."""
+    ``mechanism`` noise added at the gateway (``privacy="central"``) or on the devices
+    (``"local"``). Each release spends what makes the most releases any device makes (before
+    its last reading, on the tuning's schedule) compose to the budget."""
     schedule = Schedule.plan(dataset, seed, round_rows, late_fraction)
     tuning = tuning or tuning_for(dataset)
     runs = {name: run_online(dataset, schedule, name, seed=seed, tuning=tuning,
                              progress=progress)
             for name in ONLINE}
-    updates = max(math.ceil(len(s) / round_rows) + 1 for s in dataset.streams)
+    releases = max(1, max(tuning.releases_within(len(s) - 1) for s in dataset.streams))
     noised: dict[str, Any] = {}
     for epsilon in epsilons:
         name = dp_regime(epsilon)
-        chosen = (privacy_mechanism(epsilon, updates, delta, kind=mechanism)
-                  if epsilon_per_round is None
-                  else make_mechanism(mechanism, epsilon_per_round, delta, CLIP_NORM))
+        chosen = calibrated(mechanism, epsilon, releases, delta, clip_norm)
         runs[name] = run_online(dataset, schedule, name, seed=seed, mechanism=chosen,
                                 central=privacy == "central", budget=epsilon, tuning=tuning,
                                 progress=progress)
-        noised[name] = {"epsilon_per_update": round(chosen.epsilon, 6),
-                        "noise_std_per_update": round(chosen.noise_std, 6),
+        noised[name] = {"epsilon_per_release": round(chosen.epsilon, 6),
+                        "noise_std_per_release": round(chosen.noise_std, 6),
                         "clip_norm": chosen.clip_norm}
     runs["batch_reference"] = run_batch(dataset, schedule, seed=seed, progress=progress)
     regimes = {name: _pooled(dataset, run) | noised.get(name, {}) for name, run in runs.items()}
@@ -101,13 +91,14 @@ def evaluate(
         "time_unit": dataset.time_unit,
         "settings": {"seed": seed, "round_rows": round_rows, "epsilons": list(epsilons),
                      "delta": delta, "privacy": privacy, "mechanism": mechanism,
-                     "epsilon_per_round": epsilon_per_round, "max_updates": updates,
+                     "clip_norm": clip_norm, "releases": releases,
                      "late_devices": sorted(schedule.late),
                      "join_tick": schedule.join_tick, "cold_fraction": cold_fraction,
                      "tuning": asdict(tuning)},
         "regimes": regimes,
         "per_device": per_device,
         "federated_vs_local": _wins(per_device, "federated", "local"),
+        "no_worse_than_local": {name: _no_worse(per_device, name, "local") for name in noised},
         "ratios": _ratios(regimes),
         "cold_start": _cold_start(dataset, runs, schedule, cold_fraction),
         "notes": list(dataset.notes),
@@ -158,6 +149,24 @@ def _per_device(dataset: Dataset, runs: dict[str, Run]) -> dict[str, dict[str, A
 
 # Per-device comparisons: the metric, and whether higher is better.
 COMPARED = (("pr_auc", True), ("f1", True), ("false_alarms_per_1000", False), ("lead_time", True))
+
+
+def _no_worse(per_device: dict[str, dict[str, Any]], regime: str, alone: str,
+              margin: float = 0.01) -> dict[str, Any]:
+    """On how many devices (with a PR-AUC under both) ``regime`` is at most ``margin`` below
+    ``alone``: privacy must never make a device worse off than not federating.
+
+    >>> devices = {"a": {"dp": {"pr_auc": 0.5}, "local": {"pr_auc": 0.505}},
+    ...            "b": {"dp": {"pr_auc": 0.4}, "local": {"pr_auc": 0.6}},
+    ...            "c": {"dp": {"pr_auc": None}, "local": {"pr_auc": None}}}
+    >>> _no_worse(devices, "dp", "local")
+    {'devices': 2, 'no_worse': 1, 'share': 0.5, 'margin': 0.01}
+    """
+    pairs = [(m[regime]["pr_auc"], m[alone]["pr_auc"]) for m in per_device.values()
+             if m[regime]["pr_auc"] is not None and m[alone]["pr_auc"] is not None]
+    fine = sum(ours >= theirs - margin for ours, theirs in pairs)
+    return {"devices": len(pairs), "no_worse": fine,
+            "share": round(fine / len(pairs), 3) if pairs else None, "margin": margin}
 
 
 def _wins(per_device: dict[str, dict[str, Any]], first: str, second: str) -> dict[str, Any]:

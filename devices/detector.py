@@ -129,6 +129,7 @@ class FleetGaussian(base.AnomalyDetector):
         self._z = np.zeros(len(schema.health))
         self._blocks: list[Block] = []
         self._prior_judge: tuple[np.ndarray, list[Block]] | None = None
+        self._trust = 1.0  # what the prior's privacy noise leaves of its weight
 
     def learn_one(self, x: dict[Hashable, Any]) -> None:
         if len(x) == len(self.schema):
@@ -152,13 +153,32 @@ class FleetGaussian(base.AnomalyDetector):
         return dict(zip(self.schema.health, self._z.tolist(), strict=True))
 
     def model(self) -> ModelSummary:
-        """Everything the detector currently believes: prior, own history and recent data."""
+        """Everything the detector currently believes: prior, own history and recent data.
+
+        A prior carrying privacy noise counts for fewer readings (:func:`prior_weight`), and
+        its mean and covariance are drawn towards the vehicle's own by the same factor (once
+        the vehicle has readings enough for a covariance): a noisy model, far off or too wide,
+        would otherwise move or widen the vehicle's however little it weighs.
+        """
         own = self._history + self._recent_summary()
         prior = self._prior
+        if prior.n and own.n > len(self.schema) and self._trust < 1.0:
+            t = self._trust
+            prior = ModelSummary(prior.features, prior.n, own.mean + t * (prior.mean - own.mean),
+                                 own.cov + t * (prior.cov - own.cov))
         if (self.own_mean_after and own.n >= self.own_mean_after and prior.n
-                and self._normal_for_the_fleet(own.mean)):
+                and self._normal_for_the_fleet(own.mean, prior.mean)):
             prior = ModelSummary(prior.features, prior.n, own.mean, prior.cov)
         return prior + own
+
+    def own_summary(self) -> ModelSummary:
+        """Everything the vehicle learned itself: its history and its recent readings."""
+        return self._history + self._recent_summary()
+
+    @property
+    def learned_readings(self) -> int:
+        """How many readings the vehicle has learned itself."""
+        return round(self._history.n) + self.recent_readings
 
     def take_summary(self) -> ModelSummary:
         """Summarise the readings learned since the last call, and fold them into history."""
@@ -172,18 +192,21 @@ class FleetGaussian(base.AnomalyDetector):
         """Adopt a global model as the prior, counted as at most ``prior_readings`` and less
         the more privacy noise it carries (:func:`prior_weight`)."""
         readings = min(summary.n, self.prior_readings)
-        self._prior = summary.weighted(prior_weight(readings, noise_std, self.prior_noise_scale))
+        weight = prior_weight(readings, noise_std, self.prior_noise_scale)
+        self._trust = weight / readings if readings else 0.0
+        self._prior = summary.weighted(weight)
         self._prior_judge = None
         self._stale = self.refresh_every
 
-    def _normal_for_the_fleet(self, mean: np.ndarray) -> bool:
-        """Whether ``mean`` is within ``own_mean_limit`` of the prior's, health sensor by sensor."""
+    def _normal_for_the_fleet(self, mean: np.ndarray, fleet_mean: np.ndarray) -> bool:
+        """Whether ``mean`` is within ``own_mean_limit`` of ``fleet_mean`` under the prior's
+        covariance, health sensor by sensor."""
         if self._prior_judge is None:
             precision = self._precision_of(self._prior.cov)
             self._prior_judge = precision, [self._block(precision, s)
                                              for s in self.schema.subsystems.values()]
         z = np.zeros(len(self.schema.health))
-        _standardise(*self._prior_judge, mean - self._prior.mean, z)
+        _standardise(*self._prior_judge, mean - fleet_mean, z)
         return bool(np.abs(z).max() < self.own_mean_limit)
 
     def _recent_summary(self) -> ModelSummary:

@@ -54,6 +54,9 @@ class Tuning:
         (see :class:`devices.alerts.AlertPolicy`); ``threshold`` holds until then.
     calibrate_factor
         The calibrated threshold over the highest level of those readings.
+    first_release_readings, release_growth
+        With privacy, a device releases its summary once it has learned this many readings,
+        then ``release_growth`` times as many, and so on (:class:`devices.vehicle.Vehicle`).
 
     Examples
     --------
@@ -75,6 +78,8 @@ class Tuning:
     cooldown_s: float = 1800.0
     calibrate_readings: int = 0
     calibrate_factor: float = 1.0
+    first_release_readings: int = 300
+    release_growth: float = 3.0
 
     def detector(self, schema: Schema) -> FleetGaussian:
         return FleetGaussian(schema, prior_readings=self.prior_readings,
@@ -93,7 +98,20 @@ class Tuning:
     ) -> dict[str, Any]:
         """Keyword arguments of :class:`devices.vehicle.Vehicle` for this tuning."""
         return {"detector": detector or self.detector(schema), "policy": self.policy(schema),
-                "burn_in_readings": self.burn_in_readings, "learn_below": self.learn_below}
+                "burn_in_readings": self.burn_in_readings, "learn_below": self.learn_below,
+                "first_release_readings": self.first_release_readings,
+                "release_growth": self.release_growth}
+
+    def releases_within(self, readings: int) -> int:
+        """How many private releases a device makes by the time it has learned ``readings``.
+
+        >>> VEHICLE.releases_within(8100), VEHICLE.releases_within(299)
+        (4, 0)
+        """
+        releases, due = 0, float(self.first_release_readings)
+        while due <= readings:
+            releases, due = releases + 1, due * self.release_growth
+        return releases
 
 
 VEHICLE = Tuning()
@@ -112,7 +130,8 @@ fleets, 200 readings: 1.47 and 3.48 per 1,000 against 1.32 and 0.46)."""
 
 ENGINE_CYCLES = Tuning(prior_readings=400.0, min_readings=30, refresh_every=1,
                        burn_in_readings=30, own_mean_after=0, learn_below=2.0, alpha=0.2,
-                       threshold=1.82, cooldown_s=1e9)
+                       threshold=1.82, cooldown_s=1e9, first_release_readings=30,
+                       release_growth=2.0)
 """A machine read once per duty cycle and run for a few hundred (C-MAPSS turbofans). The
 fleet's model anchors what a new engine's healthy sensors look like, so it weighs as much
 as two engine lives (its own mean alone absorbs early wear: PR-AUC 0.94 instead of 0.97).
@@ -124,7 +143,8 @@ cycles: on FD001 0.85, with a median first-alert lead of 20 cycles (1.80: 1.02 a
 
 TEST_RIG = Tuning(prior_readings=0.0, min_readings=100, refresh_every=10,
                   burn_in_readings=400, own_mean_after=0, learn_below=0.0, alpha=0.05,
-                  threshold=1.0, cooldown_s=1e9, calibrate_readings=400, calibrate_factor=1.0)
+                  threshold=1.0, cooldown_s=1e9, calibrate_readings=400, calibrate_factor=1.0,
+                  first_release_readings=100)
 """One experiment per set-up of a test rig read once a second (SKAB). Each experiment runs the
 rig at a set-up of its own, so another set-up's normal only hides faults: the fleet's model is
 not used as a prior, and the first 400 readings (the benchmark's training part) are the

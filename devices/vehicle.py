@@ -91,10 +91,11 @@ class Vehicle:
     min_readings_per_update
         Without privacy, a vehicle with fewer new readings than this sits a round out.
     first_release_readings, release_growth
-        With privacy, fewer and larger releases: the first update summarises this many learned
-        readings, and each next one ``release_growth`` times as many as the one before (600,
-        1,800, 5,400, ... by default), since every release costs privacy and a summary of more
-        readings is worth more to the fleet for the same noise.
+        With privacy, fewer and better releases: each private update summarises everything the
+        vehicle has learned so far, and is sent once it has learned ``first_release_readings``,
+        then ``release_growth`` times as many, and so on (300, 900, 2,700, 8,100 readings by
+        default). Every release costs privacy; a summary of more readings, made about a better
+        fleet model, is worth more for the same noise, and replaces the vehicle's last one.
     learn_below
         Readings are learned only while every subsystem's level is below this.
     burn_in_readings
@@ -132,7 +133,7 @@ class Vehicle:
         policy: AlertPolicy | None = None,
         detector: FleetGaussian | None = None,
         min_readings_per_update: int = 30,
-        first_release_readings: int = 600,
+        first_release_readings: int = 300,
         release_growth: float = 3.0,
         learn_below: float = 1.5,
         burn_in_readings: int = 600,
@@ -157,6 +158,7 @@ class Vehicle:
         # Releases made so far, counted from the ledger: a restarted vehicle goes on from them.
         self.releases = sum(any(s.kind in ("gaussian", "laplace") for s in entry.spends)
                             for entry in self.ledger.entries)
+        self._released_readings = 0.0  # what this process's last release summarised
         self.learn_below = learn_below
         self.burn_in_readings = burn_in_readings
         self.clock = clock
@@ -288,14 +290,15 @@ class Vehicle:
     @property
     def owes_update(self) -> bool:
         """Whether the vehicle has learned enough since its last update to send one, and may."""
-        return not self.exhausted and self.detector.recent_readings >= self.readings_per_update
+        if self.exhausted:
+            return False
+        if self.mechanism is None:
+            return self.detector.recent_readings >= self.min_readings_per_update
+        return self.detector.learned_readings >= self.next_release_readings
 
     @property
-    def readings_per_update(self) -> int:
-        """Learned readings the next update summarises: each private release more than the
-        last (see ``first_release_readings``); every round's without privacy."""
-        if self.mechanism is None:
-            return self.min_readings_per_update
+    def next_release_readings(self) -> int:
+        """With privacy, the learned readings at which the next release is due."""
         return math.ceil(self.first_release_readings * self.release_growth ** self.releases)
 
     def _should_update(self) -> bool:
@@ -316,22 +319,24 @@ class Vehicle:
         if not self._affordable(spends):
             return self.status("online")
         summary = self.detector.take_summary()
-        epsilon = delta = noise_std = clip_norm = 0.0
+        epsilon = delta = noise_std = clip_norm = replaces = 0.0
         if self.mechanism is not None:
+            summary, replaces = self.detector.own_summary(), self._released_readings
             centre = (self.global_model.summary if self.global_model
                       else public_centre(self.schema.names))
-            summary = (self.mechanism.clipped(summary, centre) if self.privacy == "central"
-                       else self.mechanism.privatize(summary, centre, self.noise))
-            epsilon, delta = self.mechanism.epsilon, self.mechanism.delta
-            noise_std = 0.0 if self.privacy == "central" else self.mechanism.noise_std
-            clip_norm = self.mechanism.clip_norm
+            mechanism = self.mechanism.about(self.global_model is None)
+            summary = (mechanism.clipped(summary, centre) if self.privacy == "central"
+                       else mechanism.privatize(summary, centre, self.noise))
+            epsilon, delta = mechanism.epsilon, mechanism.delta
+            noise_std = 0.0 if self.privacy == "central" else mechanism.noise_std
+            clip_norm = mechanism.clip_norm
         update = Update(
             self.vehicle_id, self.round.round, self.model_version, summary, epsilon, delta,
             self.ledger.epsilon_after(spends) if self.mechanism is not None else 0.0,
             self.clock(), noise_std, self.schema.digest,
             privacy=self.privacy, mechanism=self.mechanism.name if self.mechanism else "none",
             clip_norm=clip_norm, epsilon_budget=_finite_or_zero(self.ledger.budget),
-            alert_report=report,
+            alert_report=report, replaces_readings=replaces,
         )
         out = Outgoing.of(topics.update_topic(self.vehicle_id), update)
         if not self._record(spends, answer, out.payload):
@@ -342,7 +347,9 @@ class Vehicle:
         self.last_sent_round = self.round.round
         self._unsent = None
         self.updates_sent += 1
-        self.releases += self.mechanism is not None
+        if self.mechanism is not None:
+            self.releases += 1
+            self._released_readings = update.summary.n
         self.last_update = out
         return out
 

@@ -331,7 +331,9 @@ class Update:
     vehicle with ``mechanism``), ``"central"`` (clipped only: the gateway must noise the
     aggregate with ``mechanism`` at ``epsilon``, ``delta`` and ``clip_norm``) or ``"off"``
     (exact). ``epsilon_total`` is the vehicle's composed total after this update, out of
-    ``epsilon_budget``. The privacy fields after ``noise_std`` are optional on the wire.
+    ``epsilon_budget``. A private update summarises everything the vehicle has learned, and
+    ``replaces_readings`` says how many readings of its previous release it includes again
+    (the gateway counts them once). The fields after ``noise_std`` are optional on the wire.
     """
 
     vehicle_id: str
@@ -349,6 +351,7 @@ class Update:
     clip_norm: float = 0.0
     epsilon_budget: float = 0.0
     alert_report: AlertReport | None = None
+    replaces_readings: float = 0.0
 
     @classmethod
     def _parse(cls, obj: dict[str, Any], schema: Schema | None) -> Update:
@@ -367,6 +370,7 @@ class Update:
             _optional(obj, "epsilon_budget", 0.0, _num, 0),
             AlertReport._parse(obj["alert_report"]) if obj.get("alert_report") is not None
             else None,
+            _optional(obj, "replaces_readings", 0.0, _num, 0, MAX_READINGS_PER_UPDATE),
         )
         if update.privacy == "central" and not update.can_be_noised_centrally:
             raise MessageError("out_of_range", "a central-privacy update needs a mechanism, "

@@ -22,18 +22,19 @@ import abc
 import math
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
 
-from federation.accounting import Spend, gaussian_noise_multiplier
+from federation.accounting import Spend, epsilon_spent, gaussian_noise_multiplier
 from federation.summary import ModelSummary
 from federation.whitening import Whitening, public_centre
 
 __all__ = [
     "MECHANISMS",
+    "PUBLIC_CLIP_FACTOR",
     "GaussianMechanism",
     "LaplaceMechanism",
     "Mechanism",
@@ -41,13 +42,18 @@ __all__ = [
     "SecureNoise",
     "SeededNoise",
     "average",
+    "calibrated",
     "clip",
-    "resolvable",
     "make_mechanism",
     "public_centre",
+    "relative_noise",
+    "resolvable",
 ]
 
 MECHANISMS = ("gaussian", "laplace")
+# A release about the public centre (before any fleet model) lies further from it: its clip
+# norm is this many times the mechanism's (and its noise too: the privacy cost is the same).
+PUBLIC_CLIP_FACTOR = 1.5
 
 
 class NoiseSource(abc.ABC):
@@ -172,6 +178,16 @@ class Mechanism(abc.ABC):
         """What one release costs, for the accountant."""
         return Spend(self.name, self.scale / self.sensitivity)
 
+    def about(self, public: bool) -> Mechanism:
+        """The mechanism for a release about the public centre (``public``) or a fleet model:
+        the first is clipped at :data:`PUBLIC_CLIP_FACTOR` times the clip norm, at the same
+        epsilon and delta.
+
+        >>> GaussianMechanism(1.0, 1e-5, 4.0).about(public=True).clip_norm
+        6.0
+        """
+        return replace(self, clip_norm=self.clip_norm * PUBLIC_CLIP_FACTOR) if public else self
+
     def clip(self, summary: ModelSummary, centre: ModelSummary) -> np.ndarray:
         """``summary`` packed in ``centre``'s whitened coordinates, clipped to ``clip_norm``."""
         return clip(Whitening(centre).pack(summary), self.clip_norm, self.order)
@@ -206,15 +222,34 @@ class Mechanism(abc.ABC):
 
 
 def resolvable(noise_std: float) -> float:
-    """The smallest variance, relative to the centre's, that an aggregate with ``noise_std``
-    of noise per whitened coordinate can tell from zero: three standard deviations of its
-    eigenvalues' noise (about ``noise_std`` times the square root of the dimension, taken as
-    3 for the schemas in use). Directions the noise buries are kept this wide.
+    """The narrowest spread, relative to the centre's, that an aggregate with ``noise_std`` of
+    noise per whitened coordinate keeps: half its noise. A direction the noise makes narrower
+    (or negative) is set to this, not squeezed to nothing, so that the next release, whitened
+    by the model, stays bounded; the model's relative noise then says it is unresolved.
 
     >>> resolvable(0.0), resolvable(0.01)
-    (0.0, 0.09)
+    (0.0, 0.005)
     """
-    return 9.0 * noise_std
+    return 0.5 * noise_std
+
+
+def relative_noise(noise_std: float, summary: ModelSummary, centre: ModelSummary) -> float:
+    """The noise of an aggregate made about ``centre`` relative to the aggregate's own spread:
+    ``noise_std`` (in the centre's units) over each of the aggregate's variances relative to
+    the centre's (no less than :func:`resolvable`), the root mean square over directions.
+    Near the centre it is ``noise_std``; where the aggregate narrowed directions to what the
+    noise cannot resolve it is large, and a vehicle then gives the model little weight.
+
+    >>> names = ("a", "b")
+    >>> centre = ModelSummary(names, 10.0, np.array([0.5, 0.5]), np.eye(2) * 0.01)
+    >>> narrower = ModelSummary(names, 10.0, np.array([0.5, 0.5]), np.diag([0.01, 0.0025]))
+    >>> [round(relative_noise(0.1, s, centre), 3) for s in (centre, narrower)]
+    [0.1, 0.292]
+    """
+    if noise_std == 0.0:
+        return 0.0
+    spreads = np.maximum(Whitening(centre).spreads(summary), resolvable(noise_std))
+    return float(noise_std * np.sqrt(np.mean(1.0 / spreads ** 2)))
 
 
 def average(summaries: Sequence[ModelSummary], centre: ModelSummary,
@@ -317,3 +352,46 @@ def make_mechanism(name: str, epsilon: float, delta: float, clip_norm: float) ->
     if name not in kinds:
         raise ValueError(f"unknown mechanism {name!r}: use one of {MECHANISMS}")
     return kinds[name](epsilon, delta, clip_norm)
+
+
+@lru_cache(maxsize=64)
+def calibrated(kind: str, budget: float, releases: int, delta: float,
+               clip_norm: float) -> Mechanism:
+    """The mechanism whose ``releases`` releases compose to ``budget``: the largest epsilon
+    per release (to a relative 1e-3) for which they do, at ``delta``, by the very accountant a
+    vehicle's ledger uses. An even split would leave most of a Gaussian budget unspent:
+    ``k`` Gaussian releases compose far below ``k`` times one.
+
+    >>> mechanism = calibrated("gaussian", 1.0, 3, 1e-5, 4.0)
+    >>> total = epsilon_spent([mechanism.spend] * 3, 1e-5)
+    >>> mechanism.epsilon > 1.0 / 3, 0.999 <= total <= 1.0
+    (True, True)
+    """
+    def total(per_release: float) -> float:
+        spend = make_mechanism(kind, per_release, delta, clip_norm).spend
+        return epsilon_spent([spend] * releases, delta)
+
+    if releases <= 1:
+        return make_mechanism(kind, budget, delta, clip_norm)
+    guess, step = _first_guess(kind, budget, releases, delta), 1.02
+    if total(guess) <= budget:
+        low, high = guess, guess * step
+        while total(high) <= budget:
+            low, high = high, high * step
+    else:
+        low, high = guess / step, guess
+        while total(low) > budget:
+            low, high = low / step, low
+    while high / low > 1 + 1e-3:
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if total(middle) <= budget else (low, middle)
+    return make_mechanism(kind, low, delta, clip_norm)
+
+
+def _first_guess(kind: str, budget: float, releases: int, delta: float) -> float:
+    """Close to the calibrated epsilon per release: ``k`` Gaussian releases at multiplier
+    ``m`` are one at ``m / sqrt(k)``; Laplace releases compose nearly additively."""
+    if kind != "gaussian":
+        return budget / releases
+    multiplier = gaussian_noise_multiplier(budget, delta) * math.sqrt(releases)
+    return epsilon_spent([Spend("gaussian", multiplier)], delta)

@@ -90,6 +90,20 @@ class ModelSummary:
         cov += np.outer(shift, shift) * (self.n * other.n / n**2)
         return ModelSummary(self.features, n, mean, cov)
 
+    def feasible(self) -> ModelSummary:
+        """The nearest summary scaled readings could have: every mean in [0, 1], and no
+        variance above 1/4 (Popoviciu's bound for values in [0, 1]; a channel beyond it is
+        scaled down with its covariances, so the matrix stays positive semi-definite).
+
+        >>> wild = ModelSummary(("a", "b"), 5.0, np.array([1.4, 0.5]), np.diag([1.0, 0.01]))
+        >>> fixed = wild.feasible()
+        >>> fixed.mean.tolist(), np.diag(fixed.cov).tolist()
+        ([1.0, 0.5], [0.25, 0.01])
+        """
+        scale = np.sqrt(np.minimum(1.0, 0.25 / np.maximum(np.diag(self.cov), 1e-300)))
+        return ModelSummary(self.features, self.n, np.clip(self.mean, 0.0, 1.0),
+                            self.cov * np.outer(scale, scale))
+
     def weighted(self, n: float) -> ModelSummary:
         """The same distribution, counted as ``n`` readings (a prior of bounded weight)."""
         return ModelSummary(self.features, float(n), self.mean, self.cov)

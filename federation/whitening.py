@@ -86,6 +86,12 @@ class Whitening:
         return np.concatenate([self._inverse @ delta, np.diag(moment),
                                np.sqrt(2.0) * moment[self._upper]])
 
+    def spreads(self, summary: ModelSummary) -> np.ndarray:
+        """The variances of ``summary`` relative to the centre's, along its principal axes in
+        the centre's whitened coordinates (all 1 for the centre itself)."""
+        spread = self._inverse @ summary.cov @ self._inverse.T
+        return np.linalg.eigvalsh((spread + spread.T) / 2)
+
     def unpack(self, vector: np.ndarray, n: float, floor: float | None = None) -> ModelSummary:
         """The summary of ``n`` readings whose :meth:`pack` is ``vector``.
 

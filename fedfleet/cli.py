@@ -132,34 +132,35 @@ def _fleet_options(parser: argparse.ArgumentParser) -> None:
 
 def _privacy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--privacy", choices=["local", "central", "off"],
-                        help="noise each update on the vehicle (local, the default), let a "
-                             "trusted gateway noise the aggregate (central), or send exact "
-                             "summaries (off)")
+                        help="let the gateway noise the aggregate of the vehicles' clipped "
+                             "releases (central, the default), noise each release on the "
+                             "vehicle (local: trusts no one, needs far more vehicles or "
+                             "budget), or send exact summaries (off)")
     parser.add_argument("--mechanism", choices=["gaussian", "laplace"],
                         help="the noise: Gaussian for (epsilon, delta) (default), Laplace for "
                              "pure epsilon")
-    parser.add_argument("--epsilon-per-round", type=float, metavar="E",
-                        help="privacy spent on each update (default 1)")
-    parser.add_argument("--delta", type=float, metavar="D",
-                        help="delta of each round and of the total (default 1e-5)")
     parser.add_argument("--epsilon-budget", type=float, metavar="E",
-                        help="each vehicle's lifetime budget: no updates past it (default 10)")
+                        help="each vehicle's privacy budget over its life (default 1)")
+    parser.add_argument("--releases", type=int, metavar="N",
+                        help="how many releases the budget pays for, each of everything the "
+                             "vehicle has learned so far (default 3)")
+    parser.add_argument("--delta", type=float, metavar="D",
+                        help="delta of the total (default 1e-5)")
 
 
 Rule = tuple[str, Callable[[Any], bool], str]
 # Past this an epsilon protects nothing (the noise is negligible): --privacy off says so honestly.
 MAX_EPSILON = 1e5
 _EPSILON_RANGE = f"greater than 0 and at most {MAX_EPSILON:,.0f} (beyond it, use --privacy off)"
+MAX_RELEASES = 1000
 
 
 def _privacy_rules(settings: dict[str, Any]) -> list[Rule]:
     """The privacy settings' rules, shared by the live commands and ``evaluate``."""
     return [
         ("epsilon_budget", lambda v: 0 < v <= MAX_EPSILON, _EPSILON_RANGE),
-        ("epsilon_per_round", lambda v: 0 < v <= MAX_EPSILON, _EPSILON_RANGE),
+        ("releases", lambda v: 1 <= v <= MAX_RELEASES, f"between 1 and {MAX_RELEASES}"),
         ("delta", lambda v: 0 < v < 1, "strictly between 0 and 1"),
-        ("epsilon_budget", lambda v: v >= settings["epsilon_per_round"],
-         f"at least one round's epsilon ({settings['epsilon_per_round']:g})"),
         ("mechanism", lambda v: v in ("gaussian", "laplace"), "gaussian or laplace"),
         ("privacy", lambda v: v in ("local", "central", "off"), "local, central or off"),
     ]
@@ -176,6 +177,9 @@ def _check(settings: dict[str, Any], rules: list[Rule] | None = None) -> None:
             ("target_updates", lambda v: v >= 0, "0 or more"),
             ("fault_fraction", lambda v: 0 <= v <= 1, "between 0 and 1"),
             ("clip_norm", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
+            ("first_release_readings", lambda v: v >= 0, "0 (the tuning's) or more"),
+            ("release_growth", lambda v: v == 0 or 1 <= v < math.inf,
+             "0 (the tuning's) or a finite number of at least 1"),
             ("alert_report_epsilon", lambda v: 0 <= v < 50,
              "0 (no answers) or a number below 50"),
             ("port", lambda v: 1 <= v <= 65535, "a TCP port (1-65535)"),
@@ -204,13 +208,9 @@ def _check_evaluate(args: argparse.Namespace) -> None:
     if args.epsilon and args.privacy == "off":
         raise ConfigError("--privacy off runs no noised regime: drop --epsilon-budget, or "
                           "choose --privacy local or central")
-    if args.epsilon_per_round is not None and not args.epsilon:
-        raise ConfigError("--epsilon-per-round needs at least one --epsilon-budget")
     for budget in args.epsilon or [1.0]:
-        per_round = budget if args.epsilon_per_round is None else args.epsilon_per_round
-        settings = {"epsilon_per_round": per_round, "delta": args.delta,
-                    "epsilon_budget": budget, "mechanism": args.mechanism,
-                    "privacy": args.privacy}
+        settings = {"releases": 1, "delta": args.delta, "epsilon_budget": budget,
+                    "mechanism": args.mechanism, "privacy": args.privacy}
         _check(settings, _privacy_rules(settings))
 
 

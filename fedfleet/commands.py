@@ -219,8 +219,9 @@ def device(settings: dict[str, Any], stop: threading.Event) -> int:
     if settings["tuning"] not in TUNINGS:
         raise ConfigError(f"tuning must be one of {', '.join(sorted(TUNINGS))}")
     ledger = ledgers(settings, Path(settings["ledger_dir"]))(settings["vehicle_id"])
-    vehicle = Vehicle(settings["vehicle_id"], source, ledger=ledger, **vehicle_options(settings),
-                      **TUNINGS[settings["tuning"]].vehicle_kwargs(schema))
+    vehicle = Vehicle(settings["vehicle_id"], source, ledger=ledger,
+                      **(TUNINGS[settings["tuning"]].vehicle_kwargs(schema)
+                         | vehicle_options(settings)))
     progress = DeviceProgress(settings["vehicle_id"])
     _check_tls(target)
     agent = DeviceAgent(target, vehicle, max_queued=settings["queue_size"], observer=progress)

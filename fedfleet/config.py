@@ -14,7 +14,6 @@ fedfleet.config.ConfigError: FEDFLEET_SPEEDUP: expected a number, got 'fast'
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -43,15 +42,21 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "speedup": 60.0,
     "fault_fraction": 0.2,
-    "privacy": "local",
+    "privacy": "central",
     "mechanism": "gaussian",
-    "epsilon_per_round": 1.0,
+    "epsilon_budget": 1.0,  # each vehicle's, over its life (docs/PRIVACY.md)
+    "releases": 3,  # the releases that budget pays for
+    # When a vehicle releases: once it has learned this many readings, then growth times as
+    # many, and so on (devices/vehicle.py); TOML or FEDFLEET_* only; 0: the device tuning's.
+    "first_release_readings": 0,
+    "release_growth": 0.0,
     "delta": 1e-5,
-    "epsilon_budget": 10.0,
-    "clip_norm": 0.5,
+    "clip_norm": 4.0,  # in the fleet model's whitened units (federation/whitening.py)
     "ledger_dir": "fedfleet-data/ledgers",
     "id_prefix": "",  # before every simulated vehicle's id: fleets sharing a broker differ
-    "alert_report_epsilon": math.log(3),  # the classic coin flip; 0 sends no alert answers
+    # Randomized daily alert answers (ln 3: the classic coin flip) cost budget every day: off by
+    # default, since a lifetime budget of 1 cannot pay for one (docs/PRIVACY.md).
+    "alert_report_epsilon": 0.0,
     # demo
     "duration": 0.0,
     # device

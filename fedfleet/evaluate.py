@@ -33,8 +33,8 @@ def add_parser(sub: Any) -> None:
                              "budget over the whole run (repeatable: one regime each)")
     parser.add_argument("--privacy", choices=["local", "central", "off"],
                         default=DEFAULTS["privacy"],
-                        help="for the --epsilon regimes: noise each update on the device "
-                             "(local, the default) or the aggregate at the gateway (central); "
+                        help="for the --epsilon regimes: noise the aggregate at the gateway "
+                             "(central, the default) or each release on the device (local); "
                              "off runs no noised regime")
     parser.add_argument("--mechanism", choices=["gaussian", "laplace"],
                         default=DEFAULTS["mechanism"],
@@ -42,10 +42,6 @@ def add_parser(sub: Any) -> None:
                              "for pure epsilon")
     parser.add_argument("--delta", type=float, default=DEFAULTS["delta"], metavar="D",
                         help="delta of every total (default 1e-5)")
-    parser.add_argument("--epsilon-per-round", type=float, metavar="E",
-                        help="spend E on every update, and stop a device's updates at its "
-                             "budget (default: calibrate each update so that the most updates "
-                             "any device can send spend exactly the budget)")
     parser.add_argument("--out", metavar="FILE", help="write the report as JSON")
     parser.add_argument("--plot", metavar="FILE", help="draw the report (PNG, SVG, PDF)")
     parser.add_argument("--seed", type=int, default=0, metavar="K")
@@ -105,7 +101,6 @@ def main(args: argparse.Namespace) -> int:
         tuning = replace(tuning, prior_readings=args.prior_readings)
     report, runs = evaluate(dataset, epsilons=args.epsilon, seed=args.seed, delta=args.delta,
                             privacy=args.privacy, mechanism=args.mechanism,
-                            epsilon_per_round=args.epsilon_per_round,
                             round_rows=args.round_rows, late_fraction=args.late_fraction,
                             cold_fraction=args.cold_fraction, tuning=tuning,
                             progress=stderr_progress())
@@ -153,12 +148,15 @@ def _table(report: dict[str, Any]) -> str:
         for finer, among in versus.get("ties", {}).items():
             lines.append(f"  among those equal on {metric}, on {finer}: {_versus(among)}")
     for name, metrics in report["regimes"].items():
-        if "epsilon_per_update" in metrics:
+        if "epsilon_per_release" in metrics:
             lines.append(f"{name}: spent up to {metrics['epsilon_spent']:g} per device "
-                         f"({metrics['updates']} updates at epsilon "
-                         f"{metrics['epsilon_per_update']:g}, noise std "
-                         f"{metrics['noise_std_per_update']:.3g} per coordinate each; "
-                         f"global model's {metrics['global_noise_std']:.3g})")
+                         f"({metrics['updates']} releases at epsilon "
+                         f"{metrics['epsilon_per_release']:g}, noise std "
+                         f"{metrics['noise_std_per_release']:.3g} each; the global model's "
+                         f"relative noise {metrics['global_noise_std']:.3g})")
+    for name, counts in report.get("no_worse_than_local", {}).items():
+        lines.append(f"{name} no worse than local (PR-AUC within {counts['margin']}) on "
+                     f"{counts['no_worse']} of {counts['devices']} devices")
     lines.append(f"ratios of pooled PR-AUC: {report['ratios']}")
     cold = report["cold_start"]
     if "federated" in cold:

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.ledger import PrivacyLedger
-from federation.accounting import rounds_within
-from federation.privacy import Mechanism, make_mechanism
+from federation.privacy import Mechanism, calibrated
 from federation.randomized_response import RandomizedResponse
 from gateway.store import Budget, Store
 
@@ -17,11 +16,12 @@ __all__ = ["budget_report", "describe", "ledgers", "vehicle_options"]
 
 
 def mechanism(settings: dict[str, Any]) -> Mechanism | None:
-    """The summary mechanism the settings ask for (``None`` with ``privacy = "off"``)."""
+    """The release mechanism the settings ask for (``None`` with ``privacy = "off"``): its
+    ``releases`` releases compose to the vehicle's ``epsilon_budget``."""
     if settings["privacy"] == "off":
         return None
-    return make_mechanism(settings["mechanism"], settings["epsilon_per_round"],
-                          settings["delta"], settings["clip_norm"])
+    return calibrated(settings["mechanism"], settings["epsilon_budget"], settings["releases"],
+                      settings["delta"], settings["clip_norm"])
 
 
 def vehicle_options(settings: dict[str, Any]) -> dict[str, Any]:
@@ -30,6 +30,9 @@ def vehicle_options(settings: dict[str, Any]) -> dict[str, Any]:
     mech = mechanism(settings)
     rr_epsilon = settings["alert_report_epsilon"]
     kwargs: dict[str, Any] = {"mechanism": mech, "central": settings["privacy"] == "central"}
+    for key in ("first_release_readings", "release_growth"):  # 0: the device tuning's
+        if settings[key]:
+            kwargs[key] = settings[key]
     if mech is not None and rr_epsilon > 0:
         kwargs["alert_report"] = RandomizedResponse.for_epsilon(rr_epsilon)
     return kwargs
@@ -48,24 +51,26 @@ def describe(settings: dict[str, Any]) -> str:
     """One line on what the settings protect and what they cost.
 
     >>> from fedfleet.config import resolve
-    >>> settings = resolve("fleet", {"mechanism": "laplace", "epsilon_budget": 3.0}, {})
+    >>> settings = resolve("fleet", {}, environ={})
     >>> for part in describe(settings).split("; "):
     ...     print(part)
-    local laplace noise (std 1.41 per coordinate)
-    epsilon 1 per round
-    budget 3 at delta 1e-05 = 3 rounds
+    central: the gateway noises the aggregate with gaussian noise
+    budget 1 per vehicle at delta 1e-05, for 3 releases (epsilon 0.548 each)
+    clip norm 4, noise std 51.7 per release, over the number of vehicles in it
     >>> describe(resolve("fleet", {"privacy": "off"}, environ={}))
     'off: exact summaries, no privacy guarantee'
     """
     mech = mechanism(settings)
     if mech is None:
         return "off: exact summaries, no privacy guarantee"
-    rounds = rounds_within(mech.spend, settings["epsilon_budget"], mech.delta)
-    where = ("central: the gateway noises the aggregate" if settings["privacy"] == "central"
-             else "local")
-    return (f"{where} {mech.name} noise (std {mech.noise_std:.3g} per coordinate); epsilon "
-            f"{mech.epsilon:g} per round; budget {settings['epsilon_budget']:g} at delta "
-            f"{mech.delta:g} = {rounds} rounds")
+    central = settings["privacy"] == "central"
+    where = ("central: the gateway noises the aggregate with" if central
+             else "local: each vehicle noises its releases with")
+    spread = ", over the number of vehicles in it" if central else " (relative)"
+    return (f"{where} {mech.name} noise; budget {settings['epsilon_budget']:g} per vehicle at "
+            f"delta {mech.delta:g}, for {settings['releases']} releases (epsilon "
+            f"{mech.epsilon:.3g} each); clip norm {mech.clip_norm:g}, noise std "
+            f"{mech.noise_std:.3g} per release{spread}")
 
 
 def budget_report(store: Store) -> str:

@@ -11,10 +11,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TextIO
 
 from devices.agent import AgentStatus
-from devices.detector import MAX_PRIOR_NOISE
+from devices.detector import prior_weight
 from devices.faults import FaultSpec
 from devices.fleet import FleetStatus
 from devices.sources import SensorSource
+from devices.tuning import VEHICLE
 from federation.messages import Alert
 from gateway.service import RoundClosed
 
@@ -76,11 +77,11 @@ class Progress:
                         f"keeping model v{r.model_version}")
             return
         noise = event.model.noise_std
-        usable = "" if noise <= MAX_PRIOR_NOISE else " (too noisy to serve as a prior)"
-        self._print(f"round {r.round}: {r.accepted} vehicles merged ({event.online} online, "
-                    f"{r.rejected} rejected{dropped}) -> model v{r.model_version}, "
-                    f"{event.model.summary.n:,.0f} readings, privacy noise {noise:.2g}{usable}"
-                    f" | alerts so far {len(self.alerts)}{_rate(event)}")
+        worth = prior_weight(1.0, noise, VEHICLE.prior_noise_scale)
+        self._print(f"round {r.round}: {r.accepted} merged ({event.online} online, "
+                    f"{r.rejected} rejected{dropped}) -> v{r.model_version}, "
+                    f"{event.model.summary.n:,.0f} readings, noise {noise:.2g} (weighs "
+                    f"{worth:.0%}) | alerts {len(self.alerts)}{_rate(event)}")
 
     def classify(self, alert: Alert) -> str:
         """``detected`` (a fault after its onset, right subsystem), ``wrong subsystem``
@@ -125,8 +126,10 @@ class Progress:
     def _privacy_summary(self, merged: list[RoundClosed]) -> list[str]:
         lines = []
         if merged and merged[-1].model is not None:
-            lines.append(f"global model privacy noise: std {merged[-1].model.noise_std:.3g} per "
-                         "coordinate")
+            noise = merged[-1].model.noise_std
+            lines.append(f"global model privacy noise: {noise:.3g} of its own spread; a "
+                         f"vehicle counts it at "
+                         f"{prior_weight(1.0, noise, VEHICLE.prior_noise_scale):.0%}")
         if self.fleet is not None and self.fleet.exhausted:
             lines.append(f"vehicles that exhausted their privacy budget: {self.fleet.exhausted}")
         rate = _rate(self.rounds[-1]) if self.rounds else ""

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from federation.messages import Update
-from federation.privacy import NoiseSource, average, make_mechanism
+from federation.privacy import NoiseSource, average, make_mechanism, relative_noise
 from federation.summary import ModelSummary
 
 __all__ = ["Piece", "pieces"]
@@ -33,8 +33,8 @@ __all__ = ["Piece", "pieces"]
 
 @dataclass(frozen=True, slots=True)
 class Piece:
-    """A summary ready to merge, and the standard deviation of its privacy noise per whitened
-    coordinate (relative to the base model's spread)."""
+    """A summary ready to merge, and its privacy noise relative to its own spread
+    (:func:`~federation.privacy.relative_noise`)."""
 
     summary: ModelSummary
     noise_std: float
@@ -51,8 +51,10 @@ def pieces(updates: Sequence[Update], centre: ModelSummary, noise: NoiseSource) 
     >>> ask = Update("veh-1", 1, 0, mine, 1.0, 1e-5, 1.0, 0.0, privacy="central",
     ...              mechanism="laplace", clip_norm=0.1)
     >>> made = pieces([ask, ask], public_centre(names), SeededNoise(1))
-    >>> len(made), made[0].summary.n, round(made[0].noise_std, 4)  # sqrt(2) * 0.2 / 2
-    (1, 4.0, 0.1414)
+    >>> len(made), made[0].summary.n  # one aggregate of the two central updates
+    (1, 4.0)
+    >>> round(made[0].noise_std, 4)  # sqrt(2) * 0.2 / 2 = 0.1414, relative to its spread
+    0.1499
     """
     groups: dict[tuple[str, float, float, float], list[Update]] = {}
     local = [u for u in updates if u.privacy == "local"]
@@ -63,9 +65,11 @@ def pieces(updates: Sequence[Update], centre: ModelSummary, noise: NoiseSource) 
             groups.setdefault(key, []).append(update)
     if local:
         noise_std = math.sqrt(sum(u.noise_std ** 2 for u in local)) / len(local)
-        made.append(Piece(average([u.summary for u in local], centre, noise_std), noise_std))
+        pooled = average([u.summary for u in local], centre, noise_std)
+        made.append(Piece(pooled, relative_noise(noise_std, pooled, centre)))
     for key, group in groups.items():
         mechanism = make_mechanism(*key)
         aggregate = mechanism.aggregate([u.summary for u in group], centre, noise)
-        made.append(Piece(aggregate, mechanism.noise_std / len(group)))
+        noise_std = mechanism.noise_std / len(group)
+        made.append(Piece(aggregate, relative_noise(noise_std, aggregate, centre)))
     return made

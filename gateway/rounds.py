@@ -25,10 +25,12 @@ class Round:
     close it is merged only if at least ``min_updates`` were accepted (the quorum).
 
     ``expected`` holds the vehicles the round counts on (those online when it opened, and any
-    heard from while it is open); those that send it no update have :meth:`dropped` out.
+    heard from while it is open); those of them that ``left`` (went offline) while it was open
+    without sending it an update have :meth:`dropped` out. A vehicle that stays online and
+    sends nothing has not dropped out: with privacy, vehicles release rarely.
 
     >>> r = Round(RoundOpen(round=3, opened_at=0.0, deadline=10.0, min_updates=1, model_version=2),
-    ...           expected={"veh-1", "veh-2"})
+    ...           expected={"veh-1", "veh-2", "veh-3"}, left={"veh-1", "veh-2"})
     >>> r.reject_reason("veh-1", "veh-2", 3)
     'topic_mismatch'
     >>> r.reject_reason("veh-1", "veh-1", 2)
@@ -43,6 +45,7 @@ class Round:
     rejected: Counter[str] = field(default_factory=Counter)
     expected: set[str] = field(default_factory=set)
     senders: set[str] = field(default_factory=set)
+    left: set[str] = field(default_factory=set)
 
     @property
     def number(self) -> int:
@@ -85,8 +88,9 @@ class Round:
         return reason
 
     def dropped(self, excused: Collection[str] = ()) -> tuple[str, ...]:
-        """The expected vehicles, less ``excused``, that sent this round no update; sorted."""
-        return tuple(sorted(self.expected - self.senders - set(excused)))
+        """The expected vehicles, less ``excused``, that left the round without sending it an
+        update; sorted."""
+        return tuple(sorted((self.expected & self.left) - self.senders - set(excused)))
 
     def merge(
         self, previous: GlobalModel | None, strategy: Strategy, schema: Schema, created_at: float,
@@ -97,23 +101,29 @@ class Round:
         Private updates, all released about the round's base model, are first averaged (and
         those that ask for central privacy clipped again and noised, with ``noise``, default
         secure noise): :mod:`gateway.private`."""
-        base = previous.summary if previous else ModelSummary.empty(schema.names)
         centre = previous.summary if previous else public_centre(schema.names)
         made = pieces(list(self.accepted.values()), centre, noise or SecureNoise())
-        summary = strategy.aggregate(base, [p.summary for p in made])
+        # A private release summarises all its vehicle learned: what its last one did counts
+        # in the previous model already, and now counts in this round's instead.
+        replaced = sum(u.replaces_readings for u in self.accepted.values())
+        kept = max(0.0, previous.summary.n - replaced) if previous else 0.0
+        base = previous.summary.weighted(kept) if previous else ModelSummary.empty(schema.names)
+        summary = strategy.aggregate(base, [p.summary for p in made]).feasible()
         return GlobalModel(
             version=(previous.version if previous else 0) + 1,
             round=self.number,
             participants=len(self.accepted),
             summary=summary,
             created_at=created_at,
-            noise_std=_merged_noise_std(previous, made, summary.n),
+            noise_std=_merged_noise_std(previous, kept, made, summary.n),
             schema_digest=schema.digest,
         )
 
 
-def _merged_noise_std(previous: GlobalModel | None, pieces: list[Piece], n: float) -> float:
-    """Per-coordinate noise left in a merge: each summary's noise weighs by its readings."""
-    weighted = (previous.noise_std * previous.summary.n) ** 2 if previous else 0.0
+def _merged_noise_std(previous: GlobalModel | None, kept: float, pieces: list[Piece],
+                      n: float) -> float:
+    """The relative noise left in a merge: each summary's noise weighs by its readings
+    (``kept`` of the previous model's)."""
+    weighted = (previous.noise_std * kept) ** 2 if previous else 0.0
     weighted += sum((p.noise_std * p.summary.n) ** 2 for p in pieces)
     return math.sqrt(weighted) / n if n else 0.0

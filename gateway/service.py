@@ -333,6 +333,8 @@ class Gateway:
         if status.vehicle_id != vehicle:
             return self._reject("topic_mismatch", vehicle, f"status from {vehicle}")
         (self.online.add if status.state == "online" else self.online.discard)(vehicle)
+        if status.state == "offline" and self.round is not None:
+            self.round.left.add(vehicle)
         # An offline status may be the Last Will, whose figures date from the connection.
         if status.exhausted:
             self.exhausted.add(vehicle)

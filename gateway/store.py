@@ -41,9 +41,9 @@ class StoreError(RuntimeError):
 class RoundRecord:
     """What happened in one round.
 
-    ``dropped`` names the vehicles the round expected that sent it no update: those online
-    when it opened or heard from while it was open (vehicles past their privacy budget
-    excepted).
+    ``dropped`` names the vehicles the round expected (online when it opened, or heard from
+    while it was open) that went offline before it closed without sending it an update
+    (vehicles past their privacy budget excepted).
     """
 
     round: int

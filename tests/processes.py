@@ -65,8 +65,8 @@ class Command:
     :meth:`start` runs it again (after :meth:`kill` or :meth:`stop`) with the same arguments.
     """
 
-    def __init__(self, *args: str, cwd: Path) -> None:
-        self.args, self.cwd = args, cwd
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.args, self.cwd, self.env = args, cwd, env or {}
         self.lines: list[tuple[float, str]] = []
         self._lock = threading.Lock()
         self.process: subprocess.Popen[str] | None = None
@@ -76,7 +76,7 @@ class Command:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fedfleet", *self.args], cwd=self.cwd, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **self.env})
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
 
     def _read(self, process: subprocess.Popen[str]) -> None:

@@ -274,7 +274,7 @@ def test_the_gateway_and_a_fleet_federate_over_tls_with_the_written_settings(
         fleet = _Process("fleet", "--config", str(clients / "fleet.toml"), "--speedup", "300",
                          "--ledger-dir", str(tmp_path / "ledgers"), cwd=tmp_path)
         try:
-            merged = gateway.wait_for(lambda line: " 3 vehicles merged" in line, 60)
+            merged = gateway.wait_for(lambda line: " 3 merged" in line, 60)
         finally:
             fleet_code = fleet.stop()
     finally:

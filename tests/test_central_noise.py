@@ -1,4 +1,5 @@
-"""Central noise: the gateway clips again, averages, and noises the aggregate once."""
+"""Private aggregation: releases are averaged about the round's model; central updates are
+clipped again and noised once, K times less per vehicle than local noise."""
 
 from __future__ import annotations
 
@@ -17,17 +18,21 @@ from federation.privacy import (
     Mechanism,
     NoiseSource,
     SeededNoise,
-    pack,
     public_centre,
 )
 from federation.summary import ModelSummary
 from federation.transport import MqttTarget
+from federation.whitening import Whitening
+from gateway.private import pieces
 from gateway.service import Gateway
 from gateway.store import SQLiteStore
 from tests import factories
 
 VEHICLES = 10
 CENTRE = public_centre(FEATURE_NAMES)
+PACK = Whitening(CENTRE).pack
+# So little noise that no direction of an aggregate is near what the noise cannot resolve.
+QUIET = GaussianMechanism(1000.0, 1e-5, 0.5)
 
 
 class NoNoise(NoiseSource):
@@ -64,47 +69,60 @@ def _close_round(updates: list[Update], noise: NoiseSource) -> Gateway:
     return gateway
 
 
-@pytest.mark.parametrize("mechanism", [GaussianMechanism(1.0, 1e-5, 0.5),
-                                       LaplaceMechanism(1.0, 1e-5, 0.5)])
-def test_central_noise_is_k_times_smaller_per_vehicle_and_sqrt_k_below_local(mechanism):
-    noise = SeededNoise(4)
-    local = _close_round([_update(i, mechanism, "local", noise) for i in range(VEHICLES)], noise)
-    central = _close_round([_update(i, mechanism, "central", noise) for i in range(VEHICLES)],
-                           noise)
+def _noise_of(privacy: str, mechanism: Mechanism, draws: int = 200) -> np.ndarray:
+    """What noise leaves in a round's aggregate, in the centre's whitened coordinates."""
+    exact = [_update(i, mechanism, privacy, NoNoise()) for i in range(VEHICLES)]
+    clean = PACK(pieces(exact, CENTRE, NoNoise())[0].summary)
+    noise = SeededNoise(11)
+    found = []
+    for _ in range(draws):
+        updates = [_update(i, mechanism, privacy, noise) for i in range(VEHICLES)]
+        found.append(PACK(pieces(updates, CENTRE, noise)[0].summary) - clean)
+    return np.array(found).ravel()
 
-    assert central.model is not None and local.model is not None
-    assert central.model.noise_std == pytest.approx(mechanism.noise_std / VEHICLES)
-    assert local.model.noise_std == pytest.approx(mechanism.noise_std / math.sqrt(VEHICLES))
-    assert central.model.participants == VEHICLES
-    assert central.model.summary.n == VEHICLES * 60
+
+@pytest.mark.parametrize("mechanism", [replace(QUIET, epsilon=300.0),
+                                       LaplaceMechanism(300.0, 1e-5, 0.5)],
+                         ids=["gaussian", "laplace"])
+def test_central_noise_is_k_times_smaller_per_vehicle_and_sqrt_k_below_local(mechanism):
+    central, local = _noise_of("central", mechanism), _noise_of("local", mechanism)
+
+    # Fixed seeds; 10,800 draws each, so each standard deviation is within 4 %.
+    assert central.std() == pytest.approx(mechanism.noise_std / VEHICLES, rel=0.04)
+    assert local.std() == pytest.approx(mechanism.noise_std / math.sqrt(VEHICLES), rel=0.04)
+
+
+def test_a_round_of_central_updates_is_one_aggregate_of_every_vehicle():
+    gateway = _close_round([_update(i, QUIET, "central", SeededNoise(4))
+                            for i in range(VEHICLES)], SeededNoise(4))
+
+    assert gateway.model is not None
+    assert gateway.model.participants == VEHICLES
+    assert gateway.model.summary.n == VEHICLES * 60
+    # Relative to the aggregate's narrowest spread, which is narrower than the public centre's.
+    assert QUIET.noise_std / VEHICLES < gateway.model.noise_std < 0.01
 
 
 def test_the_gateway_clips_again_so_an_unclipped_central_update_moves_nothing_more():
-    mechanism = GaussianMechanism(1.0, 1e-5, 0.5)
-    honest = [_update(i, mechanism, "central", NoNoise()) for i in range(VEHICLES - 1)]
+    honest = [_update(i, QUIET, "central", NoNoise()) for i in range(VEHICLES - 1)]
     d = len(FEATURE_NAMES)
     huge = ModelSummary(FEATURE_NAMES, 60.0, np.full(d, 1e5), np.eye(d) * 1e5)
     cheat = replace(honest[0], vehicle_id=f"veh-{VEHICLES:04d}", summary=huge)
 
-    gateway = _close_round([*honest, cheat], NoNoise())
+    aggregate = pieces([*honest, cheat], CENTRE, NoNoise())[0].summary
 
-    assert gateway.model is not None
-    offset = pack(gateway.model.summary) - pack(CENTRE)
-    honest_part = sum(pack(u.summary) - pack(CENTRE) for u in honest) / VEHICLES
-    assert np.linalg.norm(offset - honest_part) == pytest.approx(0.5 / VEHICLES)
+    honest_part = sum(PACK(u.summary) for u in honest) / VEHICLES
+    assert np.linalg.norm(PACK(aggregate) - honest_part) == pytest.approx(
+        QUIET.clip_norm / VEHICLES, rel=1e-6)
 
 
-def test_the_aggregate_noise_has_the_calibrated_scale_over_many_rounds():
-    mechanism = GaussianMechanism(1.0, 1e-5, 0.5)
-    summaries = [factories.summary(rows=40, seed=i) for i in range(VEHICLES)]
-    exact = mechanism.aggregate(summaries, CENTRE, NoNoise())
-    noise = SeededNoise(11)
+def test_local_releases_average_to_the_pooled_model_of_their_vehicles():
+    updates = [_update(i, QUIET, "local", NoNoise()) for i in range(VEHICLES)]
 
-    draws = np.array([pack(mechanism.aggregate(summaries, CENTRE, noise)) - pack(exact)
-                      for _ in range(300)]).ravel()
+    pooled = pieces(updates, CENTRE, NoNoise())[0].summary
 
-    # Fixed seed; 16,200 draws, so the standard deviation is within 3 % (6 standard errors).
-    assert draws.std() == pytest.approx(mechanism.scale / VEHICLES, rel=0.03)
+    assert np.allclose(PACK(pooled), np.mean([PACK(u.summary) for u in updates], axis=0))
+    assert pooled.n == VEHICLES * 60
 
 
 def test_a_central_update_without_usable_parameters_is_refused():

@@ -40,18 +40,17 @@ def _fedfleet(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
     [
         (["fleet", "--vehicles", "0"], "vehicles must be at least 1"),
         (["fleet", "--speedup", "-2"], "speedup must be greater than 0"),
-        (["fleet", "--epsilon-per-round", "0"], "epsilon-per-round must be greater than 0"),
-        (["demo", "--epsilon-per-round", "-1"], "epsilon-per-round must be greater than 0"),
-        (["fleet", "--epsilon-per-round", "nan"], "epsilon-per-round must be greater than 0"),
-        (["fleet", "--epsilon-per-round", "inf"], "epsilon-per-round must be greater than 0"),
-        (["demo", "--epsilon-per-round", "1e6", "--epsilon-budget", "1e5"],
-         "epsilon-per-round must be greater than 0 and at most 100,000 "
+        (["fleet", "--epsilon-budget", "0"], "epsilon-budget must be greater than 0"),
+        (["demo", "--epsilon-budget", "-1"], "epsilon-budget must be greater than 0"),
+        (["fleet", "--epsilon-budget", "nan"], "epsilon-budget must be greater than 0"),
+        (["fleet", "--epsilon-budget", "inf"], "epsilon-budget must be greater than 0"),
+        (["demo", "--epsilon-budget", "1e6"],
+         "epsilon-budget must be greater than 0 and at most 100,000 "
          "(beyond it, use --privacy off)"),
         (["fleet", "--delta", "1"], "delta must be strictly between 0 and 1"),
         (["demo", "--delta", "0"], "delta must be strictly between 0 and 1"),
-        (["fleet", "--epsilon-per-round", "2", "--epsilon-budget", "1"],
-         "epsilon-budget must be at least one round's epsilon (2)"),
-        (["fleet", "--epsilon-budget", "0"], "epsilon-budget must be greater than 0"),
+        (["fleet", "--releases", "0"], "releases must be between 1 and 1000"),
+        (["demo", "--releases", "5000"], "releases must be between 1 and 1000"),
         (["fleet", "--mechanism", "exponential"], "invalid choice"),
         (["demo", "--privacy", "trusted"], "invalid choice"),
         (["privacy", "--store", "redis://x"], "unsupported store URL"),
@@ -179,7 +178,8 @@ def test_sigterm_stops_gateway_and_fleet_cleanly(tmp_path):
     with Mosquitto() as broker:
         gateway = _fedfleet("gateway", "--mqtt", broker.url, "--round-seconds", "1",
                             "--store", "sqlite:///gw.db", cwd=tmp_path)
-        fleet = _fedfleet("fleet", "--mqtt", broker.url, "--vehicles", "5", "--speedup", "100",
+        # Fast enough for two releases (after 300 and 900 readings) within the six seconds.
+        fleet = _fedfleet("fleet", "--mqtt", broker.url, "--vehicles", "5", "--speedup", "400",
                           cwd=tmp_path)
         time.sleep(6)
 
@@ -213,8 +213,12 @@ def _retained_statuses(url: str, count: int) -> list[Status]:
 @pytest.mark.integration
 def test_the_demo_runs_on_the_embedded_defaults_and_reports_its_figures(tmp_path):
     http_port = free_port()
+    # Daily randomized alert answers are off by default (a lifetime budget of 1 cannot pay
+    # for one); here they are on, with a budget that can.
+    answers = {"FEDFLEET_ALERT_REPORT_EPSILON": "1.0986", "FEDFLEET_EPSILON_BUDGET": "20"}
     process = _fedfleet("demo", "--duration", "15", "--vehicles", "20", "--http-port",
-                        str(http_port), "--mqtt", f"mqtt://127.0.0.1:{free_port()}", cwd=tmp_path)
+                        str(http_port), "--mqtt", f"mqtt://127.0.0.1:{free_port()}", cwd=tmp_path,
+                        env=answers)
     assert process.stdout is not None
     head = [process.stdout.readline() for _ in range(2)]
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=10) as reply:

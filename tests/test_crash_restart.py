@@ -186,9 +186,12 @@ def test_a_fleet_killed_and_restarted_from_its_ledgers_never_pays_twice(tmp_path
     folder, vehicles = tmp_path / "ledgers", 4
     with Mosquitto(persistent=True) as broker:
         gateway = _gateway(broker, tmp_path, 1.0)
+        # Releases every 30 readings, each with a daily alert answer, within a large budget.
+        often = {"FEDFLEET_FIRST_RELEASE_READINGS": "30", "FEDFLEET_RELEASE_GROWTH": "1",
+                 "FEDFLEET_RELEASES": "200", "FEDFLEET_ALERT_REPORT_EPSILON": "1.0986"}
         fleet = Command("fleet", "--mqtt", broker.url, "--vehicles", str(vehicles), "--speedup",
                         "60", "--epsilon-budget", "1000", "--ledger-dir", str(folder),
-                        cwd=tmp_path)
+                        cwd=tmp_path, env=often)
         try:
             wait_until(lambda: len(_ledgers(folder)) == vehicles and all(
                 len(ledger.entries) >= 2 for ledger in _ledgers(folder).values()), 30,

@@ -9,9 +9,10 @@ import pytest
 from dp_accounting.pld import privacy_loss_distribution as pld
 
 from analytics.datasets import load
-from analytics.replay import Schedule, privacy_mechanism, run_online
-from federation.accounting import Spend, rounds_within
-from federation.privacy import make_mechanism
+from analytics.replay import Schedule, run_online
+from devices.tuning import ENGINE_CYCLES
+from federation.accounting import rounds_within
+from federation.privacy import calibrated, make_mechanism
 from fedfleet.cli import main
 
 CMAPSS = Path(__file__).parent.parent.parent / "shared" / "datasets" / "cmapss"
@@ -30,7 +31,7 @@ def _composed_directly(kind: str, multiplier: float, updates: int) -> float:
 @pytest.mark.parametrize("kind", ["gaussian", "laplace"])
 @pytest.mark.parametrize(("budget", "updates"), [(0.5, 14), (8.0, 14), (30.0, 5)])
 def test_calibrated_updates_compose_to_the_budget(kind, budget, updates):
-    mechanism = privacy_mechanism(budget, updates, DELTA, kind=kind)
+    mechanism = calibrated(kind, budget, updates, DELTA, 4.0)
 
     total = _composed_directly(kind, mechanism.spend.parameter, updates)
     assert budget * (1 - TOLERANCE) <= total <= budget * (1 + 1e-4)
@@ -39,10 +40,10 @@ def test_calibrated_updates_compose_to_the_budget(kind, budget, updates):
 
 
 def test_gaussian_calibration_spends_far_more_per_update_than_an_even_split():
-    mechanism = privacy_mechanism(10.0, 14, DELTA)
+    mechanism = calibrated("gaussian", 10.0, 14, DELTA, 4.0)
 
     assert mechanism.epsilon > 2 * 10.0 / 14
-    assert mechanism.noise_std < make_mechanism("gaussian", 10.0 / 14, DELTA, 0.5).noise_std / 2
+    assert mechanism.noise_std < make_mechanism("gaussian", 10.0 / 14, DELTA, 4.0).noise_std / 2
 
 
 @pytest.fixture(scope="module")
@@ -53,21 +54,22 @@ def engines():
 
 def test_central_noise_goes_through_the_gateway_and_is_smaller_than_local(engines):
     fleet, plan = engines
-    mechanism = privacy_mechanism(4.0, 20, DELTA)
+    mechanism = calibrated("gaussian", 1000.0, 3, DELTA, 4.0)
 
-    local = run_online(fleet, plan, "federated_dp", seed=2, mechanism=mechanism, budget=4.0)
-    central = run_online(fleet, plan, "federated_dp", seed=2, mechanism=mechanism, budget=4.0,
+    local = run_online(fleet, plan, "federated_dp", seed=2, mechanism=mechanism, budget=1000.0)
+    central = run_online(fleet, plan, "federated_dp", seed=2, mechanism=mechanism, budget=1000.0,
                          central=True)
 
     assert central.updates == local.updates > 0
     assert 0 < central.noise_std < local.noise_std
-    assert 0 < central.epsilon_spent <= 4.0 and central.epsilon_spent == local.epsilon_spent
+    assert 0 < central.epsilon_spent <= 1000.0 and central.epsilon_spent == local.epsilon_spent
 
 
-def test_a_fixed_spend_per_round_stops_each_device_at_its_budget(engines):
+def test_each_device_makes_the_releases_its_budget_pays_for_and_no_more(engines):
     fleet, plan = engines
-    mechanism = make_mechanism("laplace", 1.0, DELTA, 0.5)
+    mechanism = make_mechanism("laplace", 1.0, DELTA, 4.0)
     assert rounds_within(mechanism.spend, 2.5, DELTA) == 2
+    assert all(ENGINE_CYCLES.releases_within(len(s)) >= 2 for s in fleet.streams)
 
     run = run_online(fleet, plan, "federated_dp", seed=2, mechanism=mechanism, budget=2.5)
 
@@ -79,18 +81,18 @@ def test_evaluate_runs_with_the_privacy_flags(tmp_path, capsys):
     out = tmp_path / "report.json"
 
     code = main(["evaluate", "--dataset", f"cmapss:{CMAPSS}", "--devices", "3", "--seed", "1",
-                 "--epsilon-budget", "2", "--privacy", "central", "--mechanism", "laplace",
-                 "--delta", "1e-6", "--epsilon-per-round", "0.5", "--out", str(out)])
+                 "--epsilon-budget", "2", "--privacy", "local", "--mechanism", "laplace",
+                 "--delta", "1e-6", "--out", str(out)])
 
     assert code == 0
     report = json.loads(out.read_text())
-    assert {k: report["settings"][k] for k in ("privacy", "mechanism", "delta",
-                                               "epsilon_per_round", "epsilons")} == {
-        "privacy": "central", "mechanism": "laplace", "delta": 1e-6,
-        "epsilon_per_round": 0.5, "epsilons": [2.0]}
+    releases = report["settings"]["releases"]
+    assert {k: report["settings"][k] for k in ("privacy", "mechanism", "delta", "epsilons")} == {
+        "privacy": "local", "mechanism": "laplace", "delta": 1e-6, "epsilons": [2.0]}
     noised = report["regimes"]["federated_dp_eps=2"]
-    assert noised["epsilon_per_update"] == 0.5 and 0 < noised["epsilon_spent"] <= 2.0
-    assert noised["updates"] == 3 * rounds_within(Spend("laplace", 2.0), 2.0, 1e-6)
+    assert noised["epsilon_per_release"] == pytest.approx(2.0 / releases, rel=1e-3)
+    assert 0 < noised["epsilon_spent"] <= 2.0
+    assert 0 < noised["updates"] <= 3 * releases
     assert "federated_dp_eps=2: spent up to" in capsys.readouterr().out
 
 
@@ -103,10 +105,6 @@ def test_evaluate_runs_with_the_privacy_flags(tmp_path, capsys):
      (["--epsilon", "1", "--delta", "1"], "delta must be strictly between 0 and 1, got 1.0"),
      (["--epsilon", "1", "--delta", "0"], "delta must be strictly between 0 and 1"),
      (["--delta", "-0.1"], "delta must be strictly between 0 and 1"),
-     (["--epsilon", "1", "--epsilon-per-round", "2"],
-      "epsilon-budget must be at least one round's epsilon (2)"),
-     (["--epsilon", "1", "--epsilon-per-round", "0"], "epsilon-per-round must be greater than 0"),
-     (["--epsilon-per-round", "1"], "--epsilon-per-round needs at least one --epsilon-budget"),
      (["--epsilon", "1", "--privacy", "off"], "--privacy off runs no noised regime"),
      (["--mechanism", "exponential"], "invalid choice")],
 )

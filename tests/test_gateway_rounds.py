@@ -165,11 +165,15 @@ def _online(gw: Gateway, vehicle: str, exhausted: bool = False) -> None:
     gw.handle(topics.status_topic(vehicle), messages.encode(status))
 
 
-def test_a_round_records_who_was_expected_and_sent_it_nothing():
+def _offline(gw: Gateway, vehicle: str) -> None:
+    gw.handle(topics.status_topic(vehicle), messages.encode(Status(vehicle, "offline", 2.0)))
+
+
+def test_a_round_records_who_left_it_without_sending_an_update():
     gw = Gateway(MqttTarget("127.0.0.1", 1), SQLiteStore(":memory:"), round_seconds=10,
                  clock=Clock())
     gw._publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
-    for vehicle in ("veh-0001", "veh-0002", "veh-0003"):
+    for vehicle in ("veh-0001", "veh-0002", "veh-0003", "veh-0007"):
         _online(gw, vehicle)
     _online(gw, "veh-0005", exhausted=True)  # past its budget: it owes nothing
     gw._open_round()
@@ -177,6 +181,8 @@ def test_a_round_records_who_was_expected_and_sent_it_nothing():
     _send_update(gw, "veh-0003", round_number=9)  # an update for another round is none
     gw.handle(topics.alert_topic("veh-0004"), messages.encode(factories.alert("veh-0004")))
     gw.handle(topics.update_topic("veh-0006"), b"junk")  # not a message: nobody was heard
+    for vehicle in ("veh-0001", "veh-0002", "veh-0003", "veh-0004", "veh-0005"):
+        _offline(gw, vehicle)  # veh-0007 stays online: sending nothing is not dropping out
 
     gw._close_round()
 

@@ -19,10 +19,10 @@ from federation.privacy import (
     NoiseSource,
     SecureNoise,
     SeededNoise,
-    pack,
     public_centre,
 )
 from federation.summary import ModelSummary
+from federation.whitening import Whitening
 
 CENTRE = public_centre(FEATURE_NAMES)
 DRAWS = 400  # summaries per statistical test; each has 54 noised coordinates
@@ -61,9 +61,11 @@ def test_the_laplace_noise_scale_is_sensitivity_over_epsilon_and_pure(epsilon):
 
 
 def _noise_draws(mechanism: Mechanism, noise: NoiseSource) -> np.ndarray:
-    """The noise the mechanism adds, read off summaries equal to their centre."""
-    released = [pack(mechanism.privatize(CENTRE, CENTRE, noise)) for _ in range(DRAWS)]
-    return (np.array(released) - pack(CENTRE)).ravel()
+    """The noise the mechanism adds, read off summaries equal to their centre, in the
+    centre's whitened coordinates (where a summary equal to the centre packs to zero)."""
+    pack = Whitening(CENTRE).pack
+    return np.array([pack(mechanism.privatize(CENTRE, CENTRE, noise))
+                     for _ in range(DRAWS)]).ravel()
 
 
 def _reference(mechanism: Mechanism) -> stats.rv_continuous:

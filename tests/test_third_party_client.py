@@ -46,7 +46,8 @@ def test_a_vehicle_made_of_mosquitto_pub_takes_part_in_a_round(tmp_path):
         try:
             open_round = messages.decode(RoundOpen, _sub(server, topics.ROUND_TOPIC))
             update = tmp_path / "update.json"
-            update.write_text(json.dumps({**UPDATE_EXAMPLE, "round": open_round.round}))
+            update.write_text(json.dumps({**UPDATE_EXAMPLE, "round": open_round.round,
+                                          "base_version": open_round.model_version}))
             subprocess.run(
                 [_client("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(server.port), "-q", "1",
                  "-t", topics.update_topic(UPDATE_EXAMPLE["vehicle_id"]), "-f", str(update)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from devices.detector import FleetGaussian
 from devices.sources import Reading, SensorSource
@@ -31,9 +32,10 @@ class Steady(SensorSource):
         return Reading(self.t, values)
 
 
-def _vehicle(mechanism: GaussianMechanism | None = None, now: float = 0.0) -> Vehicle:
+def _vehicle(mechanism: GaussianMechanism | None = None, now: float = 0.0,
+             **kwargs: float) -> Vehicle:
     return Vehicle("veh-0001", Steady(), mechanism=mechanism, noise=SeededNoise(0),
-                   clock=lambda: now)
+                   clock=lambda: now, **kwargs)  # type: ignore[arg-type]
 
 
 def _open_round(vehicle: Vehicle, number: int, version: int = 0) -> None:
@@ -70,7 +72,7 @@ def test_no_update_is_sent_after_the_rounds_deadline():
 
 def test_a_private_update_spends_its_epsilon_and_differs_from_the_exact_summary():
     mechanism = GaussianMechanism(epsilon=2.0, delta=1e-6, clip_norm=0.1)
-    vehicle = _vehicle(mechanism)
+    vehicle = _vehicle(mechanism, first_release_readings=30, release_growth=1.0)
     _open_round(vehicle, 1)
     sent = [u for _ in range(40) for u in _updates(vehicle.step())]
     _open_round(vehicle, 2)
@@ -79,6 +81,20 @@ def test_a_private_update_spends_its_epsilon_and_differs_from_the_exact_summary(
     assert [u.epsilon for u in sent] == [2.0, 2.0]
     assert sent[-1].epsilon_total == epsilon_spent([mechanism.spend] * 2, 1e-6) < 4.0
     assert not np.allclose(sent[0].summary.mean, vehicle.detector._history.mean)
+
+
+def test_private_releases_summarise_all_learned_and_come_less_often_as_it_grows():
+    vehicle = _vehicle(GaussianMechanism(epsilon=2.0, delta=1e-6, clip_norm=0.1),
+                       first_release_readings=30, release_growth=2.0)
+    sent = []
+    for number in range(1, 8):
+        _open_round(vehicle, number)
+        sent += [u for _ in range(40) for u in _updates(vehicle.step())]
+
+    # Releases once 30, 60, 120 and 240 readings are learned, each of all of them.
+    assert [u.round for u in sent] == [1, 2, 3, 6]
+    assert [u.summary.n for u in sent] == [30, 60, 120, 240]
+    assert [u.replaces_readings for u in sent] == [0, 30, 60, 120]
 
 
 def test_a_new_vehicle_uses_the_global_model_from_its_first_reading():
@@ -132,16 +148,20 @@ def test_an_older_global_model_does_not_replace_a_newer_one():
     assert vehicle.model_version == 5
 
 
-def test_a_global_model_buried_in_privacy_noise_is_not_used_as_prior():
+def test_a_global_model_counts_for_less_the_more_privacy_noise_it_carries():
     rows = np.full((4000, len(FEATURES)), 0.5)
-    noisy = GlobalModel(3, 3, 30, ModelSummary.from_array(FEATURE_NAMES, rows), 0.0,
-                        noise_std=0.1)
-    vehicle = _vehicle()
-
-    vehicle.on_message(topics.MODEL_TOPIC, messages.encode(noisy))
+    counted = []
+    for noise_std in (0.0, 0.3, 3.0, 1e12):
+        vehicle = _vehicle()
+        vehicle.on_message(topics.MODEL_TOPIC, messages.encode(GlobalModel(
+            3, 3, 30, ModelSummary.from_array(FEATURE_NAMES, rows), 0.0, noise_std=noise_std)))
+        counted.append(vehicle.detector.model().n)
 
     assert vehicle.model_version == 3
-    assert vehicle.detector.model().n == 0
+    assert counted[0] == vehicle.detector.prior_readings
+    assert counted[1] == pytest.approx(counted[0] / 2)  # the preset's noise scale: half
+    assert counted[0] > counted[1] > counted[2] > counted[3]
+    assert counted[3] < 1e-15
 
 
 def test_nan_and_infinite_values_are_dropped_counted_and_never_learned():
