@@ -102,6 +102,9 @@ class Vehicle:
         The first readings are learned whatever their level: they are the vehicle's own
         baseline, which the fleet's model cannot know (vehicles differ). Without them a
         vehicle that is healthy but unlike the fleet's average would never learn its normal.
+    federate
+        Take part in federation: adopt the fleet's model and send updates. Without, the
+        vehicle learns from its own readings alone (for measuring what federation buys).
     rejections
         Where rejected messages and readings are counted and logged (default: the vehicle's
         own). Vehicles of one process share one, so that a message sent to all of them is
@@ -138,6 +141,7 @@ class Vehicle:
         learn_below: float = 1.5,
         burn_in_readings: int = 600,
         rejections: RejectionLog | None = None,
+        federate: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.vehicle_id = topics.check_vehicle_id(vehicle_id)
@@ -175,6 +179,7 @@ class Vehicle:
         self.last_update: Outgoing | None = None
         self.alerts_raised = 0
         self.rejections = rejections or RejectionLog(log)
+        self.federate = federate
 
     @property
     def rejected(self) -> Counter[str]:
@@ -259,6 +264,8 @@ class Vehicle:
         A failure that validation did not foresee is counted as ``internal_error`` and logged
         with its traceback: no message from the network can stop a vehicle.
         """
+        if not self.federate:
+            return
         try:
             if topic == topics.ROUND_TOPIC:
                 self.round = messages.decode(RoundOpen, payload, self.schema)

@@ -131,6 +131,9 @@ def _fleet_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _privacy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--federation", choices=["on", "off"],
+                        help="off: vehicles neither use the fleet's model nor send updates, "
+                             "each learning alone (to see what federation buys; default on)")
     parser.add_argument("--privacy", choices=["local", "central", "off"],
                         help="let the gateway noise the aggregate of the vehicles' clipped "
                              "releases (central, the default), noise each release on the "
@@ -163,6 +166,7 @@ def _privacy_rules(settings: dict[str, Any]) -> list[Rule]:
         ("delta", lambda v: 0 < v < 1, "strictly between 0 and 1"),
         ("mechanism", lambda v: v in ("gaussian", "laplace"), "gaussian or laplace"),
         ("privacy", lambda v: v in ("local", "central", "off"), "local, central or off"),
+        ("federation", lambda v: v in ("on", "off"), "on or off"),
     ]
 
 
@@ -210,7 +214,7 @@ def _check_evaluate(args: argparse.Namespace) -> None:
                           "choose --privacy local or central")
     for budget in args.epsilon or [1.0]:
         settings = {"releases": 1, "delta": args.delta, "epsilon_budget": budget,
-                    "mechanism": args.mechanism, "privacy": args.privacy}
+                    "mechanism": args.mechanism, "privacy": args.privacy, "federation": "on"}
         _check(settings, _privacy_rules(settings))
 
 

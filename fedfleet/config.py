@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "speedup": 60.0,
     "fault_fraction": 0.2,
+    "federation": "on",  # off: vehicles learn alone (to see what federation buys)
     "privacy": "central",
     "mechanism": "gaussian",
     "epsilon_budget": 1.0,  # each vehicle's, over its life (docs/PRIVACY.md)

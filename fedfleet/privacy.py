@@ -29,7 +29,8 @@ def vehicle_options(settings: dict[str, Any]) -> dict[str, Any]:
     noise, and randomized alert answers."""
     mech = mechanism(settings)
     rr_epsilon = settings["alert_report_epsilon"]
-    kwargs: dict[str, Any] = {"mechanism": mech, "central": settings["privacy"] == "central"}
+    kwargs: dict[str, Any] = {"mechanism": mech, "central": settings["privacy"] == "central",
+                              "federate": settings["federation"] == "on"}
     for key in ("first_release_readings", "release_growth"):  # 0: the device tuning's
         if settings[key]:
             kwargs[key] = settings[key]

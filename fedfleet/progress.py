@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
 import threading
 import time
@@ -119,9 +120,32 @@ class Progress:
             f"alerts raised: {len(self.alerts)} ({false_alarms} false alarms)",
             f"faults injected: {len(self.faults)}; detected with the right subsystem: "
             f"{len(detected)}",
+            *self._timing_summary(verdicts),
             f"update message: {update_bytes} bytes; global model message: {model_bytes} bytes",
             *self._privacy_summary(merged),
         ])
+
+    def _timing_summary(self, verdicts: list[tuple[Alert, str]]) -> list[str]:
+        """How soon faults were caught, and what was caught while a vehicle could not yet have
+        scored on its own readings alone: what the fleet's model bought."""
+        if self.sim_start_s is None:
+            return []
+        start = self.sim_start_s
+        first: dict[str, float] = {}
+        for alert, verdict in verdicts:
+            if verdict == "detected" and alert.vehicle_id not in first:
+                first[alert.vehicle_id] = alert.ts - start - self.faults[alert.vehicle_id].onset_s
+        alone_s = VEHICLE.min_readings  # readings once a second: a vehicle alone scores after
+        early = [(a, v) for a, v in verdicts if a.ts - start < alone_s]
+        lines = [f"alerts in the first {alone_s / 60:.0f} simulated minutes, before a vehicle "
+                 f"alone could score: {len(early)} ({sum(v == 'detected' for _, v in early)} "
+                 f"on a fault)"]
+        if first:
+            delays = first.values()
+            lines.append(f"first detection after a fault's onset: median "
+                         f"{statistics.median(delays) / 60:.0f} simulated minutes "
+                         f"(fastest {min(delays) / 60:.0f}, slowest {max(delays) / 60:.0f})")
+        return lines
 
     def _privacy_summary(self, merged: list[RoundClosed]) -> list[str]:
         lines = []
