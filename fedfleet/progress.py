@@ -74,8 +74,9 @@ class Progress:
         r = event.record
         dropped = f", {len(r.dropped)} dropped out" if r.dropped else ""
         if event.model is None:
-            self._print(f"round {r.round}: quorum not met ({r.accepted} updates{dropped}), "
-                        f"keeping model v{r.model_version}")
+            got = f"quorum not met ({r.accepted} updates{dropped})" if r.accepted or dropped else (
+                "no releases")
+            self._print(f"round {r.round}: {got}, keeping model v{r.model_version}")
             return
         noise = event.model.noise_std
         worth = prior_weight(1.0, noise, VEHICLE.prior_noise_scale)

@@ -2,9 +2,13 @@
 
 A summary released with privacy (``"local"``: clipped and noised by its vehicle; ``"central"``:
 clipped only, for a trusted gateway to noise) is a vector in the whitened coordinates of the
-round's base model (:mod:`federation.whitening`). Such releases are *averaged*, each vehicle
-weighing the same, never merged one by one with the exact rule: that rule squares each mean's
-offset, and the square of noise is a bias, not noise.
+model it was released about (:mod:`federation.whitening`), unpacked to scaled units for the
+wire. The gateway packs each again about the round's base model, the same model for nearly
+every release; one made about an earlier model (a release that missed its round) is packed
+about this one just the same: the packing is linear, so its noise still averages out, only no
+longer evenly across coordinates. Such releases are *averaged*, each vehicle weighing the same,
+never merged one by one with the exact rule: that rule squares each mean's offset, and the
+square of noise is a bias, not noise.
 
 - Local updates are averaged as they came: the average carries ``sqrt(sum of each noise
   variance) / K`` of noise, ``sqrt(K)`` less than one update.

@@ -59,11 +59,13 @@ class Round:
         target = self.target_updates
         return now_s >= self.info.deadline or (target is not None and len(self.accepted) >= target)
 
-    def reject_reason(self, topic_vehicle: str, vehicle_id: str, round_number: int) -> str | None:
-        """Why an update from ``topic_vehicle`` cannot join this round, or ``None`` if it can."""
+    def reject_reason(self, topic_vehicle: str, vehicle_id: str, round_number: int,
+                      late_allowed: bool = False) -> str | None:
+        """Why an update from ``topic_vehicle`` cannot join this round, or ``None`` if it can
+        (with ``late_allowed``, an update for the round before this one can)."""
         if topic_vehicle != vehicle_id:
             return "topic_mismatch"
-        if round_number != self.number:
+        if round_number != self.number and not (late_allowed and round_number == self.number - 1):
             return "wrong_round"
         if vehicle_id in self.accepted:
             return "duplicate"
@@ -72,15 +74,15 @@ class Round:
     def offer(self, topic_vehicle: str, update: Update) -> str | None:
         """Accept ``update`` or return the reason it was rejected (and count it).
 
-        A private update is a release about its base model, and is averaged with the round's
-        others about the round's model: one about another model is ``stale_base``.
+        A private release that missed its round (sent in time, delivered after the close) joins
+        this one: its vehicle paid for it, and the release is about a model the gateway can
+        express it against (:mod:`gateway.private`). An exact update that missed its round is
+        ``wrong_round``: it summarises a round's readings only.
         """
         if update.round == self.number:
             self.senders.add(topic_vehicle)
-        reason = self.reject_reason(topic_vehicle, update.vehicle_id, update.round)
-        if (reason is None and update.privacy != "off"
-                and update.base_version != self.info.model_version):
-            reason = "stale_base"
+        reason = self.reject_reason(topic_vehicle, update.vehicle_id, update.round,
+                                    late_allowed=update.privacy != "off")
         if reason is None:
             self.accepted[update.vehicle_id] = update
         else:

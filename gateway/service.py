@@ -390,10 +390,11 @@ class Gateway:
         if current.quorum_met:
             model = self._merge(current)
             self.store.record_model(model)
-        else:
-            log.warning("round %d: quorum not met (%d < %d updates), keeping model v%d",
-                        current.number, len(current.accepted), current.info.min_updates,
-                        self.model.version if self.model else 0)
+        else:  # no update at all is the usual round of a private fleet, which releases rarely
+            (log.warning if current.accepted else log.debug)(
+                "round %d: quorum not met (%d < %d updates), keeping model v%d", current.number,
+                len(current.accepted), current.info.min_updates,
+                self.model.version if self.model else 0)
         record = RoundRecord(
             current.number, current.info.opened_at, self.clock(), len(current.accepted),
             sum(current.rejected.values()), current.quorum_met,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -35,6 +36,20 @@ def gw() -> Gateway:
 def _send_update(gw: Gateway, vehicle: str, round_number: int = 1, seed: int = 0) -> None:
     payload = messages.encode(factories.update(vehicle, round_number, seed))
     gw.handle(topics.update_topic(vehicle), payload)
+
+
+def test_a_private_release_that_missed_its_round_joins_the_next_and_an_exact_one_does_not(gw):
+    gw._close_round()
+    gw._open_round()  # round 2
+    private = factories.update("veh-0001", 1)  # local noise: a release its vehicle paid for
+    exact = replace(factories.update("veh-0002", 1, seed=1), privacy="off", mechanism="none",
+                    epsilon=0.0, delta=0.0, epsilon_total=0.0)
+
+    for update in (private, exact):
+        gw.handle(topics.update_topic(update.vehicle_id), messages.encode(update))
+
+    assert list(gw.round.accepted) == ["veh-0001"]
+    assert gw.rejected == {"wrong_round": 1}
 
 
 def test_valid_updates_are_accepted_into_the_open_round(gw):
