@@ -11,17 +11,59 @@ mean vector and their population covariance matrix (``ddof=0``). Two summaries m
 
 so the merge of the summaries of data split across vehicles equals the summary of the pooled
 data, up to floating-point rounding. Each summary weighs by the readings it represents.
+
+The rule is written once, in :func:`merge`, on :class:`Moments`: the arrays of one summary, or
+of many stacked along leading axes (many vehicles' models refreshed at once).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from river import covariance
 
-__all__ = ["ModelSummary"]
+__all__ = ["ModelSummary", "Moments", "merge"]
+
+
+class Moments(NamedTuple):
+    """Readings, mean and population covariance as arrays: ``n`` of shape ``S``, ``mean`` of
+    ``S + (d,)`` and ``cov`` of ``S + (d, d)``, for one summary (``S = ()``) or a stack."""
+
+    n: np.ndarray
+    mean: np.ndarray
+    cov: np.ndarray
+
+
+def merge(a: Moments, b: Moments) -> Moments:
+    """The exact merge of ``a`` and ``b``, pair by pair; where one side holds no readings, the
+    other is returned unchanged (as :meth:`ModelSummary.__add__` does).
+
+    >>> rng = np.random.default_rng(0)
+    >>> rows = rng.random((2, 5, 3))  # two vehicles' five readings
+    >>> one = Moments(np.array([5.0, 0.0]), rows.mean(axis=1), np.zeros((2, 3, 3)))
+    >>> two = ModelSummary.from_array("abc", rows[1]).moments
+    >>> both = merge(one, Moments(*(np.stack([v, v]) for v in two)))
+    >>> both.n.tolist(), bool(np.array_equal(both.mean[1], two.mean))
+    ([10.0, 5.0], True)
+    """
+    n, mean, cov = _pooled(a, b, np.where(a.n + b.n > 0, a.n + b.n, 1.0))
+    keep_a, keep_b = b.n == 0, (a.n == 0) & (b.n != 0)
+    mean = np.where(keep_a[..., None], a.mean, np.where(keep_b[..., None], b.mean, mean))
+    cov = np.where(keep_a[..., None, None], a.cov,
+                   np.where(keep_b[..., None, None], b.cov, cov))
+    return Moments(n, mean, cov)
+
+
+def _pooled(a: Moments, b: Moments, n: np.ndarray) -> Moments:
+    """The rule of the module for ``n = a.n + b.n`` (given, so a stack may avoid 0)."""
+    shift = b.mean - a.mean
+    mean = a.mean + shift * (b.n / n)[..., None]
+    cov = (a.n[..., None, None] * a.cov + b.n[..., None, None] * b.cov) / n[..., None, None]
+    cov += shift[..., :, None] * shift[..., None, :] * (a.n * b.n / n**2)[..., None, None]
+    return Moments(a.n + b.n, mean, cov)
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,12 +125,13 @@ class ModelSummary:
             return self
         if self.n == 0:
             return other
-        n = self.n + other.n
-        shift = other.mean - self.mean
-        mean = self.mean + shift * (other.n / n)
-        cov = (self.n * self.cov + other.n * other.cov) / n
-        cov += np.outer(shift, shift) * (self.n * other.n / n**2)
-        return ModelSummary(self.features, n, mean, cov)
+        n, mean, cov = _pooled(self.moments, other.moments, np.asarray(self.n + other.n))
+        return ModelSummary(self.features, float(n), mean, cov)
+
+    @property
+    def moments(self) -> Moments:
+        """The summary's arrays, for :func:`merge` and the other array rules."""
+        return Moments(np.asarray(self.n), self.mean, self.cov)
 
     def feasible(self) -> ModelSummary:
         """The nearest summary scaled readings could have: every mean in [0, 1], and no

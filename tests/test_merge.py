@@ -9,7 +9,7 @@ from river import covariance, stats
 
 from devices.detector import FleetGaussian
 from federation.features import FEATURE_NAMES
-from federation.summary import ModelSummary
+from federation.summary import ModelSummary, Moments, merge
 from gateway.strategy import ExactMerge
 
 # Documented tolerance: float64 rounding of the Chan merge on values in [0, 1].
@@ -83,3 +83,18 @@ def test_rounds_of_detector_summaries_rebuild_the_pooled_model():
     assert global_model.n == central.n
     np.testing.assert_allclose(global_model.cov, central.cov, rtol=0, atol=ATOL)
     np.testing.assert_allclose(global_model.mean, central.mean, rtol=0, atol=ATOL)
+
+
+def test_merging_stacked_summaries_equals_merging_each_pair():
+    pairs = [(_river_summary(_rows(1, 30)), _river_summary(_rows(2, 70))),
+             (ModelSummary.empty(FEATURE_NAMES), _river_summary(_rows(3, 5))),
+             (_river_summary(_rows(4, 9)), ModelSummary.empty(FEATURE_NAMES))]
+
+    stacked = merge(*(Moments(*(np.stack(parts) for parts in zip(*(p.moments for p in side),
+                                                                     strict=True)))
+                      for side in zip(*pairs, strict=True)))
+
+    for k, (a, b) in enumerate(pairs):
+        one = a + b
+        assert stacked.n[k] == one.n
+        assert np.array_equal(stacked.mean[k], one.mean) and np.array_equal(stacked.cov[k], one.cov)
