@@ -12,6 +12,11 @@ is the largest standardised residual among the health sensors.
 The state is three summaries that merge by the rule of :mod:`federation.summary`: the global
 model (as a prior of bounded weight), the vehicle's own readings already summarised, and a River
 ``EmpiricalCovariance`` of the readings since the last summary.
+
+How the model is assembled from them (:meth:`FleetGaussian.assemble`) and turned into residual
+weights (:meth:`FleetGaussian.weights`) is written once, on arrays that may stack many
+vehicles' models: the offline replay refreshes a whole fleet's models at once with the very
+same rules.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 from river import base, compose, covariance
 
 from federation.features import VEHICLE_SCHEMA, Schema
-from federation.summary import ModelSummary
+from federation.summary import ModelSummary, Moments, merge
 
 __all__ = ["FleetGaussian", "make_pipeline", "prior_weight"]
 
@@ -44,9 +49,6 @@ def prior_weight(readings: float, noise_std: float, noise_scale: float) -> float
     if noise_std == float("inf"):
         return 0.0
     return float(readings) / (1.0 + (noise_std / noise_scale) ** 2)
-
-Block = tuple[np.ndarray, np.ndarray, np.ndarray]  # columns, residual positions, solve
-
 
 class FleetGaussian(base.AnomalyDetector):
     """Conditional-Gaussian anomaly detector over complete, scaled readings.
@@ -120,16 +122,23 @@ class FleetGaussian(base.AnomalyDetector):
         self.own_mean_after = own_mean_after
         self.own_mean_limit = own_mean_limit
         self._recent = covariance.EmpiricalCovariance(ddof=0)
+        self._folded = ModelSummary.empty(schema.names)
         self._history = ModelSummary.empty(schema.names)
         self._prior = ModelSummary.empty(schema.names)
         self._mean = np.zeros(len(schema))
-        self._precision: np.ndarray | None = None
-        self._stale = refresh_every  # readings learned since the precision was computed
+        self._weights: np.ndarray | None = None
+        self._stale = refresh_every  # readings learned since the weights were computed
         self.recent_readings = 0
         self._z = np.zeros(len(schema.health))
-        self._blocks: list[Block] = []
-        self._prior_judge: tuple[np.ndarray, list[Block]] | None = None
+        self._prior_judge: np.ndarray | None = None
         self._trust = 1.0  # what the prior's privacy noise leaves of its weight
+        by_size: dict[int, list[tuple[str, ...]]] = {}
+        for sensors in schema.subsystems.values():
+            by_size.setdefault(len(sensors), []).append(sensors)
+        self._subsystems = [
+            (np.array([[schema.names.index(name) for name in sensors] for sensors in group]),
+             np.array([schema.health.index(name) for sensors in group for name in sensors]))
+            for group in by_size.values()]
 
     def learn_one(self, x: dict[Hashable, Any]) -> None:
         if len(x) == len(self.schema):
@@ -137,15 +146,23 @@ class FleetGaussian(base.AnomalyDetector):
             self.recent_readings += 1
             self._stale += 1
 
+    def fold(self, summary: ModelSummary) -> None:
+        """Learn a block of complete, scaled readings given by their summary, as that many
+        ``learn_one`` calls would (up to rounding): the offline replay learns a fleet's readings
+        on arrays and hands each vehicle what it learned when the vehicle needs it."""
+        self._folded = self._folded + summary
+        self.recent_readings += int(summary.n)
+        self._stale += int(summary.n)
+
     def score_one(self, x: dict[Hashable, Any]) -> float:
         if self._stale >= self.refresh_every:
             self._refresh()
-        if self._precision is None:
+        if self._weights is None:
             self._z[:] = 0.0
             return 0.0
         pairs = zip(self.schema.names, self._mean, strict=True)
         row = np.fromiter((x.get(name, mean) for name, mean in pairs), float)
-        _standardise(self._precision, self._blocks, row - self._mean, self._z)
+        self._z = self._weights @ (row - self._mean)
         return float(np.abs(self._z).max())
 
     def residuals(self) -> dict[str, float]:
@@ -161,15 +178,48 @@ class FleetGaussian(base.AnomalyDetector):
         would otherwise move or widen the vehicle's however little it weighs.
         """
         own = self._history + self._recent_summary()
-        prior = self._prior
-        if prior.n and own.n > len(self.schema) and self._trust < 1.0:
-            t = self._trust
-            prior = ModelSummary(prior.features, prior.n, own.mean + t * (prior.mean - own.mean),
-                                 own.cov + t * (prior.cov - own.cov))
-        if (self.own_mean_after and own.n >= self.own_mean_after and prior.n
-                and self._normal_for_the_fleet(own.mean, prior.mean)):
-            prior = ModelSummary(prior.features, prior.n, own.mean, prior.cov)
-        return prior + own
+        if self._prior_judge is None:
+            self._prior_judge = self.weights(self._prior.cov)
+        n, mean, cov = self.assemble(self._prior.moments, own.moments, self._prior_judge,
+                                     np.asarray(self._trust))
+        return ModelSummary(self.schema.names, float(n), mean, cov)
+
+    def assemble(self, prior: Moments, own: Moments, judge: np.ndarray,
+                 trust: np.ndarray) -> Moments:
+        """The model of one vehicle, or of stacked vehicles, from the prior (with the ``trust``
+        its noise leaves it, and ``judge``: the prior's :meth:`weights`) and the vehicle's own
+        readings: the prior drawn towards them by its trust, centred on their mean once they
+        number ``own_mean_after`` and while that mean is normal for the fleet, then merged."""
+        t = trust[..., None]
+        drawn = (prior.n > 0) & (own.n > len(self.schema)) & (trust < 1.0)
+        mean = np.where(drawn[..., None], own.mean + t * (prior.mean - own.mean), prior.mean)
+        cov = np.where(drawn[..., None, None], own.cov + t[..., None] * (prior.cov - own.cov),
+                       prior.cov)
+        z = judge @ (own.mean - mean)[..., None]
+        centred = ((self.own_mean_after > 0) & (own.n >= self.own_mean_after) & (prior.n > 0)
+                   & (np.abs(z[..., 0]).max(axis=-1) < self.own_mean_limit))
+        mean = np.where(centred[..., None], own.mean, mean)
+        return merge(Moments(prior.n, mean, cov), own)
+
+    def weights(self, cov: np.ndarray) -> np.ndarray:
+        """Residual weights ``W`` of the Gaussian with covariance ``cov`` (one, or stacked): a
+        reading's standardised health residuals are ``W @ (x - mean)``, one row per sensor.
+
+        A subsystem's sensors ``S`` are judged against every channel outside it: with ``P`` the
+        precision, their residuals are ``inv(P_SS) @ (P @ (x - mean))_S``, each divided by its
+        conditional standard deviation. Sensors of one subsystem degrade together, so they are
+        not used to explain each other away.
+        """
+        values, vectors = np.linalg.eigh((cov + np.swapaxes(cov, -1, -2)) / 2)
+        scaled = vectors / (np.maximum(values, 0.0) + self.ridge)[..., None, :]
+        precision = scaled @ np.swapaxes(vectors, -1, -2)
+        out = np.zeros((*cov.shape[:-2], len(self.schema.health), len(self.schema)))
+        for columns, positions in self._subsystems:  # subsystems of one size at a time
+            conditional = np.linalg.inv(precision[..., columns[:, :, None], columns[:, None, :]])
+            spread = np.sqrt(np.diagonal(conditional, axis1=-2, axis2=-1))
+            rows = conditional / spread[..., None] @ precision[..., columns, :]
+            out[..., positions, :] = rows.reshape(*rows.shape[:-3], len(positions), rows.shape[-1])
+        return out
 
     def own_summary(self) -> ModelSummary:
         """Everything the vehicle learned itself: its history and its recent readings."""
@@ -185,68 +235,35 @@ class FleetGaussian(base.AnomalyDetector):
         recent = self._recent_summary()
         self._history = self._history + recent
         self._recent = covariance.EmpiricalCovariance(ddof=0)
+        self._folded = ModelSummary.empty(self.schema.names)
         self.recent_readings = 0
         return recent
 
     def set_global(self, summary: ModelSummary, noise_std: float = 0.0) -> None:
-        """Adopt a global model as the prior, counted as at most ``prior_readings`` and less
-        the more privacy noise it carries (:func:`prior_weight`)."""
-        readings = min(summary.n, self.prior_readings)
-        weight = prior_weight(readings, noise_std, self.prior_noise_scale)
-        self._trust = weight / readings if readings else 0.0
-        self._prior = summary.weighted(weight)
+        """Adopt a global model as the prior (:meth:`prior_for`)."""
+        self._prior, self._trust = self.prior_for(summary, noise_std)
         self._prior_judge = None
         self._stale = self.refresh_every
 
-    def _normal_for_the_fleet(self, mean: np.ndarray, fleet_mean: np.ndarray) -> bool:
-        """Whether ``mean`` is within ``own_mean_limit`` of ``fleet_mean`` under the prior's
-        covariance, health sensor by sensor."""
-        if self._prior_judge is None:
-            precision = self._precision_of(self._prior.cov)
-            self._prior_judge = precision, [self._block(precision, s)
-                                             for s in self.schema.subsystems.values()]
-        z = np.zeros(len(self.schema.health))
-        _standardise(*self._prior_judge, mean - fleet_mean, z)
-        return bool(np.abs(z).max() < self.own_mean_limit)
+    def prior_for(self, summary: ModelSummary, noise_std: float) -> tuple[ModelSummary, float]:
+        """A global model as this detector's prior, and the share of its weight its noise
+        leaves (its trust): counted as at most ``prior_readings``, and less the more privacy
+        noise it carries (:func:`prior_weight`)."""
+        readings = min(summary.n, self.prior_readings)
+        weight = prior_weight(readings, noise_std, self.prior_noise_scale)
+        return summary.weighted(weight), weight / readings if readings else 0.0
 
     def _recent_summary(self) -> ModelSummary:
-        return ModelSummary.from_river(self._recent, self.schema.names)
+        return ModelSummary.from_river(self._recent, self.schema.names) + self._folded
 
     def _refresh(self) -> None:
         self._stale = 0
         model = self.model()
         if model.n < self.min_readings:
-            self._precision = None
+            self._weights = None
             return
-        self._precision = self._precision_of(model.cov)
+        self._weights = self.weights(model.cov)
         self._mean = model.mean
-        self._blocks = [self._block(self._precision, sensors)
-                        for sensors in self.schema.subsystems.values()]
-
-    def _precision_of(self, cov: np.ndarray) -> np.ndarray:
-        values, vectors = np.linalg.eigh((cov + cov.T) / 2)
-        return (vectors / (np.maximum(values, 0.0) + self.ridge)) @ vectors.T
-
-    def _block(self, precision: np.ndarray, sensors: tuple[str, ...]) -> Block:
-        """How to turn the precision-weighted offset into one subsystem's standardised residuals.
-
-        A subsystem's sensors are judged against every channel outside it: their residual is
-        ``inv(P_SS) @ (P @ (x - mean))_S`` with conditional covariance ``inv(P_SS)``. Sensors of
-        one subsystem degrade together, so they are not used to explain each other away.
-        """
-        columns = np.array([self.schema.names.index(name) for name in sensors])
-        positions = np.array([self.schema.health.index(name) for name in sensors])
-        conditional = np.linalg.inv(precision[np.ix_(columns, columns)])
-        solve = conditional / np.sqrt(np.diag(conditional))[:, None]
-        return columns, positions, solve
-
-
-def _standardise(precision: np.ndarray, blocks: list[Block], offset: np.ndarray,
-                 out: np.ndarray) -> None:
-    """Write each health sensor's standardised residual of ``offset`` from the mean to ``out``."""
-    pull = precision @ offset
-    for columns, positions, solve in blocks:
-        out[positions] = solve @ pull[columns]
 
 
 def make_pipeline(detector: FleetGaussian | None = None) -> compose.Pipeline:

@@ -13,8 +13,8 @@ from analytics.report import evaluate
 from devices.alerts import AlertPolicy
 from devices.detector import FleetGaussian
 from devices.tuning import ENGINE_CYCLES, TEST_RIG
-from federation.features import Feature, Schema
-from federation.summary import ModelSummary
+from federation.features import VEHICLE_SCHEMA, Feature, Schema
+from federation.summary import ModelSummary, Moments
 
 
 def _schema(shared: bool) -> Schema:
@@ -134,3 +134,62 @@ def test_on_turbofan_engines_the_fleets_model_beats_each_engine_alone():
     assert federated["pr_auc"] > 0.9
     assert federated["pr_auc"] > local["pr_auc"] + 0.1
     assert federated["false_alarms_per_1000"] < local["false_alarms_per_1000"]
+
+
+def _vehicle_rows(seed: int, count: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(0.5 + 0.1 * rng.standard_normal((count, len(VEHICLE_SCHEMA))), 0, 1)
+
+
+def test_a_folded_block_of_readings_counts_as_learning_them_one_by_one():
+    rows = _vehicle_rows(1, 400)
+    one_by_one, folded = (FleetGaussian(refresh_every=50, min_readings=100) for _ in range(2))
+    for row in rows:
+        one_by_one.learn_one(dict(zip(VEHICLE_SCHEMA.names, row, strict=True)))
+
+    folded.fold(ModelSummary.from_array(VEHICLE_SCHEMA.names, rows[:150]))
+    folded.fold(ModelSummary.from_array(VEHICLE_SCHEMA.names, rows[150:]))
+
+    reading = dict(zip(VEHICLE_SCHEMA.names, rows[0] + 0.05, strict=True))
+    assert folded.recent_readings == one_by_one.recent_readings == 400
+    assert folded.score_one(reading) == pytest.approx(one_by_one.score_one(reading), rel=1e-9)
+    mine, theirs = folded.take_summary(), one_by_one.take_summary()
+    np.testing.assert_allclose(mine.cov, theirs.cov, rtol=0, atol=1e-15)
+    assert folded.recent_readings == 0 and folded.take_summary().n == 0
+
+
+def test_stacked_vehicles_assemble_the_models_each_assembles_alone():
+    prior = ModelSummary.from_array(VEHICLE_SCHEMA.names, _vehicle_rows(0, 500))
+    # Too few own readings to centre; a noisy prior drawn towards its own readings, and
+    # centred on them; too far off to be centred.
+    cases = ((30, 0.0, 0.0), (110, 0.0, 0.3), (150, 0.3, 0.0))
+    detectors, own, trust = [], [], []
+    for k, (count, shift, noise_std) in enumerate(cases):
+        detectors.append(detector := FleetGaussian(own_mean_after=60))
+        rows = _vehicle_rows(k + 1, count) + shift
+        own.append(ModelSummary.from_array(VEHICLE_SCHEMA.names, rows))
+        detector.set_global(prior, noise_std)
+        detector.fold(own[-1])
+        trust.append(detector.prior_for(prior, noise_std)[1])
+    template = detectors[0]
+    priors = [d.prior_for(prior, noise_std)[0] for d, (_, _, noise_std) in zip(
+        detectors, cases, strict=True)]
+
+    def stack(parts: list[Moments]) -> Moments:
+        return Moments(*(np.stack(arrays) for arrays in zip(*parts, strict=True)))
+
+    stacked = template.assemble(stack([p.moments for p in priors]),
+                                stack([o.moments for o in own]),
+                                np.stack([template.weights(p.cov) for p in priors]),
+                                np.array(trust))
+
+    alone = [d.model() for d in detectors]
+    assert trust == [1.0, 0.5, 1.0]
+    assert [np.array_equal(m.mean, o.mean) for m, o in zip(alone, own, strict=True)] == [
+        False, True, False]
+    for k, model in enumerate(alone):
+        assert stacked.n[k] == model.n
+        np.testing.assert_array_equal(stacked.mean[k], model.mean)
+        np.testing.assert_array_equal(stacked.cov[k], model.cov)
+        np.testing.assert_allclose(template.weights(stacked.cov)[k], template.weights(model.cov),
+                                   rtol=1e-12, atol=0)
