@@ -38,16 +38,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analytics.datasets import Dataset, Stream, split_devices
+from analytics.rounds import RoundCycle
 from devices.ledger import PrivacyLedger
 from devices.sources import Reading, SensorSource
 from devices.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE, Tuning
 from devices.vehicle import Vehicle
-from federation import messages, topics
-from federation.features import Schema
-from federation.messages import GlobalModel, RoundOpen, Update
+from federation import topics
+from federation.messages import GlobalModel, Update
 from federation.privacy import Mechanism, SeededNoise
-from gateway.rounds import Round
-from gateway.strategy import ExactMerge
 
 __all__ = [
     "CLIP_NORM", "TUNINGS", "Progress", "Run", "Schedule", "run_online",
@@ -163,7 +161,7 @@ def run_online(
                 **tuning.vehicle_kwargs(dataset.schema, shared))
         for i, s in enumerate(dataset.streams)
     ]
-    gateway = (_Gateway(schedule.round_rows, dataset.schema, SeededNoise([seed, len(vehicles)]))
+    gateway = (RoundCycle(schedule.round_rows, dataset.schema, SeededNoise([seed, len(vehicles)]))
                if regime.startswith("federated") else None)
     run = Run(regime, {s.device_id: np.zeros(len(s)) for s in dataset.streams},
               {s.device_id: np.zeros(len(s), dtype=bool) for s in dataset.streams})
@@ -174,12 +172,12 @@ def run_online(
         for tick in range(max(ends)):
             clock[0] = float(tick)
             if gateway is not None and tick % schedule.round_rows == 0:
-                gateway.next_round(tick, [v for v, s, e in zip(vehicles, starts, ends, strict=True)
-                                          if s <= tick < e])
+                _publish(gateway.next_round(tick), [v for v, s, e in zip(
+                    vehicles, starts, ends, strict=True) if s <= tick < e])
             active = [i for i in schedule.order if starts[i] <= tick < ends[i]]
             for i in active:
                 if gateway is not None and tick == starts[i] > 0:
-                    gateway.welcome(vehicles[i])
+                    _publish(gateway.retained, [vehicles[i]])
                 _step(vehicles[i], dataset.streams[i].device_id, tick - starts[i], run, gateway)
             done += len(active)
             if progress is not None and (tick % 500 == 0 or tick == max(ends) - 1):
@@ -196,7 +194,13 @@ def run_online(
     return run
 
 
-def _step(vehicle: Vehicle, device: str, row: int, run: Run, gateway: _Gateway | None) -> None:
+def _publish(published: list[tuple[str, bytes]], vehicles: list[Vehicle]) -> None:
+    for vehicle in vehicles:
+        for topic, payload in published:
+            vehicle.on_message(topic, payload)
+
+
+def _step(vehicle: Vehicle, device: str, row: int, run: Run, gateway: RoundCycle | None) -> None:
     """One reading: the vehicle scores, learns and sends; record what it acts on."""
     for out in vehicle.step():
         if gateway is not None and isinstance(out.message, Update):
@@ -215,48 +219,6 @@ def _quiet(logger: str) -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
-
-
-class _Gateway:
-    """The gateway's round cycle without a network: accept, merge, publish to every device."""
-
-    def __init__(self, round_rows: int, schema: Schema, noise: SeededNoise) -> None:
-        self.round_rows = round_rows
-        self.schema = schema
-        self.noise = noise
-        self.strategy = ExactMerge()
-        self.model: GlobalModel | None = None
-        self.round: Round | None = None
-        self.rounds = 0
-        self._retained: list[tuple[str, bytes]] = []
-
-    def next_round(self, tick: int, online: list[Vehicle]) -> None:
-        """Close the open round (merging it if it met its quorum) and open the next."""
-        fresh = []
-        if self.round is not None and self.round.quorum_met:
-            self.model = self.round.merge(self.model, self.strategy, self.schema, float(tick),
-                                         self.noise)
-            fresh.append((topics.MODEL_TOPIC, messages.encode(self.model)))
-        version = self.model.version if self.model else 0
-        info = RoundOpen(self.rounds + 1, float(tick), float(tick + self.round_rows), 1, version,
-                         self.schema.names, self.schema.digest)
-        self.round = Round(info)
-        self.rounds += 1
-        fresh.append((topics.ROUND_TOPIC, messages.encode(info)))
-        self._retained = [(topic, payload) for topic, payload in self._retained
-                          if topic not in {t for t, _ in fresh}] + fresh
-        for vehicle in online:
-            for topic, payload in fresh:
-                vehicle.on_message(topic, payload)
-
-    def welcome(self, vehicle: Vehicle) -> None:
-        """What a device receives on subscribing: the retained model and round."""
-        for topic, payload in self._retained:
-            vehicle.on_message(topic, payload)
-
-    def offer(self, vehicle_id: str, update: Update) -> None:
-        assert self.round is not None
-        self.round.offer(vehicle_id, update)
 
 
 def _vehicle_id(device_id: str) -> str:
