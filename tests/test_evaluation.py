@@ -27,11 +27,11 @@ CMAPSS, SKAB = DATA / "cmapss", DATA / "skab"
 # Metrics
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_metrics_match_scikit_learn_on_random_cases(seed):
+@pytest.mark.parametrize(("seed", "decimals"), [(0, 12), (1, 12), (2, 1), (3, 0)])
+def test_metrics_match_scikit_learn_on_random_cases(seed, decimals):
     rng = np.random.default_rng(seed)
     labels = rng.random(200) < 0.3
-    scores = labels * rng.random(200) + rng.random(200)
+    scores = np.round(labels * rng.random(200) + rng.random(200), decimals)  # ties when rounded
     alarms = scores > 1.0
 
     metrics = detection(labels, scores, alarms)
