@@ -20,7 +20,7 @@ C-MAPSS test engines, SKAB's anomaly-free run) — from which fleet-wide limits 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,9 @@ from devices.simulator import SimulatedFleet
 from federation.features import VEHICLE_SCHEMA, Schema, SchemaError
 
 __all__ = ["Dataset", "DatasetError", "Stream", "load", "simulated_faults", "split_devices"]
+
+Progress = Callable[[str, int, int], None]  # what is done, how many of how many
+_SIMULATED_STEPS = 600  # readings per vehicle simulated between two progress reports
 
 # The columns of a C-MAPSS file: unit, cycle, three operating settings, 21 sensors.
 CMAPSS_SETTINGS = ("setting1", "setting2", "setting3")
@@ -111,8 +114,10 @@ def load(
     limit: int | None = None,
     late_fraction: float = 0.1,
     cold_fraction: float = 0.1,
+    progress: Progress | None = None,
 ) -> Dataset:
-    """Load ``kind:arg`` (see the module docstring); ``limit`` keeps the first devices only.
+    """Load ``kind:arg`` (see the module docstring); ``limit`` keeps the first devices only;
+    ``progress`` hears how many readings of a simulated fleet are made.
 
     ``late_fraction`` and ``cold_fraction`` must be the run's (see
     :class:`analytics.replay.Schedule`): simulated fleets plan their late devices' early faults
@@ -124,7 +129,7 @@ def load(
     if kind == "sim":
         if not arg.isdigit() or int(arg) < 1:
             raise DatasetError(f"dataset {source!r}: sim:N needs a whole number N >= 1")
-        return _simulated(int(arg), seed, duration_s, late_fraction, cold_fraction)
+        return _simulated(int(arg), seed, duration_s, late_fraction, cold_fraction, progress)
     if kind not in ("cmapss", "skab", "csv"):
         raise DatasetError(f"dataset {source!r}: unknown kind {kind!r} "
                            "(use sim:N, cmapss:DIR, skab:DIR or csv:DIR)")
@@ -212,11 +217,17 @@ def simulated_faults(ids: Sequence[str], seed: int, duration_s: float = 8100.0,
 
 
 def _simulated(vehicles: int, seed: int, duration_s: float, late_fraction: float,
-               cold_fraction: float) -> Dataset:
+               cold_fraction: float, progress: Progress | None) -> Dataset:
     ids = [f"veh-{i:04d}" for i in range(vehicles)]
     plan = simulated_faults(ids, seed, duration_s, late_fraction, cold_fraction)
     fleet = SimulatedFleet(ids, seed, plan)
-    times_s, values = fleet.run(int(duration_s))
+    steps = int(duration_s)
+    times_s, values = np.empty((vehicles, steps)), np.empty((vehicles, steps, len(fleet.columns)))
+    for start in range(0, steps, _SIMULATED_STEPS):  # a piece at a time, to say how far it got
+        taken = min(_SIMULATED_STEPS, steps - start)
+        times_s[:, start:start + taken], values[:, start:start + taken] = fleet.run(taken)
+        if progress is not None:
+            progress("simulating", (start + taken) * vehicles, steps * vehicles)
     streams = []
     for i, (vehicle_id, fault) in enumerate(zip(ids, fleet.faults, strict=True)):
         labels = (times_s[i] > (fault.onset_s if fault else np.inf)).astype(np.int8)

@@ -31,13 +31,13 @@ import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from analytics.datasets import Dataset, Stream, split_devices
+from analytics.datasets import Dataset, Progress, Stream, split_devices
 from analytics.rounds import RoundCycle
 from devices.ledger import PrivacyLedger
 from devices.sources import Reading, SensorSource
@@ -52,7 +52,6 @@ __all__ = [
     "tuning_for",
 ]
 
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
