@@ -71,7 +71,8 @@ def run_batch(
     rng = np.random.default_rng(seed)
     step = schedule.round_rows
     boundaries = np.arange(step, int(rows.ends.max()), step)
-    total, done = int(lengths.sum()), 0
+    total = int(lengths.sum())
+    done = int(np.clip(step - starts, 0, lengths).sum())  # before the first boundary: 0
     for k, boundary in enumerate(boundaries.tolist()):
         first = np.clip(boundary - starts, 0, lengths)
         last = np.clip(boundary + step - starts, 0, lengths)

@@ -35,6 +35,7 @@ __all__ = ["Dataset", "DatasetError", "Stream", "load", "simulated_faults", "spl
 
 Progress = Callable[[str, int, int], None]  # what is done, how many of how many
 _SIMULATED_STEPS = 600  # readings per vehicle simulated between two progress reports
+_TOUCHED_VEHICLES = 500  # vehicles whose memory is made ready between two progress reports
 
 # The columns of a C-MAPSS file: unit, cycle, three operating settings, 21 sensors.
 CMAPSS_SETTINGS = ("setting1", "setting2", "setting3")
@@ -223,6 +224,14 @@ def _simulated(vehicles: int, seed: int, duration_s: float, late_fraction: float
     fleet = SimulatedFleet(ids, seed, plan)
     steps = int(duration_s)
     times_s, values = np.empty((vehicles, steps)), np.empty((vehicles, steps, len(fleet.columns)))
+    # Every step writes a little of every vehicle's rows: the first would fault in all of the
+    # memory (huge pages, for NumPy asks for them), for seconds without a word. So it is
+    # touched here first, some vehicles at a time.
+    for start in range(0, vehicles, _TOUCHED_VEHICLES):
+        times_s[start:start + _TOUCHED_VEHICLES] = values[start:start + _TOUCHED_VEHICLES] = 0.0
+        if progress is not None:
+            done = min(vehicles, start + _TOUCHED_VEHICLES)
+            progress("allocating", done * steps, vehicles * steps)
     for start in range(0, steps, _SIMULATED_STEPS):  # a piece at a time, to say how far it got
         taken = min(_SIMULATED_STEPS, steps - start)
         times_s[:, start:start + taken], values[:, start:start + taken] = fleet.run(taken)

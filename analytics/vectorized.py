@@ -29,6 +29,7 @@ The ``centralized`` regime's one detector is refreshed within a tick, after ever
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass
 from itertools import pairwise
@@ -150,9 +151,9 @@ class _Replay:
         self.ends = self.starts + np.array([len(s) for s in streams], dtype=np.int64)
 
     def run(self, progress: Progress | None) -> Run:
-        import time
-
         began, done = time.monotonic(), 0
+        if progress is not None:
+            progress(self.regime, done, self.dataset.rows)
         order = np.array(self.schedule.order, dtype=np.int64)
         last = int(self.ends.max())
         bounds = sorted({0, last, *self.starts.tolist(), *self.ends.tolist()})

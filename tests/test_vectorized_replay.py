@@ -180,3 +180,16 @@ def test_the_batch_reference_scores_a_seeded_sample_of_devices_above_its_limit()
                if plan.start[next(iter(run.scores))] == 0)
     assert "seeded sample of 4 of 12 devices" in _sampled(dataset, run)[0]
     assert tuning_for(dataset) is VEHICLE
+
+
+def test_loading_and_replaying_report_their_progress_from_start_to_end():
+    heard: list[tuple[str, int, int]] = []
+
+    dataset = load("sim:3", seed=1, duration_s=700, progress=lambda *say: heard.append(say))
+    run_vectorized(dataset, Schedule.plan(dataset, seed=1), "local", seed=1,
+                   progress=lambda *say: heard.append(say))
+
+    assert [say for say in heard if say[0] == "allocating"][-1] == ("allocating", 2100, 2100)
+    assert [say[1] for say in heard if say[0] == "simulating"] == [1800, 2100]
+    replayed = [say[1] for say in heard if say[0] == "local"]
+    assert replayed[0] == 0 and replayed[-1] == dataset.rows
