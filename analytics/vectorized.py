@@ -162,10 +162,9 @@ class _Replay:
             part = self._take(members)
             for tick in range(first, end, CHUNK_TICKS):
                 steps = min(CHUNK_TICKS, end - tick)
-                self._chunk(part, tick, steps, joined=tick == first)
+                self._chunk(part, tick, steps, joined=tick == first, progress=progress,
+                            done=done)
                 done += steps * len(members)
-                if progress is not None:
-                    progress(self.regime, done, self.dataset.rows)
             self._put(part)
         return self._result(time.monotonic() - began)
 
@@ -179,8 +178,10 @@ class _Replay:
         if not self.shared:
             self.models.put(part.members, part.models)
 
-    def _chunk(self, part: _Part, tick: int, steps: int, joined: bool) -> None:
-        """``steps`` ticks from ``tick`` on: copy the readings out, run them, write back."""
+    def _chunk(self, part: _Part, tick: int, steps: int, joined: bool,
+               progress: Progress | None, done: int) -> None:
+        """``steps`` ticks from ``tick`` on: copy the readings out, run them, write back;
+        ``done`` rows were replayed before them."""
         members, streams = part.members, self.dataset.streams
         block = np.empty((steps, len(members), len(self.dataset.columns)))
         for j, i in enumerate(members.tolist()):
@@ -192,6 +193,8 @@ class _Replay:
             self._publish_at(part, tick + k, joined and k == 0)
             if len(members):
                 levels[k], alarms[k] = self._tick(part, tick + k, block[k])
+            if progress is not None:  # a tick of many private releases takes seconds
+                progress(self.regime, done + (k + 1) * len(members), self.dataset.rows)
         for j, i in enumerate(members.tolist()):
             row = tick - int(self.starts[i])
             self.scores[i][row:row + steps] = levels[:, j]
