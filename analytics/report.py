@@ -259,12 +259,17 @@ def _cold_start(
 
 def _window(streams: list[Stream], runs: dict[str, Run], heads: dict[str, int],
             whole: bool) -> dict[str, Any]:
+    """Each federated regime (noised ones too) and ``local`` over the window; ``pr_auc_ratio``
+    is federated's over local's, ``pr_auc_ratios`` every federated regime's."""
     out: dict[str, Any] = {}
-    for name in ("federated", "local"):
+    names = ["local", *(name for name in runs if name.startswith("federated"))]
+    for name in names:
         out[name] = _detect(streams, runs[name], heads)
         if whole:
             out[f"{name}_whole_stream"] = _detect(streams, runs[name])
-    out["pr_auc_ratio"] = _ratio(out["federated"]["pr_auc"], out["local"]["pr_auc"])
+    out["pr_auc_ratios"] = {name: _ratio(out[name]["pr_auc"], out["local"]["pr_auc"])
+                            for name in names[1:]}
+    out["pr_auc_ratio"] = out["pr_auc_ratios"]["federated"]
     return out
 
 

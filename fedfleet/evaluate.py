@@ -165,14 +165,22 @@ def _table(report: dict[str, Any]) -> str:
     lines.append(f"ratios of pooled PR-AUC: {report['ratios']}")
     cold = report["cold_start"]
     if "federated" in cold:
-        federated, local = cold["federated"]["pr_auc"], cold["local"]["pr_auc"]
         lines.append(f"cold start ({len(cold['devices'])} late devices, first "
-                     f"{cold['first_fraction']:.0%} of readings): PR-AUC federated "
-                     f"{_cell(federated)}, local {_cell(local)}")
+                     f"{cold['first_fraction']:.0%} of readings): {_over_local(cold)}")
+        for kind, window in cold.get("by_onset", {}).items():
+            lines.append(f"  {kind.replace('_', ' ')} ({len(window['devices'])}, with the late "
+                         f"devices quiet in the window): {_over_local(window)}")
     for name, scores in report.get("skab_protocol", {}).items():
         lines.append(f"SKAB protocol {name}: F1 {scores['f1']}, FAR {scores['far_pct']} %, "
                      f"MAR {scores['mar_pct']} %")
     return "\n".join(lines)
+
+
+def _over_local(window: dict[str, Any]) -> str:
+    """PR-AUC of each federated regime over a cold-start window, and its ratio to local's."""
+    cells = [f"{name} {_cell(window[name]['pr_auc'])} ({_cell(ratio)}x)"
+             for name, ratio in window["pr_auc_ratios"].items()]
+    return f"PR-AUC local {_cell(window['local']['pr_auc'])}, " + ", ".join(cells)
 
 
 def _versus(counts: dict[str, Any]) -> str:

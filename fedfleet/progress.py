@@ -122,7 +122,7 @@ class Progress:
             f"faults injected: {len(self.faults)}; detected with the right subsystem: "
             f"{len(detected)}",
             *self._timing_summary(verdicts),
-            f"update message: {update_bytes} bytes; global model message: {model_bytes} bytes",
+            f"update message: {_size(update_bytes)}; global model message: {_size(model_bytes)}",
             *self._privacy_summary(merged),
         ])
 
@@ -212,3 +212,8 @@ class DeviceProgress:
 def _hms(seconds: float) -> str:
     seconds = max(0, int(seconds))
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _size(message_bytes: int | None) -> str:
+    """A message's size, or that none was sent (federation off, or no round merged)."""
+    return "none sent" if message_bytes is None else f"{message_bytes} bytes"

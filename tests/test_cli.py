@@ -239,6 +239,24 @@ def test_the_demo_runs_on_the_embedded_defaults_and_reports_its_figures(tmp_path
     assert 0 <= low <= shown <= high <= 100, rate.group(0)
 
 
+@pytest.mark.integration
+def test_the_demo_under_its_default_privacy_serves_a_fleet_model_that_vehicles_use(tmp_path):
+    process = _fedfleet("demo", "--duration", "25", "--vehicles", "30", "--http-port", "0",
+                        "--mqtt", f"mqtt://127.0.0.1:{free_port()}", cwd=tmp_path)
+
+    output, _ = process.communicate(timeout=120)
+
+    assert process.returncode == 0, output
+    merged = re.findall(r"round \d+: (\d+) merged .* noise ([\d.e+-]+) \(weighs (\d+)%\)", output)
+    assert merged, output  # the first releases, at 300 readings, came within the run
+    assert all(int(n) > 0 and float(noise) > 0 and 0 < int(weight) < 100
+               for n, noise, weight in merged), merged
+    assert "too noisy" not in output
+    closing = re.search(r"global model privacy noise: ([\d.]+) of its own spread; a vehicle "
+                        r"counts it at (\d+)%", output)
+    assert closing and int(closing.group(2)) > 0, output
+
+
 def test_a_dashboard_port_already_taken_is_a_runtime_failure_that_says_so(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
