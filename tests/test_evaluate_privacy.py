@@ -115,3 +115,20 @@ def test_evaluate_refuses_nonsense_privacy_values(args, message, capsys):
         code = exc.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("privacy", ["central", "local"])
+def test_on_a_small_fleet_privacy_leaves_nearly_every_device_no_worse_than_alone(
+        tmp_path, capsys, privacy):
+    out = tmp_path / "report.json"
+
+    code = main(["evaluate", "--dataset", f"cmapss:{CMAPSS}", "--devices", "30", "--seed", "0",
+                 "--epsilon", "0.5", "--epsilon", "4", "--epsilon", "100", "--privacy", privacy,
+                 "--out", str(out)])
+
+    assert code == 0, capsys.readouterr().err
+    counts = json.loads(out.read_text())["no_worse_than_local"]
+    assert sorted(counts) == ["federated_dp_eps=0.5", "federated_dp_eps=100", "federated_dp_eps=4"]
+    for regime, count in counts.items():
+        assert count["devices"] == 30 and count["margin"] == 0.01
+        assert count["no_worse"] >= 0.95 * count["devices"], (regime, count)
