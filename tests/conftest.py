@@ -8,11 +8,19 @@ from collections.abc import Iterator
 import pytest
 
 from broker.embedded import EmbeddedBroker
+from tests.processes import kill_leftovers
 from tests.servers import Elm327Emulator, Mosquitto, VictoriaMetrics
 
 # Commands started by tests serve no dashboard unless a test asks for one on a free port, so
 # that no test needs port 8080 (which a running demo may hold).
 os.environ.setdefault("FEDFLEET_HTTP_PORT", "0")
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """A test that fails midway still ends every ``fedfleet`` process it started."""
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,19 @@ def open_round(db: Path) -> tuple[int, set[str]]:
     return number, {vehicle for vehicle, in accepted}
 
 
+# Every process a Command started: a test that fails midway leaves none behind (conftest.py).
+RUNNING: set[subprocess.Popen[str]] = set()
+
+
+def kill_leftovers() -> None:
+    """``kill -9`` whatever a test's commands left running."""
+    for process in list(RUNNING):
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        RUNNING.discard(process)
+
+
 class Command:
     """A ``fedfleet`` subcommand in a process of its own, started at once; every line it
     prints is kept with the :func:`time.monotonic` time it arrived.
@@ -78,6 +91,7 @@ class Command:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **self.env})
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        RUNNING.add(self.process)
 
     def _read(self, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
