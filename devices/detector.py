@@ -28,6 +28,7 @@ import numpy as np
 from river import base, compose, covariance
 
 from federation.features import VEHICLE_SCHEMA, Schema
+from federation.privacy import credence
 from federation.summary import ModelSummary, Moments, merge
 
 __all__ = ["FleetGaussian", "make_pipeline", "prior_weight"]
@@ -46,9 +47,7 @@ def prior_weight(readings: float, noise_std: float, noise_scale: float) -> float
     >>> prior_weight(3600, float("inf"), 0.3)
     0.0
     """
-    if noise_std == float("inf"):
-        return 0.0
-    return float(readings) / (1.0 + (noise_std / noise_scale) ** 2)
+    return float(readings) * credence(noise_std, noise_scale)
 
 class FleetGaussian(base.AnomalyDetector):
     """Conditional-Gaussian anomaly detector over complete, scaled readings.

@@ -34,6 +34,7 @@ from federation.whitening import Whitening, public_centre
 
 __all__ = [
     "MECHANISMS",
+    "NOISE_SCALE",
     "PUBLIC_CLIP_FACTOR",
     "GaussianMechanism",
     "LaplaceMechanism",
@@ -44,6 +45,7 @@ __all__ = [
     "average",
     "calibrated",
     "clip",
+    "credence",
     "make_mechanism",
     "public_centre",
     "relative_noise",
@@ -54,6 +56,8 @@ MECHANISMS = ("gaussian", "laplace")
 # A release about the public centre (before any fleet model) lies further from it: its clip
 # norm is this many times the mechanism's (and its noise too: the privacy cost is the same).
 PUBLIC_CLIP_FACTOR = 1.5
+# The relative noise at which a summary counts for half its readings (:func:`credence`).
+NOISE_SCALE = 0.3
 
 
 class NoiseSource(abc.ABC):
@@ -219,6 +223,21 @@ class Mechanism(abc.ABC):
         noisy = self.add_noise(mean, noise, self.scale / len(summaries))
         return Whitening(centre).unpack(noisy, sum(s.n for s in summaries),
                                         floor=resolvable(noise_std))
+
+
+def credence(noise_std: float, scale: float = NOISE_SCALE) -> float:
+    """The share of its readings a summary with ``noise_std`` of relative privacy noise counts
+    for: ``1 / (1 + (noise_std / scale)^2)``, half at ``scale``, never rising with noise, 0 for
+    infinite noise. A vehicle weighs the fleet's model by it, and the gateway each private
+    aggregate it merges, so that a round of one or two releases (whose noise dwarfs the model)
+    cannot drag the model with the readings it claims.
+
+    >>> credence(0.0), credence(0.3), round(credence(3.0), 4), credence(float("inf"))
+    (1.0, 0.5, 0.0099, 0.0)
+    """
+    if noise_std == math.inf:
+        return 0.0
+    return 1.0 / (1.0 + (noise_std / scale) ** 2)
 
 
 def resolvable(noise_std: float) -> float:

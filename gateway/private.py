@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from federation.messages import Update
-from federation.privacy import NoiseSource, average, make_mechanism, relative_noise
+from federation.privacy import NoiseSource, average, credence, make_mechanism, relative_noise
 from federation.summary import ModelSummary
 
 __all__ = ["Piece", "pieces"]
@@ -55,8 +55,8 @@ def pieces(updates: Sequence[Update], centre: ModelSummary, noise: NoiseSource) 
     >>> ask = Update("veh-1", 1, 0, mine, 1.0, 1e-5, 1.0, 0.0, privacy="central",
     ...              mechanism="laplace", clip_norm=0.1)
     >>> made = pieces([ask, ask], public_centre(names), SeededNoise(1))
-    >>> len(made), made[0].summary.n  # one aggregate of the two central updates
-    (1, 4.0)
+    >>> len(made), round(made[0].summary.n, 2)  # one aggregate: 4 readings, shrunk by noise
+    (1, 3.27)
     >>> round(made[0].noise_std, 4)  # sqrt(2) * 0.2 / 2 = 0.1414, relative to its spread
     0.1499
     """
@@ -69,11 +69,19 @@ def pieces(updates: Sequence[Update], centre: ModelSummary, noise: NoiseSource) 
             groups.setdefault(key, []).append(update)
     if local:
         noise_std = math.sqrt(sum(u.noise_std ** 2 for u in local)) / len(local)
-        pooled = average([u.summary for u in local], centre, noise_std)
-        made.append(Piece(pooled, relative_noise(noise_std, pooled, centre)))
+        made.append(_piece(average([u.summary for u in local], centre, noise_std), centre,
+                           noise_std))
     for key, group in groups.items():
         mechanism = make_mechanism(*key)
-        aggregate = mechanism.aggregate([u.summary for u in group], centre, noise)
-        noise_std = mechanism.noise_std / len(group)
-        made.append(Piece(aggregate, relative_noise(noise_std, aggregate, centre)))
-    return made
+        made.append(_piece(mechanism.aggregate([u.summary for u in group], centre, noise),
+                           centre, mechanism.noise_std / len(group)))
+    return [piece for piece in made if piece.summary.n > 0]
+
+
+def _piece(aggregate: ModelSummary, centre: ModelSummary, noise_std: float) -> Piece:
+    """A private aggregate with ``noise_std`` of noise in the centre's whitened units, counted
+    for its readings shrunk by that noise (:func:`~federation.privacy.credence`): a round of
+    one or two releases carries noise many times the model's own spread, which must not drag
+    the model with all the readings it claims."""
+    return Piece(aggregate.weighted(aggregate.n * credence(noise_std)),
+                 relative_noise(noise_std, aggregate, centre))

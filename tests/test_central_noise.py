@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from federation import messages, topics
-from federation.features import FEATURE_NAMES
+from federation.features import FEATURE_NAMES, VEHICLE_SCHEMA
 from federation.messages import MessageError, Update
 from federation.privacy import (
     GaussianMechanism,
@@ -18,12 +18,15 @@ from federation.privacy import (
     Mechanism,
     NoiseSource,
     SeededNoise,
+    credence,
     public_centre,
 )
 from federation.summary import ModelSummary
 from federation.transport import MqttTarget
 from federation.whitening import Whitening
 from gateway.private import pieces
+from gateway.rounds import Round
+from gateway.strategy import ExactMerge
 from gateway.service import Gateway
 from gateway.store import SQLiteStore
 from tests import factories
@@ -98,7 +101,10 @@ def test_a_round_of_central_updates_is_one_aggregate_of_every_vehicle():
 
     assert gateway.model is not None
     assert gateway.model.participants == VEHICLES
-    assert gateway.model.summary.n == VEHICLES * 60
+    # Its readings, shrunk by its little noise (federation.privacy.credence).
+    assert gateway.model.summary.n == pytest.approx(
+        VEHICLES * 60 * credence(QUIET.noise_std / VEHICLES), rel=1e-9)
+    assert 0.99 * VEHICLES * 60 < gateway.model.summary.n < VEHICLES * 60
     # Relative to the aggregate's narrowest spread, which is narrower than the public centre's.
     assert QUIET.noise_std / VEHICLES < gateway.model.noise_std < 0.01
 
@@ -122,7 +128,8 @@ def test_local_releases_average_to_the_pooled_model_of_their_vehicles():
     pooled = pieces(updates, CENTRE, NoNoise())[0].summary
 
     assert np.allclose(PACK(pooled), np.mean([PACK(u.summary) for u in updates], axis=0))
-    assert pooled.n == VEHICLES * 60
+    noise_std = QUIET.noise_std / math.sqrt(VEHICLES)  # declared by each, averaged
+    assert pooled.n == pytest.approx(VEHICLES * 60 * credence(noise_std), rel=1e-9)
 
 
 def test_a_central_update_without_usable_parameters_is_refused():
@@ -130,3 +137,21 @@ def test_a_central_update_without_usable_parameters_is_refused():
 
     with pytest.raises(MessageError, match="central-privacy update needs"):
         messages.decode(Update, messages.encode(replace(update, clip_norm=0.0)))
+
+
+def test_a_round_of_one_noisy_release_barely_moves_a_model_of_many_readings():
+    noisy = GaussianMechanism(0.5, 1e-5, 4.0)  # one vehicle's noise: some 40 times its spread
+    fleet = pieces([_update(i, QUIET, "central", NoNoise()) for i in range(VEHICLES)], CENTRE,
+                   NoNoise())[0].summary.weighted(1e6)
+    previous = messages.GlobalModel(3, 3, VEHICLES, fleet, 0.0, 0.01, VEHICLE_SCHEMA.digest)
+    lonely = Round(messages.RoundOpen(4, 0.0, 30.0, 1, 3))
+    late = replace(_update(0, noisy, "central", NoNoise()), round=4, base_version=3,
+                   summary=factories.summary(rows=2700, seed=99))
+    assert lonely.offer(late.vehicle_id, late) is None
+
+    merged = lonely.merge(previous, ExactMerge(), VEHICLE_SCHEMA, 1.0, SeededNoise(5))
+
+    spreads = Whitening(fleet).spreads(merged.summary)  # each direction's, relative to before
+    assert np.all((spreads > 0.99) & (spreads < 1.01)), spreads
+    assert merged.summary.n < 1e6 + 27  # its 2,700 readings count for about 1 %
+    assert merged.noise_std < 0.02
