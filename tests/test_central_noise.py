@@ -26,9 +26,9 @@ from federation.transport import MqttTarget
 from federation.whitening import Whitening
 from gateway.private import pieces
 from gateway.rounds import Round
-from gateway.strategy import ExactMerge
 from gateway.service import Gateway
 from gateway.store import SQLiteStore
+from gateway.strategy import ExactMerge
 from tests import factories
 
 VEHICLES = 10
