@@ -61,19 +61,22 @@ def simulated_vehicles(
     start_ts_s: float | None = None,
     ledger_for: Callable[[str], PrivacyLedger | None] | None = None,
     id_prefix: str = "",
+    indices: range | None = None,
     **vehicle_kwargs: Any,
 ) -> list[Vehicle]:
     """``count`` simulated vehicles with faults planned from ``seed``; ``ledger_for`` gives
     each vehicle id its privacy ledger (default: in memory, no budget). ``seed`` plans the
     simulation only: privacy noise stays secure unless ``noise`` is passed. ``id_prefix``
     goes before every id (``veh-0000`` becomes ``depot2-veh-0000``), so that fleets sharing
-    a broker have ids, client ids and ledgers of their own.
+    a broker have ids, client ids and ledgers of their own. ``indices`` builds only those
+    vehicles of the ``count`` (a process's share: the same vehicles as in the whole fleet).
 
     >>> [v.vehicle_id for v in simulated_vehicles(2, 0, None, id_prefix="depot2-")]
     ['depot2-veh-0000', 'depot2-veh-0001']
     """
     start = time.time() if start_ts_s is None else start_ts_s
-    sources = make_fleet(count, seed, fault_fraction=fault_fraction, start_ts_s=start)
+    sources = make_fleet(count, seed, fault_fraction=fault_fraction, start_ts_s=start,
+                         indices=indices)
     ids = [f"{id_prefix}{source.vehicle_id}" for source in sources]
     return [
         Vehicle(vehicle_id, source, mechanism=mechanism,

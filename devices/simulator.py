@@ -27,7 +27,8 @@ from devices.profiles import VehicleProfile
 from devices.sources import Reading, SensorSource
 from federation.features import FEATURE_NAMES
 
-__all__ = ["DrivingState", "SimulatedFleet", "SimulatedVehicle", "VehicleProfile", "make_fleet"]
+__all__ = ["DrivingState", "SimulatedFleet", "SimulatedVehicle", "VehicleProfile", "make_fleet",
+           "vehicle_ids"]
 
 _MODES = tuple(FaultMode)
 _CHUNK_STEPS = 16
@@ -289,20 +290,36 @@ def make_fleet(
     fault_fraction: float = 0.2,
     period_s: float = 1.0,
     start_ts_s: float = 0.0,
+    indices: range | None = None,
     **fault_kwargs: tuple[float, float],
 ) -> list[SimulatedVehicle]:
     """``n`` vehicles ``veh-0000``, ``veh-0001``, ... with faults from :func:`plan_faults`.
 
-    ``fault_kwargs`` (``onset_s``, ``ramp_s``) go to :func:`~devices.faults.plan_faults`.
+    ``indices`` builds only those vehicles of the ``n`` (a process's share of a fleet): each
+    is the same vehicle, with the same fault, as in the whole fleet. ``fault_kwargs``
+    (``onset_s``, ``ramp_s``) go to :func:`~devices.faults.plan_faults`.
 
     Examples
     --------
     >>> fleet = make_fleet(10, seed=3)
     >>> [(v.vehicle_id, v.fault.mode.value) for v in fleet if v.fault]
     [('veh-0000', 'bearing_wear'), ('veh-0007', 'cooling_degradation')]
+    >>> [(v.vehicle_id, v.fault and v.fault.mode.value)
+    ...  for v in make_fleet(10, seed=3, indices=range(6, 8))]
+    [('veh-0006', None), ('veh-0007', 'cooling_degradation')]
     """
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
-    ids = [f"veh-{index:04d}" for index in range(n)]
+    ids = vehicle_ids(n)
     faults = plan_faults(ids, seed, fault_fraction, **fault_kwargs)
-    return [SimulatedVehicle(vid, seed, faults.get(vid), period_s, start_ts_s) for vid in ids]
+    return [SimulatedVehicle(ids[index], seed, faults.get(ids[index]), period_s, start_ts_s)
+            for index in (range(n) if indices is None else indices)]
+
+
+def vehicle_ids(n: int) -> list[str]:
+    """The ids of a simulated fleet of ``n``: ``veh-0000``, ``veh-0001``, ...
+
+    >>> vehicle_ids(2)
+    ['veh-0000', 'veh-0001']
+    """
+    return [f"veh-{index:04d}" for index in range(n)]

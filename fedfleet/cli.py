@@ -18,7 +18,7 @@ from typing import Any
 from federation import topics
 from fedfleet import access, commands, evaluate
 from fedfleet.commands import TUNINGS
-from fedfleet.config import ConfigError, resolve
+from fedfleet.config import LOG_FORMAT, ConfigError, resolve
 
 __all__ = ["main"]
 
@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     fleet = sub.add_parser("fleet", parents=[common], help="run simulated vehicles")
     _fleet_options(fleet)
     _login_options(fleet)
+    fleet.add_argument("--processes", type=int, metavar="N",
+                       help="share the vehicles among N processes, one core each "
+                            "(default 1; 0: one per core)")
     fleet.add_argument("--credentials-dir", metavar="DIR",
                        help="each vehicle's own login, VEHICLE_ID.password or VEHICLE_ID.crt "
                             "and .key, as `fedfleet broker-setup` writes them")
@@ -180,6 +183,7 @@ def _check(settings: dict[str, Any], rules: list[Rule] | None = None) -> None:
             ("min_updates", lambda v: v >= 1, "at least 1"),
             ("target_updates", lambda v: v >= 0, "0 or more"),
             ("fault_fraction", lambda v: 0 <= v <= 1, "between 0 and 1"),
+            ("processes", lambda v: v >= 0, "0 (one per core) or more"),
             ("clip_norm", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
             ("first_release_readings", lambda v: v >= 0, "0 (the tuning's) or more"),
             ("release_growth", lambda v: v == 0 or 1 <= v < math.inf,
@@ -237,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fedfleet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings["log_level"],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=LOG_FORMAT)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
 import ssl
@@ -17,15 +18,16 @@ from broker.access import client_login
 from broker.embedded import BrokerError, EmbeddedBroker
 from devices.agent import DeviceAgent
 from devices.attach import open_source
-from devices.faults import FaultSpec
+from devices.faults import FaultSpec, plan_faults
 from devices.fleet import Fleet, simulated_vehicles
-from devices.simulator import SimulatedVehicle
+from devices.simulator import vehicle_ids
 from devices.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE
 from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA, Schema, SchemaError, load_schema
 from federation.transport import MqttTarget, check_tls, parse_mqtt_url, tls_context
 from fedfleet.config import ConfigError
+from fedfleet.parallel import run_parts, shares
 from fedfleet.privacy import budget_report, describe, ledgers, vehicle_options
 from fedfleet.progress import DeviceProgress, Progress
 from gateway.dashboard import Dashboard
@@ -106,7 +108,7 @@ def _vehicle_logins(settings: dict[str, Any], target: MqttTarget,
             login = client_login(Path(settings["credentials_dir"]), vehicle_id)
         except FileNotFoundError as exc:
             raise ConfigError(f"{exc}: write logins for the fleet with `fedfleet broker-setup "
-                              f"--vehicles {len(vehicle_ids)}`") from None
+                              f"--vehicles {settings['vehicles']}`") from None
         logins[vehicle_id] = replace(
             target, username=login.username, password=login.password,
             cert_file=login.cert_file or target.cert_file,
@@ -183,25 +185,39 @@ def _dashboard(settings: dict[str, Any], store: Store,
         yield dashboard.url
 
 
-def _vehicles(settings: dict[str, Any], start_ts_s: float, ledger_dir: Path) -> list[Vehicle]:
+def _vehicles(settings: dict[str, Any], start_ts_s: float, ledger_dir: Path,
+              indices: range | None = None) -> list[Vehicle]:
     return simulated_vehicles(settings["vehicles"], settings["seed"],
                               fault_fraction=settings["fault_fraction"], start_ts_s=start_ts_s,
                               ledger_for=ledgers(settings, ledger_dir),
-                              id_prefix=settings["id_prefix"], **vehicle_options(settings))
+                              id_prefix=settings["id_prefix"], indices=indices,
+                              **vehicle_options(settings))
 
 
 def fleet(settings: dict[str, Any], stop: threading.Event) -> int:
     start = time.time()
+    parts = shares(settings["vehicles"], settings["processes"])
+    print(f"fedfleet fleet: {settings['vehicles']} vehicles in {len(parts)} "
+          f"process{'es' if len(parts) > 1 else ''}, privacy {describe(settings)}, ledgers in "
+          f"{settings['ledger_dir']}", flush=True)
+    if len(parts) == 1:
+        _fleet_part(settings, start, parts[0], Progress(faults=_faults(settings),
+                                                         sim_start_s=start), stop)
+        return 0
+    _check_tls(_login(settings))  # once here, rather than a failure in every child
+    part = functools.partial(_fleet_part, settings, start)
+    return run_parts(part, parts, Progress(faults=_faults(settings), sim_start_s=start), stop)
+
+
+def _fleet_part(settings: dict[str, Any], start_ts_s: float, share: range,
+                observer: Callable[[Any], None], stop: threading.Event) -> None:
+    """The vehicles of ``share`` against the broker, on the calling thread."""
     target = _login(settings)
-    vehicles = _vehicles(settings, start, Path(settings["ledger_dir"]))
+    vehicles = _vehicles(settings, start_ts_s, Path(settings["ledger_dir"]), share)
     logins = _vehicle_logins(settings, target, [v.vehicle_id for v in vehicles])
     _check_tls(next(iter(logins.values())) if logins else target)
-    print(f"fedfleet fleet: {len(vehicles)} vehicles, privacy {describe(settings)}, ledgers in "
-          f"{settings['ledger_dir']}", flush=True)
-    progress = Progress(faults=_faults(vehicles), sim_start_s=start)
-    Fleet(target, vehicles, speedup=settings["speedup"], observer=progress,
+    Fleet(target, vehicles, speedup=settings["speedup"], observer=observer,
           logins=logins).run(stop)
-    return 0
 
 
 def device(settings: dict[str, Any], stop: threading.Event) -> int:
@@ -233,9 +249,12 @@ def device(settings: dict[str, Any], stop: threading.Event) -> int:
     return 0
 
 
-def _faults(vehicles: list[Vehicle]) -> dict[str, FaultSpec]:
-    return {v.vehicle_id: v.source.fault for v in vehicles
-            if isinstance(v.source, SimulatedVehicle) and v.source.fault is not None}
+def _faults(settings: dict[str, Any]) -> dict[str, FaultSpec]:
+    """The faults the simulated fleet of ``settings`` is planned with, by vehicle id."""
+    planned = plan_faults(vehicle_ids(settings["vehicles"]), settings["seed"],
+                          settings["fault_fraction"])
+    return {f"{settings['id_prefix']}{vehicle_id}": fault
+            for vehicle_id, fault in planned.items()}
 
 
 def _start_demo_broker(target: MqttTarget) -> EmbeddedBroker:
@@ -264,7 +283,7 @@ def demo(settings: dict[str, Any], stop: threading.Event) -> int:
         target = parse_mqtt_url(embedded.url)
         start = time.time()
         vehicles = _vehicles(settings, start, DEMO_LEDGERS)
-        progress = Progress(faults=_faults(vehicles), sim_start_s=start)
+        progress = Progress(faults=_faults(settings), sim_start_s=start)
         print(f"fedfleet demo: {len(vehicles)} vehicles ({len(progress.faults)} with an injected "
               f"fault), speedup {settings['speedup']:g}x, rounds of "
               f"{settings['round_seconds']:g} s, broker {embedded.url}, store {DEMO_STORE}; "

@@ -22,7 +22,7 @@ from typing import Any
 
 from federation.transport import DEFAULT_MQTT_URL
 
-__all__ = ["DEFAULTS", "ConfigError", "resolve"]
+__all__ = ["DEFAULTS", "LOG_FORMAT", "ConfigError", "resolve"]
 
 DEFAULTS: dict[str, Any] = {
     "mqtt": DEFAULT_MQTT_URL,
@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "speedup": 60.0,
     "fault_fraction": 0.2,
+    "processes": 1,  # fleet: processes to share the vehicles (0: one per core)
     "federation": "on",  # off: vehicles learn alone (to see what federation buys)
     "privacy": "central",
     "mechanism": "gaussian",
@@ -74,6 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "tuning": "vehicle",
 }
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 COMMANDS = ("demo", "broker", "gateway", "fleet", "device", "privacy")
 # The demo runs short rounds so that a minute shows many of them. Its 50 vehicles are a small
 # fleet: the noise of a central aggregate falls with the vehicles in it, and 50 need a budget
