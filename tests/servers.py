@@ -58,6 +58,11 @@ class _Server:
         self.log_path = self._dir / f"{self.name}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (a benchmark reads its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
     def _command(self) -> list[str]:
         raise NotImplementedError
 

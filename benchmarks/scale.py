@@ -1,0 +1,199 @@
+"""Scale on one machine: what a fleet costs as it grows, next to anchors measured in the same run.
+
+First, in this process, the anchors: the detector's own score + learn per reading
+(``detector_us``), and a whole :class:`~devices.vehicle.Vehicle` step per reading without a
+network (``vehicle_us``: the simulator, the detector and the alert charts). Then, for each fleet
+size, a fresh Mosquitto (Debian's), ``fedfleet gateway`` (SQLite store) and ``fedfleet fleet
+--speedup 1`` as processes of their own; once every vehicle is connected, for ``--duration-s``:
+
+- ``sim_rate``: simulated seconds per wall second from the fleet's status lines (1.0: real time);
+- ``fleet_us``: the CPU time of all the fleet's processes (user + system) per reading, and
+  ``x_detector``, its ratio to ``detector_us``; ``fleet_cores``: that CPU per wall second;
+- ``rss_kib``: the resident memory of all the fleet's processes per vehicle (interpreters
+  included; the table's last line gives the cost of one more vehicle between two sizes);
+- ``mosquitto_cores``, ``gateway_cores``: their CPU per wall second over the same window;
+- then the fleet and the gateway stop (SIGTERM), and from the gateway's store: updates
+  ``received`` (valid messages), ``accepted`` by a round, and the rejections by reason.
+
+The machine may be shared: compare the ratios, which are measured within one run.
+
+    python -m benchmarks.scale --vehicles 100 1000 3000 --processes 2 --duration-s 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from devices.fleet import simulated_vehicles
+from tests.processes import Command, open_round, read_store, wait_until
+from tests.servers import Mosquitto
+
+_STATUS = re.compile(r"fleet: (\d+)/(\d+) connected, sim (\d+):(\d\d):(\d\d).*?(\d+) updates sent")
+_COLUMNS = ("vehicles", "processes", "sim_rate", "fleet_us", "x_detector", "fleet_cores",
+            "rss_kib", "mosquitto_cores", "gateway_cores", "sent", "received", "accepted",
+            "acceptance")
+
+
+def anchors(readings: int, seed: int) -> dict[str, float]:
+    """Per reading, in CPU microseconds: the detector's own score + learn, and a whole vehicle
+    step without a network (privacy off, no round)."""
+    vehicles = simulated_vehicles(10, seed, None)
+    per_vehicle = readings // len(vehicles)
+    rows = [[reading.values for _ in range(per_vehicle)
+             if (reading := vehicle.source.read()) is not None] for vehicle in vehicles]
+    began = time.process_time()
+    for vehicle, readings_of in zip(vehicles, rows, strict=True):
+        for values in readings_of:
+            vehicle.pipeline.score_one(values)
+            vehicle.pipeline.learn_one(values)
+    detector_s = time.process_time() - began
+    vehicles = simulated_vehicles(10, seed, None)
+    began = time.process_time()
+    for vehicle in vehicles:
+        for _ in range(per_vehicle):
+            vehicle.step()
+    vehicle_s = time.process_time() - began
+    count = per_vehicle * len(vehicles)
+    return {"detector_us": 1e6 * detector_s / count, "vehicle_us": 1e6 * vehicle_s / count}
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
+def _cpu_s(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _status(fleet: Command, since: float) -> list[tuple[float, int, int, int, int]]:
+    """The fleet's status lines since ``since``: (time, connected, vehicles, simulated s, sent)."""
+    found = []
+    for at, line in fleet.matching(_STATUS.pattern, since):
+        match = _STATUS.search(line)
+        assert match is not None
+        connected, vehicles, hours, minutes, seconds, sent = map(int, match.groups())
+        found.append((at, connected, vehicles, hours * 3600 + minutes * 60 + seconds, sent))
+    return found
+
+
+def _all_connected(fleet: Command, vehicles: int, timeout_s: float) -> tuple[float, int]:
+    """When a status line first says every vehicle is connected, and its simulated seconds."""
+    def seen() -> bool:
+        return any(c == vehicles for _, c, *_ in _status(fleet, 0.0))
+    wait_until(seen, timeout_s, f"all {vehicles} vehicles connected")
+    at, _, _, simulated_s, _ = next(s for s in _status(fleet, 0.0) if s[1] == vehicles)
+    return at, simulated_s
+
+
+def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """One fleet size against its own broker and gateway."""
+    work.mkdir()
+    db = work / "gw.db"
+    with Mosquitto() as broker:
+        assert broker.pid is not None
+        gateway = Command("gateway", "--mqtt", broker.url, "--round-seconds",
+                          str(args.round_seconds), "--min-updates", "1", "--store",
+                          f"sqlite:///{db}", cwd=work)
+        fleet: Command | None = None
+        try:
+            wait_until(lambda: open_round(db)[0] >= 1, 60, "the gateway's first round")
+            fleet = Command("fleet", "--mqtt", broker.url, "--vehicles", str(vehicles),
+                            "--speedup", "1", "--privacy", args.privacy, "--seed", str(args.seed),
+                            *(["--processes", str(args.processes)] if args.processes != 1
+                              else []),
+                            "--ledger-dir", str(work / "ledgers"), cwd=work)
+            assert fleet.process is not None and gateway.process is not None
+            began, sim_began = _all_connected(fleet, vehicles, args.connect_timeout_s)
+            watched = {"fleet": _tree(fleet.process.pid), "gateway": _tree(gateway.process.pid),
+                       "mosquitto": [psutil.Process(broker.pid)]}
+            cpu_began = {name: _cpu_s(tree) for name, tree in watched.items()}
+            cpu_at = time.monotonic()
+            ended = fleet.wait_for(_STATUS.pattern, args.duration_s + 30,
+                                   since=began + args.duration_s)
+            cpu_s = {name: _cpu_s(tree) - cpu_began[name] for name, tree in watched.items()}
+            wall_s = time.monotonic() - cpu_at
+            rss_bytes = sum(p.memory_info().rss for p in _tree(fleet.process.pid))
+            _, _, _, sim_ended, sent = _status(fleet, ended)[0]
+        finally:
+            fleet_code = fleet.stop(60) if fleet is not None else None
+            gateway.stop(60)
+    readings = vehicles * (sim_ended - sim_began)
+    received = read_store(db, "SELECT messages FROM traffic WHERE kind = 'update'")
+    accepted = read_store(db, "SELECT COALESCE(SUM(accepted), 0) FROM rounds")[0][0] + len(
+        open_round(db)[1])
+    rejected = dict(read_store(db, "SELECT reason, SUM(count) FROM rejections GROUP BY reason"))
+    return {
+        "vehicles": vehicles, "processes": args.processes,
+        "sim_rate": (sim_ended - sim_began) / (ended - began),
+        "fleet_us": 1e6 * cpu_s["fleet"] / max(readings, 1),
+        "fleet_cores": cpu_s["fleet"] / wall_s,
+        "rss_kib": rss_bytes / 1024 / vehicles, "rss_mib": rss_bytes / 2**20,
+        "mosquitto_cores": cpu_s["mosquitto"] / wall_s,
+        "gateway_cores": cpu_s["gateway"] / wall_s,
+        "sent": sent, "received": received[0][0] if received else 0, "accepted": accepted,
+        "rejected": rejected, "fleet_exit_code": fleet_code,
+    }
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    lines = ["  ".join(f"{c:>11}" for c in _COLUMNS)]
+    for row in rows:
+        cells = []
+        for column in _COLUMNS:
+            value = row[column]
+            cells.append(f"{value:>11.3g}" if isinstance(value, float) else f"{value:>11}")
+        lines.append("  ".join(cells))
+    for small, large in itertools.pairwise(rows):
+        marginal = (large["rss_mib"] - small["rss_mib"]) * 1024 / (
+            large["vehicles"] - small["vehicles"])
+        lines.append(f"one more vehicle between {small['vehicles']} and {large['vehicles']}: "
+                     f"{marginal:.0f} KiB")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vehicles", type=int, nargs="+", default=[100, 300, 1000, 3000])
+    parser.add_argument("--processes", type=int, default=1, help="the fleet's --processes")
+    parser.add_argument("--privacy", choices=["central", "local", "off"], default="off",
+                        help="off (default): every vehicle sends an update every round")
+    parser.add_argument("--duration-s", type=float, default=60.0,
+                        help="the measured window, once every vehicle is connected")
+    parser.add_argument("--round-seconds", type=float, default=30.0)
+    parser.add_argument("--connect-timeout-s", type=float, default=300.0)
+    parser.add_argument("--anchor-readings", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    report: dict[str, Any] = {"anchors": anchors(args.anchor_readings, args.seed), "runs": []}
+    print(json.dumps(report["anchors"]), flush=True)
+    work = Path(tempfile.mkdtemp(prefix="fedfleet-scale-"))
+    for vehicles in args.vehicles:
+        row = run_size(vehicles, args, work / str(vehicles))
+        row["x_detector"] = row["fleet_us"] / report["anchors"]["detector_us"]
+        row["acceptance"] = row["accepted"] / row["received"] if row["received"] else None
+        report["runs"].append(row)
+        print(json.dumps(row), flush=True)
+    report["files"] = str(work)
+    print(_table(report["runs"]))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
