@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import print_report
 from tests.processes import AlertLoad, Command, open_round, read_store, wait_until
 from tests.servers import Mosquitto
 
@@ -163,10 +163,7 @@ def main() -> None:
     if args.flood:
         report |= flood(args.flood, work)
     report["files"] = str(work)  # the gateway's store and the fleet's ledgers, to look into
-    width = max(len(key) for key in report)
-    for key, value in report.items():
-        print(f"{key:<{width}}  {value}")
-    print(json.dumps(report))
+    print_report(report)
 
 
 if __name__ == "__main__":

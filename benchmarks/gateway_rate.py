@@ -1,0 +1,136 @@
+"""The gateway's update throughput against a bare paho subscriber on the same stream.
+
+Starts a fresh Mosquitto (Debian's; ``--inflight`` is its ``max_inflight_messages``, what it
+sends a client before that client acknowledges: 20 by default), ``fedfleet gateway`` (SQLite
+store, one long round) and a bare paho subscriber in a process of its own, both on QoS 1. Then
+one client publishes ``--updates`` valid updates (a real vehicle's exact summary, each from a
+vehicle of its own) as fast as the broker takes them. It prints, as a table and as JSON, how
+long each side took from the first publish to the last update (the gateway: accepted and
+committed to its store; the subscriber: received), each as updates per second, and the
+gateway's share of the subscriber's rate: a ratio within one run, which is what to compare
+on a shared machine.
+
+    python -m benchmarks.gateway_rate --updates 20000 --inflight 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from benchmarks.report import print_report
+from devices.fleet import simulated_vehicles
+from federation import messages, topics
+from federation.messages import RoundOpen, Update
+from federation.transport import make_client, parse_mqtt_url
+from tests.processes import Command, open_round, read_store, wait_until
+from tests.servers import Mosquitto
+
+
+def updates(count: int, round_number: int) -> list[tuple[str, bytes]]:
+    """``count`` valid exact updates for ``round_number``, each from a vehicle of its own."""
+    vehicle = simulated_vehicles(1, 0, None, clock=lambda: 0.0)[0]
+    vehicle.on_message(topics.ROUND_TOPIC, messages.encode(RoundOpen(round_number, 0.0, 1e12,
+                                                                     1, 0)))
+    sent = [out for _ in range(vehicle.min_readings_per_update) for out in vehicle.step()]
+    update = messages.decode(Update, sent[-1].payload)
+    ids = [f"rate-{index:06d}" for index in range(count)]
+    return [(topics.update_topic(vid), messages.encode(dataclasses.replace(update, vehicle_id=vid)))
+            for vid in ids]
+
+
+def subscriber(url: str, count: int, ready: Any, done: Any) -> None:
+    """Count updates received on QoS 1 (paho acknowledges each at once); put the monotonic
+    time of the ``count``-th on ``done``."""
+    target = parse_mqtt_url(url)
+    client = make_client("bench-bare-subscriber", target)
+    received = [0]
+    finished = threading.Event()
+
+    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        received[0] += 1
+        if received[0] == count:
+            done.put(time.monotonic())
+            finished.set()
+
+    client.on_connect = lambda c, *_: c.subscribe(topics.subscription(topics.UPDATE), 1)
+    client.on_subscribe = lambda *_: ready.set()
+    client.on_message = on_message
+    client.connect(target.host, target.port)
+    client.loop_start()
+    finished.wait(600)
+    client.disconnect()
+    client.loop_stop()
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    db = work / "gw.db"
+    options = {"max_queued_messages": "0", "max_inflight_messages": str(args.inflight)}
+    with Mosquitto(options=options) as broker:
+        gateway = Command("gateway", "--mqtt", broker.url, "--round-seconds", "3600",
+                          "--store", f"sqlite:///{db}", cwd=work)
+        context = multiprocessing.get_context("spawn")
+        ready, done = context.Event(), context.Queue()
+        bare = context.Process(target=subscriber, args=(broker.url, args.updates, ready, done))
+        bare.start()
+        target = parse_mqtt_url(broker.url)
+        publisher = make_client("bench-publisher", target)
+        try:
+            wait_until(lambda: open_round(db)[0] >= 1, 30, "the gateway's first round")
+            wait_until(ready.is_set, 30, "the bare subscriber's subscription")
+            stream = updates(args.updates, open_round(db)[0])
+            publisher.max_inflight_messages_set(1000)
+            publisher.max_queued_messages_set(0)
+            publisher.connect(target.host, target.port)
+            publisher.loop_start()
+            wait_until(publisher.is_connected, 10, "the publisher's connection")
+            began = time.monotonic()
+            for topic, payload in stream:
+                publisher.publish(topic, payload, qos=1)
+            published = time.monotonic()
+            wait_until(lambda: _accepted(db) >= args.updates, 600,
+                       "every update accepted by the gateway")
+            gateway_done = time.monotonic()
+            bare_done = done.get(timeout=600)
+        finally:
+            publisher.disconnect()
+            publisher.loop_stop()
+            bare.join(30)
+            gateway.stop(60)
+    gateway_s, bare_s = gateway_done - began, bare_done - began
+    return {
+        "updates": args.updates, "update_bytes": len(stream[0][1]),
+        "broker_max_inflight_messages": args.inflight,
+        "publish_per_s": round(args.updates / (published - began)),
+        "bare_subscriber_per_s": round(args.updates / bare_s),
+        "gateway_per_s": round(args.updates / gateway_s),
+        "gateway_over_bare": round(bare_s / gateway_s, 3),
+        "rejected": dict(read_store(db, "SELECT reason, SUM(count) FROM rejections "
+                                        "GROUP BY reason")),
+    }
+
+
+def _accepted(db: Path) -> int:
+    return int(read_store(db, "SELECT COUNT(*) FROM accepted_updates")[0][0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--updates", type=int, default=20_000)
+    parser.add_argument("--inflight", type=int, default=20,
+                        help="Mosquitto's max_inflight_messages (its default: 20)")
+    args = parser.parse_args()
+    report = run(args, Path(tempfile.mkdtemp(prefix="fedfleet-gateway-rate-")))
+    print_report(report)
+
+
+if __name__ == "__main__":
+    main()
