@@ -293,7 +293,7 @@ class Gateway:
             self.round.expected.add(vehicle)  # heard from while the round is open
         try:
             if isinstance(message, Update):
-                self._on_update(vehicle, message)
+                self._on_update(vehicle, message, payload)
             elif isinstance(message, Alert):
                 self._on_alert(vehicle, message)
             else:
@@ -311,14 +311,14 @@ class Gateway:
                 vehicle = None  # a spray of made-up vehicle ids costs no more rows
             self._unwritten[reason, vehicle] += 1
 
-    def _on_update(self, vehicle: str, update: Update) -> None:
+    def _on_update(self, vehicle: str, update: Update, payload: bytes | None = None) -> None:
         if self.round is None:  # the broker is away and the overdue round closed
             return self._reject("wrong_round", vehicle, f"update from {vehicle}: no round open")
         reason = self.round.offer(vehicle, update)
         if reason is not None:
             return self._reject(reason, vehicle, f"update from {vehicle} for round {update.round}")
         self._count(topics.UPDATE, Traffic(0, 0, round(update.summary.n)))
-        self.store.record_accepted(update)
+        self.store.record_accepted(update, payload)
         self.store.record_budget(update)
         if update.alert_report is not None:
             self.alert_rate.add(vehicle, update.alert_report)

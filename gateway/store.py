@@ -148,8 +148,9 @@ class Store(abc.ABC):
         and until :meth:`record_round` closes it, :meth:`open_round` gives it back."""
 
     @abc.abstractmethod
-    def record_accepted(self, update: Update) -> None:
-        """An update accepted into the open round, kept until the round closes."""
+    def record_accepted(self, update: Update, payload: bytes | None = None) -> None:
+        """An update accepted into the open round, kept until the round closes; ``payload``
+        is the update as it arrived (validated), kept as it is rather than encoded again."""
 
     @abc.abstractmethod
     def open_round(self) -> OpenRound | None:
@@ -314,9 +315,10 @@ class SQLiteStore(Store):
             self._db.execute("INSERT INTO open_round VALUES (?,?)",
                              (info.round, messages.encode(info).decode()))
 
-    def record_accepted(self, update: Update) -> None:
+    def record_accepted(self, update: Update, payload: bytes | None = None) -> None:
         self._write("INSERT OR REPLACE INTO accepted_updates VALUES (?,?,?)",
-                    (update.round, update.vehicle_id, messages.encode(update).decode()))
+                    (update.round, update.vehicle_id,
+                     (payload or messages.encode(update)).decode()))
 
     def open_round(self) -> OpenRound | None:
         rows = self._read("SELECT round, payload FROM open_round")
