@@ -99,7 +99,7 @@ class Fleet:
         Simulated seconds per wall second.
     observer
         Called with every :class:`~federation.messages.Alert` a vehicle raises, and with a
-        :class:`FleetStatus` every ten seconds.
+        :class:`FleetStatus` every ten seconds and once more when the fleet has stopped.
     logins
         Each vehicle's own target (its login) by vehicle id; ``target`` for the others.
 
@@ -157,6 +157,7 @@ class Fleet:
                 self._mux.poll(0.0 if due > _MAX_STEPS_PER_SLICE else 0.01)
         finally:
             self._shut_down()
+            self.observer(self.status())  # the last word: what was sent in all
 
     def status(self) -> FleetStatus:
         return FleetStatus(

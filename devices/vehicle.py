@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +106,11 @@ class Vehicle:
     federate
         Take part in federation: adopt the fleet's model and send updates. Without, the
         vehicle learns from its own readings alone (for measuring what federation buys).
+    stagger
+        Spread updates over this share of each round (in ``[0, 1)``): the vehicle sends no
+        earlier than its own point of that share, fixed by its id, so that a fleet whose
+        vehicles all owe an update at once (simulated ones, started together) sends it over
+        a stretch of time rather than in one step. 0 (the default): as soon as it is owed.
     rejections
         Where rejected messages and readings are counted and logged (default: the vehicle's
         own). Vehicles of one process share one, so that a message sent to all of them is
@@ -142,9 +148,14 @@ class Vehicle:
         burn_in_readings: int = 600,
         rejections: RejectionLog | None = None,
         federate: bool = True,
+        stagger: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.vehicle_id = topics.check_vehicle_id(vehicle_id)
+        if not 0.0 <= stagger < 1.0:
+            raise ValueError(f"stagger must be in [0, 1), got {stagger}")
+        # Where in the round this vehicle may send: its id's place in [0, 1), times stagger.
+        self._send_share = stagger * zlib.crc32(vehicle_id.encode()) / 2**32
         self.source = source
         self.detector = detector or FleetGaussian()
         self.schema = self.detector.schema
@@ -313,7 +324,8 @@ class Vehicle:
             self.owes_update
             and self.round is not None
             and self.round.round != self.last_sent_round
-            and self.clock() < self.round.deadline
+            and self.round.opened_at + self._send_share * (
+                self.round.deadline - self.round.opened_at) <= self.clock() < self.round.deadline
         )
 
     def _update(self) -> Outgoing:

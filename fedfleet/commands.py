@@ -41,6 +41,9 @@ log = logging.getLogger("fedfleet")
 DEMO_STORE = Path("fedfleet-data/demo.db")
 TUNINGS = {"vehicle": VEHICLE, "engine-cycles": ENGINE_CYCLES, "test-rig": TEST_RIG}
 DEMO_LEDGERS = Path("fedfleet-data/demo-ledgers")
+# Simulated vehicles start together, so they owe their updates together: each sends in its
+# own place in the first half of a round, and the other half is left for delivery.
+SIMULATED_STAGGER = 0.5
 # How long a command that connects waits for a TLS handshake before it gives up.
 TLS_CHECK_S = 10.0
 
@@ -191,7 +194,7 @@ def _vehicles(settings: dict[str, Any], start_ts_s: float, ledger_dir: Path,
                               fault_fraction=settings["fault_fraction"], start_ts_s=start_ts_s,
                               ledger_for=ledgers(settings, ledger_dir),
                               id_prefix=settings["id_prefix"], indices=indices,
-                              **vehicle_options(settings))
+                              stagger=SIMULATED_STAGGER, **vehicle_options(settings))
 
 
 def fleet(settings: dict[str, Any], stop: threading.Event) -> int:

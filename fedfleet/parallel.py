@@ -91,8 +91,7 @@ def run_parts(part: Part, parts: list[range], observer: Callable[[Any], None],
             child.kill()
             child.join()
             failed = True
-    while _deliver(events, {}, len(parts), observer):  # alerts sent while stopping
-        pass
+    _last_word(events, len(parts), observer)
     events.close()
     return 1 if failed or any(child.exitcode for child in children) else 0
 
@@ -127,6 +126,23 @@ def _deliver(events: Any, latest: dict[int, FleetStatus], parts: int,
         observer(combined([latest[i] for i in sorted(latest)]))
         latest.clear()
     return True
+
+
+def _last_word(events: Any, parts: int, observer: Callable[[Any], None]) -> None:
+    """Once the children have ended: pass on their last alerts, then the fleet's status from
+    each part's last one (each part's final status, unless a part was killed)."""
+    last: dict[int, FleetStatus] = {}
+    while True:
+        try:
+            index, event = events.get_nowait()
+        except queue.Empty:
+            break
+        if isinstance(event, FleetStatus):
+            last[index] = event
+        else:
+            observer(event)
+    if len(last) == parts:
+        observer(combined([last[i] for i in sorted(last)]))
 
 
 def _child(part: Part, share: range, index: int, events: Any, log_level: int) -> None:
