@@ -108,9 +108,10 @@ class Vehicle:
         vehicle learns from its own readings alone (for measuring what federation buys).
     stagger
         Spread updates over this share of each round (in ``[0, 1)``): the vehicle sends no
-        earlier than its own point of that share, fixed by its id, so that a fleet whose
-        vehicles all owe an update at once (simulated ones, started together) sends it over
-        a stretch of time rather than in one step. 0 (the default): as soon as it is owed.
+        earlier than its own point of that share (fixed by its id) of what is left of the
+        round once its update came due, so that a fleet whose vehicles all owe an update at
+        once (simulated ones, started together) sends it over a stretch of time rather than
+        in one step. 0 (the default): as soon as it is owed.
     rejections
         Where rejected messages and readings are counted and logged (default: the vehicle's
         own). Vehicles of one process share one, so that a message sent to all of them is
@@ -156,6 +157,7 @@ class Vehicle:
             raise ValueError(f"stagger must be in [0, 1), got {stagger}")
         # Where in the round this vehicle may send: its id's place in [0, 1), times stagger.
         self._send_share = stagger * zlib.crc32(vehicle_id.encode()) / 2**32
+        self._owed_since: float | None = None  # when the update now owed came due
         self.source = source
         self.detector = detector or FleetGaussian()
         self.schema = self.detector.schema
@@ -320,13 +322,19 @@ class Vehicle:
         return math.ceil(self.first_release_readings * self.release_growth ** self.releases)
 
     def _should_update(self) -> bool:
-        return (
-            self.owes_update
-            and self.round is not None
-            and self.round.round != self.last_sent_round
-            and self.round.opened_at + self._send_share * (
-                self.round.deadline - self.round.opened_at) <= self.clock() < self.round.deadline
-        )
+        now = self.clock()
+        if not self.owes_update:
+            self._owed_since = None
+            return False
+        if self._owed_since is None:
+            self._owed_since = now
+        current = self.round
+        if current is None or current.round == self.last_sent_round or now >= current.deadline:
+            return False
+        # Its own point of what is left of the round once the update came due: vehicles that
+        # come due together, mid-round too, still send spread out.
+        start = max(current.opened_at, self._owed_since)
+        return now >= start + self._send_share * (current.deadline - start)
 
     def _update(self) -> Outgoing:
         """The round's update, or the vehicle's status once its budget cannot pay for it."""

@@ -29,7 +29,7 @@ __all__ = ["combined", "run_parts", "shares"]
 
 log = logging.getLogger("fedfleet")
 
-_STOP_S = 30.0  # how long a child has to say goodbye once told to stop
+_STOP_S = 60.0  # how long a child has to say goodbye once told to stop (10,000 vehicles: ~10 s)
 _POLL_S = 0.2
 
 
