@@ -2,7 +2,9 @@
 
 First, in this process, the anchors: the detector's own score + learn per reading
 (``detector_us``), and a whole :class:`~devices.vehicle.Vehicle` step per reading without a
-network (``vehicle_us``: the simulator, the detector and the alert charts). Then, for each fleet
+network (``vehicle_us``: the simulator, the detector and the alert charts), and the median
+wall time of one private release (``release_central_ms``, ``release_local_ms``: clipping,
+noise, the ledger synced to disk, encoding). Then, for each fleet
 size, a fresh Mosquitto (Debian's), ``fedfleet gateway`` (SQLite store) and ``fedfleet fleet
 --speedup 1`` as processes of their own; once every vehicle is connected, for ``--duration-s``:
 
@@ -11,9 +13,13 @@ size, a fresh Mosquitto (Debian's), ``fedfleet gateway`` (SQLite store) and ``fe
   ``x_detector``, its ratio to ``detector_us``; ``fleet_cores``: that CPU per wall second;
 - ``rss_kib``: the resident memory of all the fleet's processes per vehicle (interpreters
   included; the table's last line gives the cost of one more vehicle between two sizes);
-- ``mosquitto_cores``, ``gateway_cores``: their CPU per wall second over the same window;
-- then the fleet and the gateway stop (SIGTERM), and from the gateway's store: updates
-  ``received`` (valid messages), ``accepted`` by a round, and the rejections by reason.
+- ``mosquitto_cores``, ``gateway_cores``: their CPU per wall second over the same window, and
+  ``others_cores``: what the rest of the machine used meanwhile (on a shared machine, what the
+  fleet could not have);
+- then the fleet stops (SIGTERM) and, once the gateway has worked off its backlog, the
+  gateway; from its store: updates ``received`` (valid messages), ``accepted`` by a round, and
+  the rejections by reason. ``acceptance`` is accepted over ``sent`` (the fleet's count at its
+  last status line): an update the broker dropped counts as not accepted.
 
 The machine may be shared: compare the ratios, which are measured within one run.
 
@@ -26,6 +32,7 @@ import argparse
 import itertools
 import json
 import re
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -34,13 +41,18 @@ from typing import Any
 import psutil
 
 from devices.fleet import simulated_vehicles
+from federation import messages, topics
+from federation.messages import RoundOpen
+from fedfleet.config import resolve
+from fedfleet.privacy import ledgers, vehicle_options
 from tests.processes import Command, open_round, read_store, wait_until
 from tests.servers import Mosquitto
 
 _STATUS = re.compile(r"fleet: (\d+)/(\d+) connected, sim (\d+):(\d\d):(\d\d).*?(\d+) updates sent")
+PRIVACY = ("central", "local")
 _COLUMNS = ("vehicles", "processes", "sim_rate", "fleet_us", "x_detector", "fleet_cores",
-            "rss_kib", "mosquitto_cores", "gateway_cores", "sent", "received", "accepted",
-            "acceptance")
+            "rss_kib", "mosquitto_cores", "gateway_cores", "others_cores", "sent", "received",
+            "accepted", "acceptance")
 
 
 def anchors(readings: int, seed: int) -> dict[str, float]:
@@ -63,7 +75,30 @@ def anchors(readings: int, seed: int) -> dict[str, float]:
             vehicle.step()
     vehicle_s = time.process_time() - began
     count = per_vehicle * len(vehicles)
-    return {"detector_us": 1e6 * detector_s / count, "vehicle_us": 1e6 * vehicle_s / count}
+    return {"detector_us": 1e6 * detector_s / count, "vehicle_us": 1e6 * vehicle_s / count,
+            **{f"release_{privacy}_ms": release_ms(privacy, seed) for privacy in PRIVACY}}
+
+
+def release_ms(privacy: str, seed: int, vehicles: int = 20) -> float:
+    """The median wall time of one private release on a vehicle (``privacy`` central or
+    local): clipping, noise (local), the budget check, the ledger written and synced to disk,
+    and the encoding; each vehicle's first, after 300 readings."""
+    settings = resolve("fleet", {"privacy": privacy}, environ={})
+    with tempfile.TemporaryDirectory() as folder:
+        fleet = simulated_vehicles(vehicles, seed, ledger_for=ledgers(settings, Path(folder)),
+                                   **vehicle_options(settings))
+        now = time.time()
+        times_s = []
+        for vehicle in fleet:
+            for _ in range(vehicle.next_release_readings):
+                vehicle.step()
+            vehicle.on_message(topics.ROUND_TOPIC,
+                               messages.encode(RoundOpen(1, now, now + 3600, 1, 0)))
+            began = time.perf_counter()
+            [sent] = vehicle.take_part()
+            times_s.append(time.perf_counter() - began)
+            assert sent.topic.endswith("/update"), sent.topic
+    return 1e3 * statistics.median(times_s)
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -80,6 +115,12 @@ def _cpu_s(processes: list[psutil.Process]) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+def _busy_s() -> float:
+    """CPU seconds the whole machine has been busy, every core and process."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 def _status(fleet: Command, since: float) -> list[tuple[float, int, int, int, int]]:
@@ -102,11 +143,22 @@ def _all_connected(fleet: Command, vehicles: int, timeout_s: float) -> tuple[flo
     return at, simulated_s
 
 
+def _settle(db: Path, quiet_s: float = 3.0, timeout_s: float = 120.0) -> None:
+    """Wait until the gateway has accepted nothing new for ``quiet_s``: its backlog is done."""
+    def accepted() -> int:
+        return int(read_store(db, "SELECT COUNT(*) FROM accepted_updates")[0][0])
+    last, since, end = accepted(), time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() - since < quiet_s and time.monotonic() < end:
+        time.sleep(0.5)
+        if (now := accepted()) != last:
+            last, since = now, time.monotonic()
+
+
 def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """One fleet size against its own broker and gateway."""
     work.mkdir()
     db = work / "gw.db"
-    with Mosquitto() as broker:
+    with Mosquitto(options={"max_inflight_messages": str(args.inflight)}) as broker:
         assert broker.pid is not None
         gateway = Command("gateway", "--mqtt", broker.url, "--round-seconds",
                           str(args.round_seconds), "--min-updates", "1", "--store",
@@ -124,16 +176,25 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
             watched = {"fleet": _tree(fleet.process.pid), "gateway": _tree(gateway.process.pid),
                        "mosquitto": [psutil.Process(broker.pid)]}
             cpu_began = {name: _cpu_s(tree) for name, tree in watched.items()}
-            cpu_at = time.monotonic()
+            busy_began, cpu_at = _busy_s(), time.monotonic()
             ended = fleet.wait_for(_STATUS.pattern, args.duration_s + 30,
                                    since=began + args.duration_s)
             cpu_s = {name: _cpu_s(tree) - cpu_began[name] for name, tree in watched.items()}
-            wall_s = time.monotonic() - cpu_at
+            wall_s, busy_s = time.monotonic() - cpu_at, _busy_s() - busy_began
             rss_bytes = sum(p.memory_info().rss for p in _tree(fleet.process.pid))
             _, _, _, sim_ended, sent = _status(fleet, ended)[0]
+            fleet_code = fleet.stop(120)  # at once: what it sent is what the line says
+            _settle(db)
         finally:
-            fleet_code = fleet.stop(60) if fleet is not None else None
+            if fleet is not None and fleet.process is not None and fleet.process.poll() is None:
+                fleet.stop(120)
             gateway.stop(60)
+            for name, command in (("fleet", fleet), ("gateway", gateway)):
+                if command is not None:
+                    (work / f"{name}.log").write_text(command.output())
+            broker_log = broker.log_path.read_text(errors="replace")
+            (work / "mosquitto-warnings.log").write_text("\n".join(
+                line for line in broker_log.splitlines() if "Warning" in line or "dropped" in line))
     readings = vehicles * (sim_ended - sim_began)
     received = read_store(db, "SELECT messages FROM traffic WHERE kind = 'update'")
     accepted = read_store(db, "SELECT COALESCE(SUM(accepted), 0) FROM rounds")[0][0] + len(
@@ -147,6 +208,7 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
         "rss_kib": rss_bytes / 1024 / vehicles, "rss_mib": rss_bytes / 2**20,
         "mosquitto_cores": cpu_s["mosquitto"] / wall_s,
         "gateway_cores": cpu_s["gateway"] / wall_s,
+        "others_cores": (busy_s - sum(cpu_s.values())) / wall_s,
         "sent": sent, "received": received[0][0] if received else 0, "accepted": accepted,
         "rejected": rejected, "fleet_exit_code": fleet_code,
     }
@@ -158,7 +220,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         cells = []
         for column in _COLUMNS:
             value = row[column]
-            cells.append(f"{value:>11.3g}" if isinstance(value, float) else f"{value:>11}")
+            cells.append(f"{value:>11.3g}" if isinstance(value, float) else f"{value!s:>11}")
         lines.append("  ".join(cells))
     for small, large in itertools.pairwise(rows):
         marginal = (large["rss_mib"] - small["rss_mib"]) * 1024 / (
@@ -166,6 +228,31 @@ def _table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"one more vehicle between {small['vehicles']} and {large['vehicles']}: "
                      f"{marginal:.0f} KiB")
     return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """The curve as a picture: CPU per reading against the detector's, and the simulated-time
+    rate and acceptance, each against the fleet's size."""
+    from matplotlib.figure import Figure  # only for --plot
+
+    runs = report["runs"]
+    sizes = [run["vehicles"] for run in runs]
+    figure = Figure(figsize=(10, 3.6), layout="constrained")
+    cost, rate = figure.subplots(1, 2)
+    cost.plot(sizes, [run["fleet_us"] for run in runs], "o-", label="fleet, per reading")
+    cost.axhline(report["anchors"]["detector_us"], color="grey", linestyle="--",
+                 label="detector's score + learn")
+    cost.axhline(report["anchors"]["vehicle_us"], color="grey", linestyle=":",
+                 label="vehicle step, no network")
+    cost.set(xscale="log", xlabel="vehicles", ylabel="CPU µs per reading", ylim=(0, None))
+    cost.legend()
+    rate.plot(sizes, [run["sim_rate"] for run in runs], "o-", label="simulated s per wall s")
+    rate.plot(sizes, [run["acceptance"] or 0.0 for run in runs], "s--", label="updates accepted")
+    rate.plot(sizes, [run["others_cores"] / (psutil.cpu_count() or 1) for run in runs], "x:",
+              label="share of the machine used by others")
+    rate.set(xscale="log", xlabel="vehicles", ylim=(0, 1.1))
+    rate.legend()
+    figure.savefig(path, dpi=100)
 
 
 def main() -> None:
@@ -177,9 +264,12 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=60.0,
                         help="the measured window, once every vehicle is connected")
     parser.add_argument("--round-seconds", type=float, default=30.0)
+    parser.add_argument("--inflight", type=int, default=20,
+                        help="Mosquitto's max_inflight_messages (its default: 20)")
     parser.add_argument("--connect-timeout-s", type=float, default=300.0)
     parser.add_argument("--anchor-readings", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="draw the curve into PNG")
     args = parser.parse_args()
     report: dict[str, Any] = {"anchors": anchors(args.anchor_readings, args.seed), "runs": []}
     print(json.dumps(report["anchors"]), flush=True)
@@ -187,12 +277,14 @@ def main() -> None:
     for vehicles in args.vehicles:
         row = run_size(vehicles, args, work / str(vehicles))
         row["x_detector"] = row["fleet_us"] / report["anchors"]["detector_us"]
-        row["acceptance"] = row["accepted"] / row["received"] if row["received"] else None
+        row["acceptance"] = row["accepted"] / row["sent"] if row["sent"] else None
         report["runs"].append(row)
         print(json.dumps(row), flush=True)
     report["files"] = str(work)
     print(_table(report["runs"]))
     print(json.dumps(report))
+    if args.plot:
+        plot(report, args.plot)
 
 
 if __name__ == "__main__":
