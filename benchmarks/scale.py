@@ -18,8 +18,8 @@ size, a fresh Mosquitto (Debian's), ``fedfleet gateway`` (SQLite store) and ``fe
   fleet could not have);
 - then the fleet stops (SIGTERM) and, once the gateway has worked off its backlog, the
   gateway; from its store: updates ``received`` (valid messages), ``accepted`` by a round, and
-  the rejections by reason. ``acceptance`` is accepted over ``sent`` (the fleet's count at its
-  last status line): an update the broker dropped counts as not accepted.
+  the rejections by reason. ``acceptance`` is accepted over ``sent`` (the fleet's count in
+  the status it prints once stopped): an update the broker dropped counts as not accepted.
 
 The machine may be shared: compare the ratios, which are measured within one run.
 
@@ -182,8 +182,9 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
             cpu_s = {name: _cpu_s(tree) - cpu_began[name] for name, tree in watched.items()}
             wall_s, busy_s = time.monotonic() - cpu_at, _busy_s() - busy_began
             rss_bytes = sum(p.memory_info().rss for p in _tree(fleet.process.pid))
-            _, _, _, sim_ended, sent = _status(fleet, ended)[0]
-            fleet_code = fleet.stop(120)  # at once: what it sent is what the line says
+            _, _, _, sim_ended, _ = _status(fleet, ended)[0]
+            fleet_code = fleet.stop(120)
+            sent = _status(fleet, ended)[-1][4]  # its last line, once stopped: all it sent
             _settle(db)
         finally:
             if fleet is not None and fleet.process is not None and fleet.process.poll() is None:
