@@ -126,7 +126,13 @@ class ClientMux:
         link.retry_at = time.monotonic() + link.backoff_s
 
     def _on_want_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, client)
+        self._watch(client, sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
 
     def _on_done_writing(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._selector.modify(sock, selectors.EVENT_READ, client)
+        self._watch(client, sock, selectors.EVENT_READ)
+
+    def _watch(self, client: mqtt.Client, sock: Any, events: int) -> None:
+        # A socket paho closes once the mux is closed (a client collected at exit with
+        # something still unwritten) is no longer registered: nothing to watch.
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.modify(sock, events, client)
