@@ -52,6 +52,19 @@ def test_a_private_release_that_missed_its_round_joins_the_next_and_an_exact_one
     assert gw.rejected == {"wrong_round": 1}
 
 
+def test_a_late_private_release_is_kept_and_paid_for_under_the_round_that_accepted_it(gw):
+    gw._close_round()
+    gw._open_round()  # round 2
+    gw.handle(topics.update_topic("veh-0001"), messages.encode(factories.update("veh-0001", 1)))
+    gw.store.flush()  # a crash now
+
+    resumed = gw.store.open_round()
+
+    assert resumed is not None and resumed.info.round == 2
+    assert [u.vehicle_id for u in resumed.accepted] == ["veh-0001"]
+    assert [r for (_, r) in gw.store._read("SELECT vehicle_id, round FROM budgets")] == [2]
+
+
 def test_valid_updates_are_accepted_into_the_open_round(gw):
     _send_update(gw, "veh-0001")
     _send_update(gw, "veh-0002", seed=1)
