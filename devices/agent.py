@@ -145,6 +145,7 @@ class DeviceAgent:
         self._connected = threading.Event()
         self._closing = False
         self._refused = ""
+        self._unreachable_logged = False
         self._rate = (time.monotonic(), 0)
         will = vehicle.status("offline")
         self.client = make_client(f"fedfleet-{vehicle.vehicle_id}", target,
@@ -311,12 +312,17 @@ class DeviceAgent:
         client.subscribe([(topics.ROUND_TOPIC, 1), (topics.MODEL_TOPIC, 1)])
         self._publish(self.vehicle.status("online"))
         self._connected.set()
+        self._unreachable_logged = False
         log.info("%s: connected to %s:%d", self.vehicle.vehicle_id, self._target.host,
                  self._target.port)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        log.warning("%s: cannot reach the broker at %s:%d; retrying", self.vehicle.vehicle_id,
-                    self._target.host, self._target.port)
+        if self._unreachable_logged:  # once per outage, not once per try
+            return
+        self._unreachable_logged = True
+        log.warning("%s: cannot reach the broker at %s:%d; retrying every %d s, readings and "
+                    "alerts go on", self.vehicle.vehicle_id, self._target.host,
+                    self._target.port, RECONNECT_EVERY_S)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any) -> None:

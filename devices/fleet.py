@@ -12,6 +12,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 _MAX_STEPS_PER_SLICE = 2
 _STATUS_EVERY_S = 10.0
 _GOODBYE_S = 5.0  # at shutdown, how long to wait for the broker to acknowledge what is sent
+CONNECT_TIMEOUT_S = 10.0  # how long the first connections may take before the fleet gives up
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,11 @@ class Fleet:
     Alerts and updates go out with QoS 1: while the broker is away they wait in each
     client's queue and go out once it is back; at shutdown the fleet waits up to 5 s for the
     broker to acknowledge everything it sent.
+
+    :meth:`run` first waits up to ``connect_timeout_s`` for the broker to answer every
+    vehicle, and raises :class:`ConnectionError` in one line if none answered or the broker
+    refused any (retrying cannot help a wrong login). A broker lost later is retried; each
+    distinct refusal after the start is logged once and counted in :attr:`refusals`.
     """
 
     def __init__(
@@ -116,6 +123,7 @@ class Fleet:
         speedup: float = 60.0,
         observer: Callable[[Alert | FleetStatus], None] | None = None,
         logins: Mapping[str, MqttTarget] | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> None:
         if speedup <= 0:
             raise ValueError(f"speedup must be > 0, got {speedup}")
@@ -129,14 +137,25 @@ class Fleet:
         self._mux = ClientMux()
         self._clients: dict[str, mqtt.Client] = {}
         self._unacknowledged: set[tuple[str, int]] = set()  # (vehicle id, packet id)
+        self._connect_timeout_s = connect_timeout_s
+        self._answered: set[str] = set()  # vehicles the broker accepted or refused
+        self._starting = True
+        self._refused: dict[str, str] = {}  # vehicle id -> why, while the fleet starts
+        self.refusals: Counter[str] = Counter()  # refusals after the start, by reason
+        self._failures_logged: set[str] = set()
         self.rejections = RejectionLog(log)
         for vehicle in self.vehicles:  # a message sent to every vehicle is logged once
             vehicle.rejections = self.rejections
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         """Connect every vehicle and run until ``stop`` is set or ``duration_s`` passes."""
-        for vehicle in self.vehicles:
-            self._connect(vehicle)
+        try:
+            for vehicle in self.vehicles:
+                self._connect(vehicle)
+            self._await_broker(stop)
+        except BaseException:
+            self._shut_down()
+            raise
         started = time.monotonic()
         deadline = math.inf if duration_s is None else started + duration_s
         next_status = started + _STATUS_EVERY_S
@@ -145,6 +164,7 @@ class Fleet:
             while not stop.is_set() and (now := time.monotonic()) < deadline:
                 if now >= next_status:
                     next_status += _STATUS_EVERY_S
+                    self._log_new_failures()
                     self.observer(self.status())
                 due = int((now - started) * self.speedup) - self.steps
                 if due > backlog_limit:  # give the excess up: simulated time slows down
@@ -166,6 +186,31 @@ class Fleet:
             sum(v.exhausted for v in self.vehicles), sum(self.rejections.counts.values()),
         )
 
+    def _await_broker(self, stop: threading.Event) -> None:
+        """Poll until the broker has answered every vehicle; raise if it answered none in
+        time, or refused any."""
+        end = time.monotonic() + self._connect_timeout_s
+        while (len(self._answered) < len(self.vehicles) and not stop.is_set()
+               and time.monotonic() < end):
+            self._mux.poll(0.01)
+        if self._refused:
+            first, why = next(iter(self._refused.items()))
+            who = first if len(self._refused) == 1 else (
+                f"{len(self._refused)} of {len(self.vehicles)} vehicles ({first} first)")
+            raise ConnectionError(f"the broker refused {who}: {why}")
+        if not self._answered and not stop.is_set():
+            where = f"{self._target.host}:{self._target.port}"
+            raise ConnectionError(f"no MQTT broker answered at {where} within "
+                                  f"{self._connect_timeout_s:g} s")
+        self._starting = False
+
+    def _log_new_failures(self) -> None:
+        """Log each distinct reason a connection failed once, however many vehicles hit it."""
+        for reason in self._mux.failures.keys() - self._failures_logged:
+            self._failures_logged.add(reason)
+            log.warning("cannot reach the broker at %s; vehicles retry every %g s (logged "
+                        "once)", reason, self._mux.max_backoff_s)
+
     def _connect(self, vehicle: Vehicle) -> None:
         will = vehicle.status("offline")
         target = self._logins.get(vehicle.vehicle_id, self._target)
@@ -180,11 +225,21 @@ class Fleet:
 
     def _on_connect(self, client: mqtt.Client, vehicle: Vehicle, flags: Any, rc: Any,
                     props: Any) -> None:
+        self._answered.add(vehicle.vehicle_id)
         if rc.is_failure:
-            log.error("%s: broker refused the connection: %s", vehicle.vehicle_id, rc)
+            self._refuse(vehicle.vehicle_id, str(rc))
             return
         client.subscribe([(topics.ROUND_TOPIC, 1), (topics.MODEL_TOPIC, 1)])
         self._send(client, vehicle.status("online"))
+
+    def _refuse(self, vehicle_id: str, why: str) -> None:
+        if self._starting:
+            self._refused.setdefault(vehicle_id, why)
+            return
+        self.refusals[why] += 1
+        if self.refusals[why] == 1:
+            log.error("the broker refused %s: %s (further refusals for this reason are "
+                      "counted, not logged)", vehicle_id, why)
 
     def _on_message(self, client: mqtt.Client, vehicle: Vehicle, msg: mqtt.MQTTMessage) -> None:
         vehicle.on_message(msg.topic, bytes(msg.payload))

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import selectors
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +46,9 @@ class ClientMux:
     def __init__(self, max_backoff_s: float = 2.0) -> None:
         self._selector = selectors.DefaultSelector()
         self._links: dict[mqtt.Client, _Link] = {}
-        self._max_backoff_s = max_backoff_s
+        self.max_backoff_s = max_backoff_s
         self._misc_at = 0.0
+        self.failures: Counter[str] = Counter()  # failed connection attempts, by reason
 
     def add(self, client: mqtt.Client, host: str, port: int, keepalive_s: int = 60) -> None:
         """Take over ``client``'s network loop and connect it (now, or retried later)."""
@@ -110,7 +112,8 @@ class ClientMux:
             link.backoff_s = 0.5
         except (OSError, mqtt.WebsocketConnectionError) as exc:
             link.retry_at = time.monotonic() + link.backoff_s
-            link.backoff_s = min(link.backoff_s * 2, self._max_backoff_s)
+            link.backoff_s = min(link.backoff_s * 2, self.max_backoff_s)
+            self.failures[f"{link.host}:{link.port}: {exc}"] += 1
             log.debug("connect to %s:%d failed (%s); retry in %.1f s",
                       link.host, link.port, exc, link.backoff_s)
 

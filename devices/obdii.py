@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from devices.sources import Reading, SensorSource, import_optional
+from devices.sources import Reading, SensorSource, SourceError, import_optional
 
 __all__ = ["PIDS", "ObdSource", "Pid"]
 
@@ -89,6 +89,9 @@ class ObdSource(SensorSource):
                  clock: Callable[[], float] = time.time, max_backoff_s: float = 30.0) -> None:
         with _quiet("pint"):  # python-OBD redefines a few pint units, and pint says so
             self._obd = import_optional("obd", "obd", "obd://")
+        _own_handlers_only(self._obd.logger)
+        if "://" not in port:  # a device, not a pyserial URL: one that is not there is a
+            _check_port(port)  # usage error now, as for serial://, not a retry forever
         if baudrate is None and port.startswith("socket://"):
             baudrate = SOCKET_BAUDRATE
         self.name = f"obd://{port}"
@@ -190,6 +193,22 @@ def _quiet(logger: str) -> Iterator[None]:
         yield
     finally:
         target.setLevel(level)
+
+
+def _own_handlers_only(logger: logging.Logger) -> None:
+    """python-OBD prints to stderr through a handler of its own; drop it, so that its lines
+    go through the application's logging once instead of twice."""
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+
+
+def _check_port(port: str) -> None:
+    """Open and close a serial device; :class:`SourceError` if it cannot be opened."""
+    serial = import_optional("serial", "obd", "obd://")
+    try:
+        serial.serial_for_url(port, timeout=0).close()
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise SourceError(f"obd://{port}: {exc}") from None
 
 
 def _in_unit(value: Any, unit: str) -> float | None:

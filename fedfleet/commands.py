@@ -25,14 +25,20 @@ from devices.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE
 from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA, Schema, SchemaError, load_schema
-from federation.transport import MqttTarget, check_tls, parse_mqtt_url, tls_context
+from federation.transport import (
+    DEFAULT_MQTT_URL,
+    MqttTarget,
+    check_tls,
+    parse_mqtt_url,
+    tls_context,
+)
 from fedfleet.config import ConfigError
 from fedfleet.parallel import run_parts, shares
 from fedfleet.privacy import budget_report, describe, ledgers, vehicle_options
 from fedfleet.progress import DeviceProgress, Progress
 from gateway.dashboard import Dashboard
 from gateway.service import Gateway
-from gateway.store import SQLiteStore, Store, open_store
+from gateway.store import SQLiteStore, Store, open_store, sqlite_path
 
 __all__ = ["run"]
 
@@ -168,6 +174,10 @@ def _open_store(settings: dict[str, Any], schema: Schema = VEHICLE_SCHEMA) -> St
 
 def privacy(settings: dict[str, Any], stop: threading.Event) -> int:
     """Print the fleet's privacy budgets and the global noise level from the store."""
+    path = sqlite_path(settings["store"])
+    if path not in (None, ":memory:") and not Path(path).is_file():  # reading never creates
+        raise ConfigError(f"no store at {path}: give the file the gateway writes, as in "
+                          "--store sqlite:///fleet.db (relative) or sqlite:////abs/fleet.db")
     store = _open_store(settings, _schema(settings))
     try:
         print(budget_report(store), flush=True)
@@ -260,14 +270,20 @@ def _faults(settings: dict[str, Any]) -> dict[str, FaultSpec]:
             for vehicle_id, fault in planned.items()}
 
 
-def _start_demo_broker(target: MqttTarget) -> EmbeddedBroker:
+def _start_demo_broker(target: MqttTarget, port_chosen: bool) -> EmbeddedBroker:
+    """The demo's broker on ``target``'s port; if that port is taken, fail when the user
+    chose it, and otherwise say so and take a free one."""
     embedded = EmbeddedBroker(target.host, target.port)
     try:
         embedded.start()
     except BrokerError as exc:
-        log.warning("%s; using a free port instead", exc)
+        if port_chosen:
+            raise BrokerError(f"{exc}; choose another port with --mqtt "
+                              f"mqtt://{target.host}:PORT") from None
         embedded = EmbeddedBroker(target.host, 0)
         embedded.start()
+        print(f"port {target.port} is taken (another MQTT broker?): the demo's broker listens "
+              f"on {embedded.url} instead; choose a port with --mqtt", flush=True)
     return embedded
 
 
@@ -281,7 +297,8 @@ def demo(settings: dict[str, Any], stop: threading.Event) -> int:
         store = SQLiteStore(DEMO_STORE)
         stack.callback(store.close)
         url = stack.enter_context(_dashboard(settings, store))
-        embedded = _start_demo_broker(_target(settings))
+        embedded = _start_demo_broker(_target(settings),
+                                      settings["mqtt"] != DEFAULT_MQTT_URL)
         stack.callback(embedded.stop)
         target = parse_mqtt_url(embedded.url)
         start = time.time()

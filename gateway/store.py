@@ -30,6 +30,7 @@ __all__ = [
     "Traffic",
     "VehicleRecord",
     "open_store",
+    "sqlite_path",
 ]
 
 
@@ -470,6 +471,17 @@ def _migrate(db: sqlite3.Connection) -> None:
     db.commit()
 
 
+def sqlite_path(url: str) -> str | None:
+    """The file (or ``:memory:``) a ``sqlite://`` store URL names; ``None`` for other URLs.
+
+    >>> sqlite_path("sqlite:///fleet.db"), sqlite_path("sqlite:////var/fleet.db")
+    ('fleet.db', '/var/fleet.db')
+    """
+    if not url.startswith("sqlite://"):
+        return None
+    return url.removeprefix("sqlite://").removeprefix("/") or ":memory:"
+
+
 def open_store(url: str, schema: Schema = VEHICLE_SCHEMA) -> Store:
     """Open the store a URL names: ``sqlite:///relative.db``, ``sqlite:////abs.db``,
     ``sqlite://:memory:``, or InfluxDB 2 with ``influx://HOST:PORT/BUCKET`` (see
@@ -481,8 +493,9 @@ def open_store(url: str, schema: Schema = VEHICLE_SCHEMA) -> Store:
     ...
     ValueError: unsupported store URL 'redis://x': use sqlite:///PATH or influx://HOST:PORT/BUCKET
     """
-    if url.startswith("sqlite://"):
-        return SQLiteStore(url.removeprefix("sqlite://").removeprefix("/") or ":memory:")
+    path = sqlite_path(url)
+    if path is not None:
+        return SQLiteStore(path)
     if url.startswith(("influx://", "influxs://")):
         from gateway.influx import InfluxSettings, InfluxStore
 
