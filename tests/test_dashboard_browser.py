@@ -20,7 +20,7 @@ from federation.messages import Alert, Status
 from federation.transport import parse_mqtt_url
 from gateway.dashboard import Dashboard
 from gateway.service import Gateway
-from gateway.store import SQLiteStore
+from gateway.store import RoundRecord, SQLiteStore
 from tests import factories
 from tests.servers import Mosquitto, free_port
 
@@ -186,3 +186,53 @@ def test_a_vehicle_at_its_privacy_budget_is_marked_exhausted(browser, tmp_path):
     finally:
         opened.close()
         store.close()
+
+
+def _stopped_fleet(store: SQLiteStore) -> None:
+    """A fleet after it stopped: 30 vehicles offline, 3 of them after alerting, 5 rounds
+    that each of them took part in; and a real device online that sent an alert only."""
+    vehicles = [f"veh-{i:04d}" for i in range(30)]
+    for number in range(1, 6):
+        for vehicle in vehicles:
+            store.record_budget(factories.update(vehicle, round_number=number))
+        store.record_round(RoundRecord(number, 1.7e9 + 30 * number, 1.7e9 + 30 * number + 30,
+                                       len(vehicles), 0, True, number))
+    for vehicle in vehicles:
+        store.record_status(Status(vehicle, "offline", 1.7e9 + 200))
+    for vehicle in vehicles[:3]:
+        store.record_alert(factories.alert(vehicle))
+    store.record_status(Status("truck-9", "online", 1.7e9 + 210))
+    store.record_alert(replace(factories.alert("truck-9"), model_version=0))
+
+
+def test_a_phone_wide_page_fits_and_counts_every_vehicle_that_went_away(browser, tmp_path):
+    store = SQLiteStore(tmp_path / "gateway.db")
+    _stopped_fleet(store)
+    opened = browser.new_page(viewport={"width": 420, "height": 900})
+    try:
+        with Dashboard(store, port=free_port(), refresh_seconds=0.5) as dashboard:
+            opened.goto(dashboard.url)
+            opened.wait_for_selector("#rounds tbody tr[data-round]", timeout=10_000)
+            opened.wait_for_selector('.tile[data-vehicle="truck-9"]', timeout=10_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            opened.screenshot(path=str(ARTIFACTS / "dashboard-420px.png"), full_page=True)
+
+            page_width = opened.evaluate("document.documentElement.scrollWidth")
+            overflowing = opened.eval_on_selector_all(
+                ".kpi .value, .kpi .note", "els => els.filter(e => e.scrollWidth > "
+                "e.clientWidth).map(e => e.id)")
+            rows = opened.eval_on_selector_all(
+                "#rounds tbody tr[data-round]", "rows => rows.map(r => [r.dataset.round, "
+                "r.cells[0].getBoundingClientRect().width, r.innerText.includes('veh-')])")
+            header = (opened.inner_text("#kpi-online"), opened.inner_text("#kpi-fleet"))
+            device = opened.inner_text('.tile[data-vehicle="truck-9"] .meta')
+    finally:
+        opened.close()
+        store.close()
+
+    assert page_width <= 420
+    assert overflowing == []
+    assert [(r, width > 0, named) for r, width, named in rows] == [
+        (str(n), True, True) for n in range(5, 0, -1)]
+    assert header == ("1 / 31", "30 offline")
+    assert device == "no update yet"

@@ -55,7 +55,8 @@ function epsilon(value) { return value === null ? "–" : value.toFixed(value < 
 function renderKpis(s) {
   const fleet = s.fleet, health = fleet.health;
   text("kpi-online", `${fleet.online} / ${fleet.vehicles.length}`);
-  text("kpi-fleet", `${health.offline} offline`);
+  // By state: a vehicle that alerted and then went away is offline too, whatever its colour.
+  text("kpi-fleet", `${fleet.vehicles.length - fleet.online} offline`);
   const attention = health.alert + health.watch;
   text("kpi-attention", String(attention));
   document.getElementById("kpi-attention").classList.toggle("bad", health.alert > 0);
@@ -103,7 +104,8 @@ function tile(v, budgets, exhausted) {
                                 exhausted: String(spentAll) } },
     el("div", { class: "id" }, v.vehicle_id),
     el("div", { class: "what" }, what),
-    el("div", { class: "meta" }, `${v.updates} rounds${eps}`));
+    el("div", { class: "meta" }, v.updates ? `${plural(v.updates, "round")}${eps}`
+      : "no update yet"));
 }
 
 function renderTiles(fleet, privacy) {
