@@ -84,7 +84,13 @@ class RandomizedResponse:
 
     def estimate(self, yes: int, answers: int, confidence: float = 0.95) -> RateEstimate:
         """The debiased rate of true yes among ``answers`` reports of which ``yes`` said yes,
-        and its interval at ``confidence``. The rate itself is not clamped (that would bias it)."""
+        and its interval at ``confidence``. The rate itself is not clamped (that would bias it);
+        the interval is, to [0, 1], where the true rate lies.
+
+        >>> est = RandomizedResponse().estimate(yes=0, answers=20)  # all said no: rate -0.5
+        >>> round(est.rate, 2), est.low, est.high
+        (-0.5, 0.0, 0.0)
+        """
         if answers <= 0 or not 0 <= yes <= answers:
             raise ValueError(f"need 0 <= yes <= answers and answers > 0, got {yes}, {answers}")
         if not 0 < confidence < 1:
@@ -93,5 +99,5 @@ class RandomizedResponse:
         rate = (yes / answers - (1 - q) / 2) / q
         half = NormalDist().inv_cdf(0.5 + confidence / 2) * math.sqrt(
             (1 - q * q) / (4 * answers)) / q
-        return RateEstimate(rate, max(0.0, rate - half), min(1.0, rate + half), answers,
-                            confidence)
+        low, high = (min(max(bound, 0.0), 1.0) for bound in (rate - half, rate + half))
+        return RateEstimate(rate, low, high, answers, confidence)

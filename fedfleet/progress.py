@@ -20,7 +20,7 @@ from devices.tuning import VEHICLE
 from federation.messages import Alert
 from gateway.service import RoundClosed
 
-__all__ = ["DeviceProgress", "Progress"]
+__all__ = ["DeviceProgress", "Progress", "apart"]
 
 
 @dataclass
@@ -184,16 +184,17 @@ class DeviceProgress:
     def __call__(self, event: Any) -> None:
         if isinstance(event, Alert):
             sensors = ", ".join(f"{name} z={z:+.1f}" for name, z in event.sensors)
-            self._print(f"ALERT {event.subsystem}: {sensors} (score {event.score:.1f}, "
-                        f"model v{event.model_version})")
+            score, threshold = apart(event.score, event.threshold)
+            self._print(f"ALERT {event.subsystem}: {sensors} (score {score} over threshold "
+                        f"{threshold}, model v{event.model_version})")
         elif isinstance(event, AgentStatus):
             self._print(self._status(event))
 
     def _print(self, line: str) -> None:
         print(f"[{time.monotonic() - self._started:7.1f} s] {line}", file=self.out, flush=True)
 
-    def _status(self, s: AgentStatus) -> str:
-        link = "connected" if s.connected else "broker away"
+    def _status(self, s: AgentStatus, link: str = "") -> str:
+        link = link or ("connected" if s.connected else "broker away")
         return (f"{self.vehicle_id} {link}: {s.readings} readings ({s.readings_per_s:.1f}/s, "
                 f"{s.incomplete_readings} incomplete), {s.alerts_raised} alerts "
                 f"({s.alerts_delivered} delivered, {s.queued} waiting, {s.dropped} dropped), "
@@ -205,8 +206,21 @@ class DeviceProgress:
         counted = ", ".join(f"{k}: {v}" for k, v in source.counters().items()) or "none"
         elapsed_s = time.monotonic() - self._started
         return (f"{status.readings} readings in {elapsed_s:.1f} s "
-                f"({status.readings / max(elapsed_s, 1e-9):.1f}/s); {self._status(status)}\n"
+                f"({status.readings / max(elapsed_s, 1e-9):.1f}/s); "
+                f"{self._status(status, 'finished')}\n"
                 f"source counters: {counted}")
+
+
+def apart(score: float, threshold: float) -> tuple[str, str]:
+    """A score and its threshold with as many decimals (1 to 4) as tell them apart.
+
+    >>> apart(4.03, 4.0), apart(8.5, 6.0)
+    (('4.03', '4.00'), ('8.5', '6.0'))
+    """
+    digits = 1
+    while digits < 4 and f"{score:.{digits}f}" == f"{threshold:.{digits}f}":
+        digits += 1
+    return f"{score:.{digits}f}", f"{threshold:.{digits}f}"
 
 
 def _hms(seconds: float) -> str:

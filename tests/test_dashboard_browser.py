@@ -202,10 +202,11 @@ def _stopped_fleet(store: SQLiteStore) -> None:
     for vehicle in vehicles[:3]:
         store.record_alert(factories.alert(vehicle))
     store.record_status(Status("truck-9", "online", 1.7e9 + 210))
-    store.record_alert(replace(factories.alert("truck-9"), model_version=0))
+    store.record_alert(replace(factories.alert("truck-9"), score=4.03, threshold=4.0,
+                               model_version=0))
 
 
-def test_a_phone_wide_page_fits_and_counts_every_vehicle_that_went_away(browser, tmp_path):
+def test_a_phone_wide_page_fits_counts_every_vehicle_away_and_tells_scores_apart(browser, tmp_path):
     store = SQLiteStore(tmp_path / "gateway.db")
     _stopped_fleet(store)
     opened = browser.new_page(viewport={"width": 420, "height": 900})
@@ -226,6 +227,7 @@ def test_a_phone_wide_page_fits_and_counts_every_vehicle_that_went_away(browser,
                 "r.cells[0].getBoundingClientRect().width, r.innerText.includes('veh-')])")
             header = (opened.inner_text("#kpi-online"), opened.inner_text("#kpi-fleet"))
             device = opened.inner_text('.tile[data-vehicle="truck-9"] .meta')
+            just_over = opened.inner_text('#alerts li[data-vehicle="truck-9"]')
     finally:
         opened.close()
         store.close()
@@ -236,3 +238,4 @@ def test_a_phone_wide_page_fits_and_counts_every_vehicle_that_went_away(browser,
         (str(n), True, True) for n in range(5, 0, -1)]
     assert header == ("1 / 31", "30 offline")
     assert device == "no update yet"
+    assert "score 4.03 (threshold 4.00)" in just_over

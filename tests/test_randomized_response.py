@@ -74,3 +74,13 @@ def test_the_gateway_estimates_the_latest_day_from_each_vehicles_latest_answer()
 def test_impossible_counts_are_refused(yes, answers):
     with pytest.raises(ValueError):
         RandomizedResponse().estimate(yes, answers)
+
+
+@pytest.mark.parametrize("answers", [1, 4, 20, 1000])
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_the_interval_is_ordered_and_inside_0_to_1_however_few_answered(answers, share):
+    yes = round(share * answers)
+
+    est = RandomizedResponse().estimate(yes, answers)
+
+    assert 0.0 <= est.low <= est.high <= 1.0

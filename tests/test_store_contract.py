@@ -72,6 +72,15 @@ def test_rounds_and_alerts_come_back_newest_first(store):
     assert [a.vehicle_id for a in store.alerts()] == ["veh-0003", "veh-0002", "veh-0001"]
 
 
+def test_alerts_come_back_in_the_order_received_whatever_the_vehicles_clocks_say(store):
+    ahead = replace(factories.alert("veh-0001"), ts=2.0e9)  # a simulated clock run fast
+    real = replace(factories.alert("truck-9"), ts=1.7e9)  # a real device, received later
+    store.record_alert(ahead)
+    store.record_alert(real)
+
+    assert [a.vehicle_id for a in store.alerts()] == ["truck-9", "veh-0001"]
+
+
 def test_budgets_report_each_vehicles_latest_total(store):
     store.record_budget(factories.update("veh-0001", 1))
     store.record_budget(replace(factories.update("veh-0001", 2), epsilon_total=2.0))

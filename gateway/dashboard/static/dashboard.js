@@ -46,6 +46,14 @@ function label(text) {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
 
+// A score and its threshold with as many decimals (1 to 4) as it takes to tell them apart:
+// an alert just over its threshold must not read "score 4.0 (threshold 4.0)".
+function apart(score, threshold) {
+  let digits = 1;
+  while (digits < 4 && score.toFixed(digits) === threshold.toFixed(digits)) digits += 1;
+  return [score.toFixed(digits), threshold.toFixed(digits)];
+}
+
 function count(n) { return Number(n).toLocaleString(); }
 
 function plural(n, word) { return `${count(n)} ${word}${n === 1 ? "" : "s"}`; }
@@ -140,7 +148,7 @@ function renderAlerts(all) {
         el("span", { class: "badge" }, a.subsystem),
         el("span", { class: "time" }, vehicleClock(a.ts))),
       el("div", { class: "sensors" },
-        `score ${a.score.toFixed(1)} (threshold ${a.threshold.toFixed(1)}) · ${sensors.join(", ")}`));
+        `score ${apart(a.score, a.threshold).join(" (threshold ")}) · ${sensors.join(", ")}`));
   }));
 }
 
