@@ -7,7 +7,9 @@ The format, which any spreadsheet or logger can produce:
 - a header row naming the columns; fields separated by ``,`` (or the ``sep`` given);
 - a time column, ``timestamp`` by default: seconds (any number, e.g. POSIX time or a cycle
   count) or an ISO 8601 date and time (``2020-03-09 10:14:33``; without a zone it is UTC);
-  rows in time order (equal times are allowed, going back in time is not);
+  rows in time order (equal times are allowed; a clock that steps back, such as a repeated
+  daylight-saving hour, is repaired with a note: rows stay in file order and later times
+  move forward);
 - numeric sensor columns, named as the user likes (a unit in the name helps); an empty cell,
   ``nan`` or ``inf`` is a missing value for that reading;
 - a 0/1 label column, ``label`` by default (1 = anomalous), required where labels are asked
@@ -104,9 +106,9 @@ def read_log(
     _check_widths(where, header, rows)
     table = {name: [row[i].strip() for row in body] for i, name in enumerate(header)}
     lines = [i + 1 for i, row in enumerate(rows) if i > 0 and any(c.strip() for c in row)]
-    times_s = _times(where, table[time_col], lines)
+    times_s, notes = _times(where, table[time_col], lines)
     labels = None if label_col is None else _labels(where, table[label_col], lines)
-    columns, notes = [], []
+    columns = []
     parsed = []
     for name in header:
         if name in (time_col, label_col):
@@ -174,15 +176,30 @@ def _check_widths(where: str, header: list[str], rows: list[list[str]]) -> None:
                 f"{where}: line {line}: {len(row)} fields where the header has {len(header)}")
 
 
-def _times(where: str, cells: list[str], lines: list[int]) -> np.ndarray:
+def _times(where: str, cells: list[str], lines: list[int]) -> tuple[np.ndarray, list[str]]:
+    """The rows' times, and a note if the clock went back.
+
+    A log's clock that steps back (a daylight-saving hour written twice in local time, a
+    clock set right) does not make the rows wrong: they stay in file order, and each row
+    from a step back on is moved forward by that step (plus the log's usual interval), so
+    that time keeps going on as it really did.
+    """
     times = np.array([_time(where, cell, line) for cell, line in zip(cells, lines, strict=True)])
-    backwards = np.flatnonzero(np.diff(times) < 0)
-    if len(backwards):
-        k = int(backwards[0])
-        raise CsvLogError(
-            f"{where}: line {lines[k + 1]}: time {cells[k + 1]!r} goes back before "
-            f"{cells[k]!r} on line {lines[k]}; rows must be sorted by time")
-    return times
+    steps = np.diff(times)
+    backwards = np.flatnonzero(steps < 0)
+    if not len(backwards):
+        return times, []
+    forward = steps[steps > 0]
+    usual_s = float(np.median(forward)) if len(forward) else 0.0
+    shift = np.zeros_like(times)
+    for k in backwards.tolist():
+        shift[k + 1:] += -steps[k] + usual_s
+    k = int(backwards[0])
+    note = (f"{where}: the clock goes back {len(backwards)} time(s), first on line "
+            f"{lines[k + 1]} ({cells[k + 1]!r} after {cells[k]!r}, as when a daylight-saving "
+            f"hour is written twice); rows kept in file order, {int(len(times) - k - 1):,} "
+            f"times from there on moved forward by up to {float(shift[-1]):g} s")
+    return times + shift, [note]
 
 
 def _time(where: str, cell: str, line: int) -> float:

@@ -71,6 +71,8 @@ class CsvReplay(SensorSource):
         if ignored:
             log.info("%s: ignoring columns the schema does not know: %s", path,
                      ", ".join(ignored))
+        for note in recorded.notes:  # a repaired clock, a column that is not numeric
+            log.warning("%s", note)
         self.path = Path(path)
         self.rows = len(recorded)
         self._readings = iter(recorded.select(used).readings())
