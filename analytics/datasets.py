@@ -303,11 +303,19 @@ def _skab_log(path: Path, labelled: bool = True) -> DeviceLog:
 
 
 def _csv(directory: Path, time_col: str, label_col: str, sep: str, limit: int | None) -> Dataset:
+    """A folder of generic logs. A log whose last row is anomalous ran to failure, at its last
+    time, so lead times are measured on it. Times are in seconds in the default ``timestamp``
+    column, and in the unit another time column names (``cycle``, say)."""
     logs = read_folder(directory, time_col=time_col, label_col=label_col, sep=sep)[:limit]
-    streams = [Stream(_name(log.device_id), log.times_s, log.values, _labels(log))
-               for log in logs]
-    return Dataset("", _names(logs[0].columns), streams, notes=tuple(dict.fromkeys(
-        note for log in logs for note in log.notes)))
+    streams = [Stream(_name(log.device_id), log.times_s, log.values, _labels(log),
+                      float(log.times_s[-1]) if _labels(log)[-1] else None) for log in logs]
+    to_failure = sum(s.failure_s is not None for s in streams)
+    notes = [note for log in logs for note in log.notes] + (
+        [f"lead times on the {to_failure} of {len(streams)} devices whose log ends anomalous "
+         "(run to failure)"] if to_failure else [])
+    unit = "s" if time_col == "timestamp" else time_col
+    return Dataset("", _names(logs[0].columns), streams, time_unit=unit,
+                   notes=tuple(dict.fromkeys(notes)))
 
 
 def _labels(log: DeviceLog) -> np.ndarray:

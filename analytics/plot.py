@@ -43,9 +43,10 @@ def _bars(axes: Any, report: dict[str, Any]) -> None:
     axes.set_xticks(np.arange(len(names)) + width * (len(_BARS) - 1) / 2,
                     [name.replace("federated_dp_", "dp ") for name in names],
                     rotation=30, ha="right")
-    axes.set_ylim(0, 1)
+    axes.set_ylim(0, 1.2)  # the legend sits above 1, where no bar reaches
+    axes.set_yticks(np.linspace(0, 1, 6))
     axes.set_title("pooled quality per regime")
-    axes.legend(loc="upper left", fontsize="small")
+    axes.legend(loc="upper center", ncols=len(_BARS), fontsize="small")
 
 
 def _privacy_utility(axes: Any, report: dict[str, Any]) -> None:
@@ -77,7 +78,7 @@ def _trace(axes: Any, stream: Any, runs: dict[str, Run], unit: str) -> None:
     if threshold is not None:
         axes.axhline(threshold, color="black", linestyle="--", linewidth=0.8, label="threshold")
     axes.set_title(f"{stream.device_id}: alert level (true fault rows shaded)", fontsize="medium")
-    axes.set_xlabel(unit)
+    axes.set_xlabel(f"time since the device's first row ({unit})")
     axes.legend(loc="upper left", fontsize="small")
 
 

@@ -48,7 +48,7 @@ from federation.messages import GlobalModel, Update
 from federation.privacy import Mechanism, SeededNoise
 
 __all__ = [
-    "CLIP_NORM", "TUNINGS", "Progress", "Run", "Schedule", "run_online",
+    "CLIP_NORM", "TUNINGS", "Progress", "Run", "Schedule", "choose_tuning", "run_online",
     "tuning_for",
 ]
 
@@ -128,8 +128,28 @@ TUNINGS = {"vehicle": VEHICLE, "engine": ENGINE_CYCLES, "rig": TEST_RIG}
 
 def tuning_for(dataset: Dataset) -> Tuning:
     """The device settings for the dataset's kind of machine and cadence of readings."""
+    return choose_tuning(dataset)[0]
+
+
+def choose_tuning(dataset: Dataset) -> tuple[Tuning, str]:
+    """The device settings for ``dataset``, and why, in words for its user.
+
+    A dataset of a known kind gets its preset. Others get the road vehicle's unless their
+    devices are too short for it (a median below twice the readings it needs before it
+    scores): then the per-cycle preset, whose devices score from their 30th reading.
+    """
     kind = dataset.name.partition(":")[0]
-    return {"cmapss": ENGINE_CYCLES, "skab": TEST_RIG}.get(kind, VEHICLE)
+    known = {"cmapss": "engine", "skab": "rig", "sim": "vehicle"}
+    if kind in known:
+        return TUNINGS[known[kind]], f"{known[kind]}, the preset for {kind}"
+    median_rows = int(np.median([len(stream) for stream in dataset.streams]))
+    if median_rows >= 2 * VEHICLE.min_readings:
+        return VEHICLE, (f"vehicle (a reading a second): devices have a median of "
+                         f"{median_rows:,} rows; --tuning engine or rig for other cadences")
+    return ENGINE_CYCLES, (
+        f"engine (a reading per duty cycle): devices have a median of {median_rows:,} rows, "
+        f"too few for --tuning vehicle, which scores from reading "
+        f"{VEHICLE.min_readings:,}; choose another with --tuning")
 
 
 def run_online(

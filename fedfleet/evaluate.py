@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
     try:  # all of it now: a missing library is a usage error before the run, not after
         from analytics.datasets import DatasetError, load
         from analytics.plot import draw
-        from analytics.replay import TUNINGS, stderr_progress, tuning_for
+        from analytics.replay import TUNINGS, choose_tuning, stderr_progress
         from analytics.report import evaluate
     except ImportError as exc:
         print(f"fedfleet evaluate: error: {exc.name} is missing; install the evaluation "
@@ -101,7 +101,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(f"{len(dataset.streams)} devices, {dataset.rows:,} rows, "
           f"{len(dataset.schema)} features", file=sys.stderr)
-    tuning = TUNINGS[args.tuning] if args.tuning else tuning_for(dataset)
+    tuning, why = (TUNINGS[args.tuning], f"{args.tuning}, as --tuning says") if (
+        args.tuning) else choose_tuning(dataset)
+    print(f"tuning: {why}", file=sys.stderr)
     if args.prior_readings is not None:
         tuning = replace(tuning, prior_readings=args.prior_readings)
     report, runs = evaluate(dataset, epsilons=args.epsilon, seed=args.seed, delta=args.delta,
@@ -142,9 +144,12 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
 
 def _table(report: dict[str, Any]) -> str:
     columns = ("pr_auc", "roc_auc", "precision", "recall", "f1", "false_alarms_per_1000")
-    lines = [f"{'regime':<22}" + "".join(f"{c[:14]:>15}" for c in columns) + "  median lead"]
+    widths = [max(10, len(c) + 2) for c in columns]  # every column's whole name
+    lines = [f"{'regime':<22}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths,
+                                                                   strict=True))
+             + "  median lead"]
     for name, metrics in report["regimes"].items():
-        cells = "".join(f"{_cell(metrics[c]):>15}" for c in columns)
+        cells = "".join(f"{_cell(metrics[c]):>{w}}" for c, w in zip(columns, widths, strict=True))
         lead = metrics.get("lead_time", {}).get("median")
         unit = report["time_unit"]
         lines.append(f"{name:<22}{cells}  " + ("-" if lead is None else f"{lead} {unit}"))
