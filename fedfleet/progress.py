@@ -83,7 +83,9 @@ class Progress:
         self._print(f"round {r.round}: {r.accepted} merged ({event.online} online, "
                     f"{r.rejected} rejected{dropped}) -> v{r.model_version}, "
                     f"{event.model.summary.n:,.0f} readings, noise {noise:.2g} (weighs "
-                    f"{worth:.0%}) | alerts {len(self.alerts)}{_rate(event)}")
+                    f"{worth:.0%}) | alerts {len(self.alerts)}")
+        if rate := _rate(event):  # a line of its own: the round's line stays short
+            self._print(f"  {rate}")
 
     def classify(self, alert: Alert) -> str:
         """``detected`` (a fault after its onset, right subsystem), ``wrong subsystem``
@@ -159,7 +161,7 @@ class Progress:
             lines.append(f"vehicles that exhausted their privacy budget: {self.fleet.exhausted}")
         rate = _rate(self.rounds[-1]) if self.rounds else ""
         if rate:
-            lines.append(rate.removeprefix(" | "))
+            lines.append(rate)
         return lines
 
 
@@ -169,8 +171,9 @@ def _rate(event: RoundClosed) -> str:
     est = event.alert_rate.estimate
     day = date(1970, 1, 1) + timedelta(days=event.alert_rate.day)
     shown = min(max(est.rate, 0.0), 1.0)  # the unbiased estimate can fall outside [0, 1]
-    return (f" | fleet alert rate on {day.isoformat()} (randomized response, "
-            f"{est.answers} answers): {shown:.0%} [{est.low:.0%}, {est.high:.0%}]")
+    return (f"fleet alert rate on {day.isoformat()}, estimated from {est.answers} randomized "
+            f"answers: {shown:.0%} ({est.confidence:.0%} interval {est.low:.0%} to "
+            f"{est.high:.0%})")
 
 
 @dataclass

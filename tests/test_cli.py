@@ -235,9 +235,10 @@ def test_the_demo_runs_on_the_embedded_defaults_and_reports_its_figures(tmp_path
     assert "round 2: " in output
     assert "rounds completed:" in output and "update message:" in output
     assert (tmp_path / "fedfleet-data" / "demo.db").exists()
-    rate = re.search(r"fleet alert rate on \d{4}-\d\d-\d\d \(randomized response, \d+ answers\): "
-                     r"(\d+)% \[(\d+)%, (\d+)%\]", output)
+    rate = re.search(r"fleet alert rate on \d{4}-\d\d-\d\d, estimated from \d+ randomized "
+                     r"answers: (\d+)% \(95% interval (\d+)% to (\d+)%\)", output)
     assert rate, output
+    assert not [line for line in output.splitlines() if "] round " in line and "rate" in line]
     shown, low, high = map(int, rate.groups())
     assert 0 <= low <= shown <= high <= 100, rate.group(0)
 
