@@ -46,7 +46,9 @@ def _examples() -> dict[str, str]:
     found = {}
     for doc in DOCS:
         for block in re.findall(r"^```sh[^\n]*\n(.*?)^```", doc.read_text(), re.S | re.M):
-            found[f"{doc.relative_to(ROOT)}: {block.splitlines()[0]}"] = block
+            key = f"{doc.relative_to(ROOT)}: {block.splitlines()[0]}"
+            assert key not in found, f"two examples of {key}: make their first lines differ"
+            found[key] = block
     return found
 
 
@@ -133,8 +135,11 @@ def _real_deployment(block: str, tmp: Path) -> None:
 def _rows(db: Path, sql: str) -> int:
     if not db.exists():
         return 0
-    with sqlite3.connect(db) as connection:
-        return int(connection.execute(sql).fetchone()[0] or 0)
+    try:
+        with sqlite3.connect(db) as connection:
+            return int(connection.execute(sql).fetchone()[0] or 0)
+    except sqlite3.OperationalError:  # the gateway is still creating its tables
+        return 0
 
 
 def _with_a_gateway(run: Callable[[str, Path, str], None]) -> Callable[[str, Path], None]:
@@ -266,10 +271,14 @@ def _names_a_test(test_file: str, name: str) -> Callable[[str], None]:
     return check
 
 
-def _evaluate_options(block: str) -> None:
+def _options_parse(block: str) -> None:
+    """Each command parses, without its optional ``[...]`` parts, and every option named
+    (those included) exists."""
     for command in _commands(block):
-        args = _parser().parse_args(command.split()[1:])
-        assert args.command == "evaluate"
+        words = re.sub(r"\[[^]]*\]", "", command).split()
+        assert words[0] == "fedfleet"
+        _parser().parse_args(words[1:])
+        _synopsis(words[1])(command)
 
 
 MARKED: dict[str, tuple[str, Callable[[str], None]]] = {
@@ -292,11 +301,17 @@ MARKED: dict[str, tuple[str, Callable[[str], None]]] = {
     _key("docs/EVALUATION.md", "fedfleet evaluate --dataset SOURCE"): (
         "a synopsis: every option it names exists", _synopsis("evaluate")),
     _key("docs/EVALUATION.md", "fedfleet evaluate --dataset cmapss"): (
-        "a downloaded dataset and minutes of CPU: the options parse", _evaluate_options),
+        "a downloaded dataset and minutes of CPU: the options parse", _options_parse),
     _key("docs/EVALUATION.md", "fedfleet evaluate --dataset skab"): (
-        "a downloaded dataset and minutes of CPU: the options parse", _evaluate_options),
+        "a downloaded dataset and minutes of CPU: the options parse", _options_parse),
     _key("docs/EVALUATION.md", "fedfleet evaluate --dataset sim:200"): (
-        "minutes of CPU: the options parse", _evaluate_options),
+        "minutes of CPU: the options parse", _options_parse),
+    _key("docs/PRIVACY.md", "fedfleet demo --vehicles 50 --duration 60"): (
+        "three demos of a minute each, to compare by eye: the options parse", _options_parse),
+    _key("docs/PRIVACY.md", "fedfleet evaluate --dataset sim:1000"): (
+        "minutes of CPU: the options parse", _options_parse),
+    _key("docs/PRIVACY.md", "fedfleet evaluate --dataset sim:200"): (
+        "downloaded datasets and minutes of CPU: the options parse", _options_parse),
     _key("docs/EVALUATION.md", "python -m benchmarks.cold_start"): (
         "a benchmark of minutes: the module exists",
         lambda block: (ROOT / "benchmarks" / "cold_start.py").is_file() or pytest.fail(
