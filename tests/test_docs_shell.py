@@ -308,8 +308,10 @@ MARKED: dict[str, tuple[str, Callable[[str], None]]] = {
         "minutes of CPU: the options parse", _options_parse),
     _key("docs/PRIVACY.md", "fedfleet demo --vehicles 50 --duration 60"): (
         "three demos of a minute each, to compare by eye: the options parse", _options_parse),
-    _key("docs/PRIVACY.md", "fedfleet evaluate --dataset sim:1000"): (
+    _key("docs/PRIVACY.md", "fedfleet evaluate --dataset sim:1000 "): (
         "minutes of CPU: the options parse", _options_parse),
+    _key("docs/PRIVACY.md", "fedfleet evaluate --dataset sim:10000 "): (
+        "minutes of CPU and gigabytes: the options parse", _options_parse),
     _key("docs/PRIVACY.md", "fedfleet evaluate --dataset sim:200"): (
         "downloaded datasets and minutes of CPU: the options parse", _options_parse),
     _key("docs/EVALUATION.md", "python -m benchmarks.cold_start"): (
