@@ -42,7 +42,6 @@ __all__ = [
     "NoiseSource",
     "SecureNoise",
     "SeededNoise",
-    "average",
     "calibrated",
     "clip",
     "credence",
@@ -211,19 +210,6 @@ class Mechanism(abc.ABC):
         vector = self.add_noise(self.clip(summary, centre), noise, self.scale)
         return Whitening(centre).unpack(vector, summary.n)
 
-    def aggregate(self, summaries: Sequence[ModelSummary], centre: ModelSummary,
-                  noise: NoiseSource) -> ModelSummary:
-        """Central noise: the mean of the clipped vectors of ``summaries`` (each vehicle
-        weighs the same), noised once. Replacing one vehicle moves the mean by at most
-        ``sensitivity / len(summaries)``, so the noise shrinks by that factor too."""
-        if not summaries:
-            raise ValueError("nothing to aggregate")
-        mean = np.mean([self.clip(s, centre) for s in summaries], axis=0)
-        noise_std = self.noise_std / len(summaries)
-        noisy = self.add_noise(mean, noise, self.scale / len(summaries))
-        return Whitening(centre).unpack(noisy, sum(s.n for s in summaries),
-                                        floor=resolvable(noise_std))
-
 
 def credence(noise_std: float, scale: float = NOISE_SCALE) -> float:
     """The share of its readings a summary with ``noise_std`` of relative privacy noise counts
@@ -269,25 +255,6 @@ def relative_noise(noise_std: float, summary: ModelSummary, centre: ModelSummary
         return 0.0
     spreads = np.maximum(Whitening(centre).spreads(summary), resolvable(noise_std))
     return float(noise_std * np.sqrt(np.mean(1.0 / spreads ** 2)))
-
-
-def average(summaries: Sequence[ModelSummary], centre: ModelSummary,
-            noise_std: float = 0.0) -> ModelSummary:
-    """The pooled model of releases made about one ``centre``, each vehicle weighing the
-    same: the mean of their whitened vectors, unpacked (with ``noise_std`` of noise in the
-    mean, no direction narrower than it can resolve: :func:`resolvable`).
-
-    >>> names = ("a", "b")
-    >>> centre = public_centre(names)
-    >>> one = ModelSummary.from_array(names, np.array([[0.2, 0.4], [0.4, 0.6]]))
-    >>> two = ModelSummary.from_array(names, np.array([[0.6, 0.4], [0.8, 0.6]]))
-    >>> pooled = average([one, two], centre)
-    >>> pooled.n, pooled.mean.round(6).tolist(), bool(np.allclose(pooled.cov, (one + two).cov))
-    (4.0, [0.5, 0.5], True)
-    """
-    whitening = Whitening(centre)
-    mean = np.mean([whitening.pack(s) for s in summaries], axis=0)
-    return whitening.unpack(mean, sum(s.n for s in summaries), floor=resolvable(noise_std))
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,19 @@ square of noise is a bias, not noise.
 
 - Local updates are averaged as they came: the average carries ``sqrt(sum of each noise
   variance) / K`` of noise, ``sqrt(K)`` less than one update.
-- Central updates are grouped by the mechanism, epsilon, delta and clip norm they ask for; the
-  gateway clips each again around the base model (so no vehicle, honest or not, moves the
-  aggregate by more than the clip norm allows), averages them and adds the noise once.
-  Replacing one vehicle's data moves the average of ``K`` vehicles by at most
-  ``2 * clip_norm / K``, so the same (epsilon, delta) costs ``K`` times less noise than each
-  vehicle noising its own summary.
+- Central updates are grouped by the mechanism, epsilon and delta they ask for; the gateway
+  clips each again around the base model at *its own* clip norm (never the one an update
+  declares, so no vehicle, honest or not, moves the aggregate by more than the gateway allows),
+  combines them and adds the noise once. Replacing one vehicle's data moves the mean of ``K``
+  vehicles by at most ``2 * clip_norm / K``, so the same (epsilon, delta) costs ``K`` times
+  less noise than each vehicle noising its own summary.
 
-Exact updates (``"off"``) pass through unchanged, to be merged by the exact rule.
+Releases are combined by the gateway's :class:`~gateway.strategy.Strategy`: the mean, or a
+robust combination (median, trimmed mean, norm-bounded mean) of the same whitened vectors,
+in every privacy mode; central noise is calibrated to the strategy's sensitivity.
+
+Exact updates (``"off"``) pass through unchanged, to be merged by the exact rule, when the
+strategy is the mean; a robust strategy combines them as vectors about the base model too.
 """
 
 from __future__ import annotations
@@ -28,11 +33,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from federation.messages import Update
-from federation.privacy import NoiseSource, average, credence, make_mechanism, relative_noise
-from federation.summary import ModelSummary
+import numpy as np
 
-__all__ = ["Piece", "pieces"]
+from federation.messages import Update
+from federation.privacy import (
+    NoiseSource,
+    credence,
+    make_mechanism,
+    relative_noise,
+    resolvable,
+)
+from federation.summary import ModelSummary
+from federation.whitening import Whitening
+from gateway.strategy import Strategy, make_strategy
+
+__all__ = ["CLIP_NORM", "Piece", "pieces"]
+
+CLIP_NORM = 4.0  # the gateway's clip norm, in whitened units (fedfleet/config.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +61,11 @@ class Piece:
     noise_std: float
 
 
-def pieces(updates: Sequence[Update], centre: ModelSummary, noise: NoiseSource) -> list[Piece]:
-    """The round's summaries as pieces to merge: the average of the local updates, one noised
-    aggregate per group of central updates, and every exact update as it came.
+def pieces(updates: Sequence[Update], centre: ModelSummary, noise: NoiseSource,
+           strategy: Strategy | None = None, clip_norm: float = CLIP_NORM) -> list[Piece]:
+    """The round's summaries as pieces to merge: the combination of the local updates, one
+    noised combination per group of central updates (each clipped again to ``clip_norm``),
+    and the exact updates, each as it came (mean) or combined (a robust ``strategy``).
 
     >>> import numpy as np
     >>> from federation.privacy import SeededNoise, public_centre
@@ -54,27 +73,41 @@ def pieces(updates: Sequence[Update], centre: ModelSummary, noise: NoiseSource) 
     >>> mine = ModelSummary.from_array(names, np.array([[0.4, 0.6], [0.6, 0.4]]))
     >>> ask = Update("veh-1", 1, 0, mine, 1.0, 1e-5, 1.0, 0.0, privacy="central",
     ...              mechanism="laplace", clip_norm=0.1)
-    >>> made = pieces([ask, ask], public_centre(names), SeededNoise(1))
+    >>> made = pieces([ask, ask], public_centre(names), SeededNoise(1), clip_norm=0.1)
     >>> len(made), round(made[0].summary.n, 2)  # one aggregate: 4 readings, shrunk by noise
     (1, 3.27)
     >>> round(made[0].noise_std, 4)  # sqrt(2) * 0.2 / 2 = 0.1414, relative to its spread
     0.1499
     """
-    groups: dict[tuple[str, float, float, float], list[Update]] = {}
+    chosen = strategy or make_strategy()
+    groups: dict[tuple[str, float, float], list[Update]] = {}
+    exact = [u.summary for u in updates if u.privacy == "off"]
     local = [u for u in updates if u.privacy == "local"]
-    made = [Piece(u.summary, 0.0) for u in updates if u.privacy == "off"]
+    made = []
+    strategy = chosen.under("off")
+    if exact and strategy.exact:
+        made = [Piece(summary, 0.0) for summary in exact]
+    elif exact:
+        made.append(Piece(_combined(strategy, exact, centre, 0.0), 0.0))
     for update in updates:
         if update.privacy == "central":
-            key = (update.mechanism, update.epsilon, update.delta, update.clip_norm)
-            groups.setdefault(key, []).append(update)
+            groups.setdefault((update.mechanism, update.epsilon, update.delta), []).append(update)
     if local:
         noise_std = math.sqrt(sum(u.noise_std ** 2 for u in local)) / len(local)
-        made.append(_piece(average([u.summary for u in local], centre, noise_std), centre,
-                           noise_std))
-    for key, group in groups.items():
-        mechanism = make_mechanism(*key)
-        made.append(_piece(mechanism.aggregate([u.summary for u in group], centre, noise),
-                           centre, mechanism.noise_std / len(group)))
+        made.append(_piece(_combined(chosen.under("local"), [u.summary for u in local], centre,
+                                     noise_std), centre, noise_std))
+    strategy = chosen.under("central")
+    for (name, epsilon, delta), group in groups.items():
+        mechanism = make_mechanism(name, epsilon, delta, clip_norm)
+        vectors = np.array([mechanism.clip(u.summary, centre) for u in group])
+        # The mechanism's noise multiplier, times how far one vehicle moves the combination.
+        ratio = strategy.sensitivity(len(group), clip_norm, mechanism.order) / (
+            mechanism.sensitivity)
+        noisy = mechanism.add_noise(strategy.combine(vectors), noise, mechanism.scale * ratio)
+        noise_std = mechanism.noise_std * ratio
+        readings = strategy.readings(np.array([u.summary.n for u in group]))
+        aggregate = Whitening(centre).unpack(noisy, readings, floor=resolvable(noise_std))
+        made.append(_piece(aggregate, centre, noise_std))
     return [piece for piece in made if piece.summary.n > 0]
 
 
@@ -85,3 +118,13 @@ def _piece(aggregate: ModelSummary, centre: ModelSummary, noise_std: float) -> P
     the model with all the readings it claims."""
     return Piece(aggregate.weighted(aggregate.n * credence(noise_std)),
                  relative_noise(noise_std, aggregate, centre))
+
+
+def _combined(strategy: Strategy, summaries: Sequence[ModelSummary], centre: ModelSummary,
+              noise_std: float) -> ModelSummary:
+    """``summaries`` combined by ``strategy`` as vectors about ``centre``, unpacked (no
+    direction narrower than ``noise_std`` resolves: :func:`~federation.privacy.resolvable`)."""
+    whitening = Whitening(centre)
+    vector = strategy.combine(np.array([whitening.pack(s) for s in summaries]))
+    readings = strategy.readings(np.array([s.n for s in summaries]))
+    return whitening.unpack(vector, readings, floor=resolvable(noise_std))

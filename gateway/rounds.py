@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from federation.features import Schema
 from federation.messages import GlobalModel, RoundOpen, Update
-from federation.privacy import NoiseSource, SecureNoise, public_centre
+from federation.privacy import PUBLIC_CLIP_FACTOR, NoiseSource, SecureNoise, public_centre
 from federation.summary import ModelSummary
-from gateway.private import Piece, pieces
+from gateway.private import CLIP_NORM, Piece, pieces
 from gateway.strategy import Strategy
 
 __all__ = ["Round"]
@@ -96,15 +96,18 @@ class Round:
 
     def merge(
         self, previous: GlobalModel | None, strategy: Strategy, schema: Schema, created_at: float,
-        noise: NoiseSource | None = None,
+        noise: NoiseSource | None = None, clip_norm: float = CLIP_NORM,
     ) -> GlobalModel:
         """The next global model: ``previous`` with this round's accepted updates merged in.
 
-        Private updates, all released about the round's base model, are first averaged (and
-        those that ask for central privacy clipped again and noised, with ``noise``, default
-        secure noise): :mod:`gateway.private`."""
+        Private updates, all released about the round's base model, are first combined by
+        ``strategy`` (and those that ask for central privacy clipped again to ``clip_norm``, or
+        :data:`~federation.privacy.PUBLIC_CLIP_FACTOR` times it about the public centre, and
+        noised, with ``noise``, default secure noise): :mod:`gateway.private`."""
         centre = previous.summary if previous else public_centre(schema.names)
-        made = pieces(list(self.accepted.values()), centre, noise or SecureNoise())
+        bound = clip_norm if previous else clip_norm * PUBLIC_CLIP_FACTOR
+        made = pieces(list(self.accepted.values()), centre, noise or SecureNoise(), strategy,
+                      bound)
         # A private release summarises all its vehicle learned: what its last one did counts
         # in the previous model already, and now counts in this round's instead.
         replaced = sum(u.replaces_readings for u in self.accepted.values())

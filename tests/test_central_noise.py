@@ -13,6 +13,7 @@ from federation import messages, topics
 from federation.features import FEATURE_NAMES, VEHICLE_SCHEMA
 from federation.messages import MessageError, Update
 from federation.privacy import (
+    PUBLIC_CLIP_FACTOR,
     GaussianMechanism,
     LaplaceMechanism,
     Mechanism,
@@ -36,6 +37,7 @@ CENTRE = public_centre(FEATURE_NAMES)
 PACK = Whitening(CENTRE).pack
 # So little noise that no direction of an aggregate is near what the noise cannot resolve.
 QUIET = GaussianMechanism(1000.0, 1e-5, 0.5)
+MEAN = ExactMerge()  # the averages these tests are about
 
 
 class NoNoise(NoiseSource):
@@ -63,7 +65,7 @@ def _update(vehicle: int, mechanism: Mechanism, privacy: str, noise: NoiseSource
 
 def _close_round(updates: list[Update], noise: NoiseSource) -> Gateway:
     gateway = Gateway(MqttTarget("127.0.0.1", 1), SQLiteStore(":memory:"), min_updates=1,
-                      noise=noise)
+                      noise=noise, clip_norm=QUIET.clip_norm / PUBLIC_CLIP_FACTOR)
     gateway._publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
     gateway._open_round()
     for update in updates:
@@ -75,12 +77,13 @@ def _close_round(updates: list[Update], noise: NoiseSource) -> Gateway:
 def _noise_of(privacy: str, mechanism: Mechanism, draws: int = 200) -> np.ndarray:
     """What noise leaves in a round's aggregate, in the centre's whitened coordinates."""
     exact = [_update(i, mechanism, privacy, NoNoise()) for i in range(VEHICLES)]
-    clean = PACK(pieces(exact, CENTRE, NoNoise())[0].summary)
+    clean = PACK(pieces(exact, CENTRE, NoNoise(), MEAN, mechanism.clip_norm)[0].summary)
     noise = SeededNoise(11)
     found = []
     for _ in range(draws):
         updates = [_update(i, mechanism, privacy, noise) for i in range(VEHICLES)]
-        found.append(PACK(pieces(updates, CENTRE, noise)[0].summary) - clean)
+        made = pieces(updates, CENTRE, noise, MEAN, mechanism.clip_norm)
+        found.append(PACK(made[0].summary) - clean)
     return np.array(found).ravel()
 
 
@@ -115,17 +118,31 @@ def test_the_gateway_clips_again_so_an_unclipped_central_update_moves_nothing_mo
     huge = ModelSummary(FEATURE_NAMES, 60.0, np.full(d, 1e5), np.eye(d) * 1e5)
     cheat = replace(honest[0], vehicle_id=f"veh-{VEHICLES:04d}", summary=huge)
 
-    aggregate = pieces([*honest, cheat], CENTRE, NoNoise())[0].summary
+    aggregate = pieces([*honest, cheat], CENTRE, NoNoise(), clip_norm=QUIET.clip_norm)[0].summary
 
     honest_part = sum(PACK(u.summary) for u in honest) / VEHICLES
     assert np.linalg.norm(PACK(aggregate) - honest_part) == pytest.approx(
         QUIET.clip_norm / VEHICLES, rel=1e-6)
 
 
+def test_the_gateway_clips_at_its_own_norm_whatever_an_update_declares():
+    honest = [_update(i, QUIET, "central", NoNoise()) for i in range(VEHICLES - 1)]
+    d = len(FEATURE_NAMES)
+    huge = ModelSummary(FEATURE_NAMES, 60.0, np.full(d, 1e5), np.eye(d) * 1e5)
+    cheat = replace(honest[0], vehicle_id=f"veh-{VEHICLES:04d}", summary=huge, clip_norm=1e5)
+
+    aggregate = pieces([*honest, cheat], CENTRE, NoNoise(), clip_norm=QUIET.clip_norm)
+
+    assert len(aggregate) == 1  # one group: the declared clip norm does not split it
+    honest_part = sum(PACK(u.summary) for u in honest) / VEHICLES
+    assert np.linalg.norm(PACK(aggregate[0].summary) - honest_part) == pytest.approx(
+        QUIET.clip_norm / VEHICLES, rel=1e-6)
+
+
 def test_local_releases_average_to_the_pooled_model_of_their_vehicles():
     updates = [_update(i, QUIET, "local", NoNoise()) for i in range(VEHICLES)]
 
-    pooled = pieces(updates, CENTRE, NoNoise())[0].summary
+    pooled = pieces(updates, CENTRE, NoNoise(), MEAN, QUIET.clip_norm)[0].summary
 
     assert np.allclose(PACK(pooled), np.mean([PACK(u.summary) for u in updates], axis=0))
     noise_std = QUIET.noise_std / math.sqrt(VEHICLES)  # declared by each, averaged
