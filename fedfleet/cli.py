@@ -19,6 +19,7 @@ from federation import topics
 from fedfleet import access, commands, evaluate
 from fedfleet.commands import TUNINGS
 from fedfleet.config import LOG_FORMAT, ConfigError, resolve
+from gateway.strategy import DEFAULT_STRATEGY, STRATEGIES
 
 __all__ = ["main"]
 
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, metavar="SECONDS",
                       help="stop after this many seconds (default: until Ctrl-C)")
     demo.add_argument("--round-seconds", type=float, metavar="S")
+    _gateway_options(demo)
     _http_options(demo)
 
     broker = sub.add_parser("broker", parents=[common], help="run the embedded MQTT broker")
@@ -52,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--store", metavar="URL", help="e.g. sqlite:///fedfleet.db")
     gateway.add_argument("--schema", metavar="FILE",
                          help="the fleet's feature schema (JSON; default: the vehicle schema)")
+    gateway.add_argument("--rollback", type=int, metavar="VERSION",
+                         help="republish the stored model VERSION as the newest version "
+                              "(retained), then run on: undoes a poisoned model")
+    _gateway_options(gateway)
     _http_options(gateway)
     _login_options(gateway)
 
@@ -95,6 +101,18 @@ def _parser() -> argparse.ArgumentParser:
                              help="print the fleet's privacy budgets and the global noise level")
     privacy.add_argument("--store", metavar="URL", help="the gateway's store")
     return parser
+
+
+def _gateway_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategy", choices=list(STRATEGIES),
+                        help="how a round's updates are combined: the exact mean, the "
+                             "coordinate-wise median, a trimmed mean, a norm-bounded mean, or "
+                             "auto: trimmed, and norm-bounded for what the gateway noises "
+                             f"(docs/SECURITY.md; default {DEFAULT_STRATEGY})")
+    parser.add_argument("--max-reading-rate", type=float, metavar="HZ",
+                        help="the most readings a vehicle can learn a second (its fastest "
+                             "sensor's rate times any simulation speed-up; default 1000): "
+                             "updates claiming more are refused")
 
 
 def _http_options(parser: argparse.ArgumentParser) -> None:
@@ -185,6 +203,9 @@ def _check(settings: dict[str, Any], rules: list[Rule] | None = None) -> None:
             ("fault_fraction", lambda v: 0 <= v <= 1, "between 0 and 1"),
             ("processes", lambda v: v >= 0, "0 (one per core) or more"),
             ("clip_norm", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
+            ("strategy", lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
+            ("max_reading_rate", lambda v: 0 < v < math.inf, "a finite number greater than 0"),
+            ("rollback", lambda v: v >= 0, "a model version (1 or more), or 0 for none"),
             ("first_release_readings", lambda v: v >= 0, "0 (the tuning's) or more"),
             ("release_growth", lambda v: v == 0 or 1 <= v < math.inf,
              "0 (the tuning's) or a finite number of at least 1"),

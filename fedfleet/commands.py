@@ -39,6 +39,7 @@ from fedfleet.progress import DeviceProgress, Progress
 from gateway.dashboard import Dashboard
 from gateway.service import Gateway
 from gateway.store import SQLiteStore, Store, open_store, sqlite_path
+from gateway.strategy import make_strategy
 
 __all__ = ["run"]
 
@@ -142,10 +143,20 @@ def _schema(settings: dict[str, Any]) -> Schema:
 
 def _gateway(settings: dict[str, Any], target: MqttTarget, store: Store,
              observer: Callable[[Any], None], schema: Schema = VEHICLE_SCHEMA) -> Gateway:
-    return Gateway(target, store, round_seconds=settings["round_seconds"],
-                   min_updates=settings["min_updates"],
-                   target_updates=settings["target_updates"] or None, observer=observer,
-                   schema=schema)
+    gateway = Gateway(target, store, round_seconds=settings["round_seconds"],
+                      min_updates=settings["min_updates"],
+                      target_updates=settings["target_updates"] or None, observer=observer,
+                      schema=schema, strategy=make_strategy(settings["strategy"]),
+                      clip_norm=settings["clip_norm"],
+                      readings_per_s=settings["max_reading_rate"])
+    if settings["rollback"]:
+        try:
+            model = gateway.rollback(settings["rollback"])
+        except ValueError as exc:
+            raise ConfigError(f"--rollback: {exc}") from None
+        print(f"model v{settings['rollback']} restored as v{model.version}; it is pushed "
+              "retained once the broker answers", flush=True)
+    return gateway
 
 
 def gateway(settings: dict[str, Any], stop: threading.Event) -> int:

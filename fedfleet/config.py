@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.transport import DEFAULT_MQTT_URL
+from gateway.strategy import DEFAULT_STRATEGY
 
 __all__ = ["DEFAULTS", "LOG_FORMAT", "ConfigError", "resolve"]
 
@@ -35,6 +36,12 @@ DEFAULTS: dict[str, Any] = {
     "target_updates": 0,
     "store": "sqlite:///fedfleet-data/fedfleet.db",
     "schema": "",  # a schema file; empty: the built-in vehicle schema
+    # How a round's releases are combined (gateway/strategy.py, docs/SECURITY.md).
+    "strategy": DEFAULT_STRATEGY,
+    # The most readings a vehicle learns a second: its fastest sensor's rate times the
+    # fleet's speed-up (gateway/validation.py).
+    "max_reading_rate": 1000.0,
+    "rollback": 0,  # republish this stored model version as the newest, then run on
     "http_host": "127.0.0.1",
     "http_port": 8080,
     # fleet

@@ -15,6 +15,7 @@ accepted, so a restarted gateway resumes the open round (see ``docs/STORAGE.md``
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -32,9 +33,11 @@ from federation.privacy import NoiseSource, SecureNoise
 from federation.rejections import RejectionLog
 from federation.transport import MqttTarget, make_client
 from gateway.alert_rate import AlertRate, DayRate
+from gateway.private import CLIP_NORM
 from gateway.rounds import Round
-from gateway.store import INVALID, OpenRound, RoundRecord, Store, Traffic
-from gateway.strategy import ExactMerge, Strategy
+from gateway.store import INVALID, OpenRound, Rollback, RoundRecord, Store, Traffic
+from gateway.strategy import Strategy, make_strategy
+from gateway.validation import Plausibility
 
 __all__ = ["Gateway", "RoundClosed"]
 
@@ -45,6 +48,9 @@ MAX_QUEUED_BYTES = 64 * 1024 * 1024  # what the queue may hold while the gateway
 PASS_S = 0.1  # the longest pass over the queue; its messages are committed, then acknowledged
 RESUME_GRACE_S = 2.0  # a round overdue at a restart stays open this long for the broker's backlog
 RECONNECT_EVERY_S = 1  # how often a lost connection is retried
+# The most readings a vehicle learns a second: the fastest sensor rate times the speed-up of
+# a simulated or replayed fleet (1 Hz vehicles at up to 1,000 times real time).
+READINGS_PER_S = 1000.0
 _MAX_KEYS = 1000  # (reason, vehicle) pairs counted between two writes of rejections
 _KINDS: dict[str, type[Update | Alert | Status]] = {
     topics.UPDATE: Update, topics.ALERT: Alert, topics.STATUS: Status}
@@ -89,6 +95,13 @@ class Gateway:
     client_id
         The gateway's MQTT client id: the broker keeps the gateway's session under it, so it
         must stay the same across restarts.
+    strategy
+        How a round's releases are combined (:mod:`gateway.strategy`; default
+        :data:`~gateway.strategy.DEFAULT_STRATEGY`).
+    clip_norm
+        The norm, in whitened units, the gateway clips each central release to again.
+    readings_per_s
+        The most readings a vehicle can learn a second (:mod:`gateway.validation`).
 
     Examples
     --------
@@ -116,6 +129,8 @@ class Gateway:
         noise: NoiseSource | None = None,
         client_id: str = "fedfleet-gateway",
         clock: Callable[[], float] = time.time,
+        clip_norm: float = CLIP_NORM,
+        readings_per_s: float = READINGS_PER_S,
     ) -> None:
         if round_seconds <= 0 or min_updates < 1:
             raise ValueError("round_seconds must be > 0 and min_updates >= 1")
@@ -124,11 +139,14 @@ class Gateway:
         self.round_seconds = round_seconds
         self.min_updates = min_updates
         self.target_updates = target_updates
-        self.strategy = strategy or ExactMerge()
+        self.strategy = strategy or make_strategy()
         self.observer = observer or (lambda event: None)
         self.noise = noise or SecureNoise()
         self.alert_rate = AlertRate()
         self.clock = clock
+        self.clip_norm = clip_norm
+        self.plausibility = Plausibility(readings_per_s, round_seconds)
+        self.plausibility.last |= _last_accepted(store)
         self.received: Counter[str] = Counter()
         self._rejections = RejectionLog(log)
         self.rejected = self._rejections.counts
@@ -159,6 +177,29 @@ class Gateway:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._target = target
+
+    def rollback(self, version: int) -> GlobalModel:
+        """Make the stored model ``version`` the newest again: republished as the next version
+        (versions only increase, so every vehicle takes it), recorded in the store, and pushed
+        retained when :meth:`run` connects. Asked again for the rollback that made the newest
+        model, it does nothing. Raises ``ValueError`` for a version the store does not hold
+        over the fleet's schema."""
+        stored = _compatible(self.store.model(version), self.schema)
+        if stored is None:
+            raise ValueError(f"the store holds no model v{version} over schema {self.schema.name}")
+        latest = self.model.version if self.model else 0
+        done = self.store.rollbacks()
+        if done and (done[0].restored, done[0].published) == (version, latest):
+            log.info("model v%d already restores v%d: nothing to roll back", latest, version)
+            assert self.model is not None
+            return self.model
+        self.model = replace(stored, version=latest + 1, created_at=self.clock())
+        self.store.record_model(self.model)
+        self.store.record_rollback(Rollback(self.clock(), version, latest + 1, latest))
+        self.store.flush()
+        log.warning("rolled back to model v%d: republished as v%d over v%d", version,
+                    latest + 1, latest)
+        return self.model
 
     # --- network thread: queue only -------------------------------------------------
     def _on_connect(
@@ -289,6 +330,7 @@ class Gateway:
                 self.round.rejected[exc.reason] += 1
             return self._reject(exc.reason, vehicle, f"{topic}: {exc}")
         self._count(kind, Traffic(1, len(payload)))
+        self.plausibility.heard(vehicle, self.clock())
         if self.round is not None:
             self.round.expected.add(vehicle)  # heard from while the round is open
         try:
@@ -314,9 +356,15 @@ class Gateway:
     def _on_update(self, vehicle: str, update: Update, payload: bytes | None = None) -> None:
         if self.round is None:  # the broker is away and the overdue round closed
             return self._reject("wrong_round", vehicle, f"update from {vehicle}: no round open")
-        reason = self.round.offer(vehicle, update)
+        now = self.clock()
+        reason = self.plausibility.reason(update, now)
+        if reason is not None:
+            self.round.rejected[reason] += 1
+        else:
+            reason = self.round.offer(vehicle, update)
         if reason is not None:
             return self._reject(reason, vehicle, f"update from {vehicle} for round {update.round}")
+        self.plausibility.accepted(update, now)
         self._count(topics.UPDATE, Traffic(0, 0, round(update.summary.n)))
         if update.round != self.round.number:  # a late private release: this round's now, so
             update, payload = replace(update, round=self.round.number), None  # it resumes
@@ -411,7 +459,7 @@ class Gateway:
 
     def _merge(self, current: Round) -> GlobalModel:
         self.model = current.merge(self.model, self.strategy, self.schema, self.clock(),
-                                   self.noise)
+                                   self.noise, self.clip_norm)
         return self.model
 
     def _count(self, kind: str, traffic: Traffic) -> None:
@@ -447,3 +495,14 @@ def _compatible(model: GlobalModel | None, schema: Schema) -> GlobalModel | None
                     "a new model", model.version, schema.name, schema.digest)
         return None
     return model
+
+
+def _last_accepted(store: Store) -> dict[str, tuple[float, float]]:
+    """When each vehicle's last accepted update's round opened (its readings unknown): a
+    restarted gateway counts a vehicle's next readings from there."""
+    opened = {r.round: r.opened_at for r in store.rounds(limit=2**31)}
+    left_open = store.open_round()
+    if left_open is not None:
+        opened[left_open.info.round] = left_open.info.opened_at
+    return {vehicle: (opened[b.last_round], math.inf) for vehicle, b in store.budgets().items()
+            if b.last_round in opened}

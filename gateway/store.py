@@ -23,6 +23,7 @@ __all__ = [
     "INVALID",
     "Budget",
     "OpenRound",
+    "Rollback",
     "RoundRecord",
     "SQLiteStore",
     "Store",
@@ -55,6 +56,17 @@ class RoundRecord:
     quorum_met: bool
     model_version: int
     dropped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """A stored model ``restored`` as the newest version ``published`` at ``ts``, over the
+    model that was newest until then (``replaced``)."""
+
+    ts: float
+    restored: int
+    published: int
+    replaced: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +202,17 @@ class Store(abc.ABC):
         """The newest stored global model, to resume from after a restart."""
 
     @abc.abstractmethod
+    def model(self, version: int) -> GlobalModel | None:
+        """The stored global model of ``version`` (``None``: none)."""
+
+    @abc.abstractmethod
+    def record_rollback(self, rollback: Rollback) -> None: ...
+
+    @abc.abstractmethod
+    def rollbacks(self) -> list[Rollback]:
+        """Every rollback, newest first."""
+
+    @abc.abstractmethod
     def rounds(self, limit: int = 100) -> list[RoundRecord]:
         """The most recent rounds, newest first."""
 
@@ -240,6 +263,8 @@ CREATE TABLE IF NOT EXISTS accepted_updates (round INTEGER, vehicle_id TEXT, pay
     PRIMARY KEY (round, vehicle_id));
 CREATE TABLE IF NOT EXISTS models (version INTEGER PRIMARY KEY, round INTEGER,
     participants INTEGER, readings REAL, created_at REAL, payload TEXT);
+CREATE TABLE IF NOT EXISTS rollbacks (ts REAL, restored INTEGER, published INTEGER PRIMARY KEY,
+    replaced INTEGER);
 CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY, vehicle_id TEXT, ts REAL,
     subsystem TEXT, score REAL, threshold REAL, model_version INTEGER, payload TEXT);
 CREATE INDEX IF NOT EXISTS alerts_by_vehicle ON alerts (vehicle_id, id);
@@ -396,6 +421,18 @@ class SQLiteStore(Store):
     def latest_model(self) -> GlobalModel | None:
         rows = self._read("SELECT payload FROM models ORDER BY version DESC LIMIT 1")
         return messages.decode(GlobalModel, rows[0][0].encode(), schema=None) if rows else None
+
+    def model(self, version: int) -> GlobalModel | None:
+        rows = self._read("SELECT payload FROM models WHERE version = ?", (version,))
+        return messages.decode(GlobalModel, rows[0][0].encode(), schema=None) if rows else None
+
+    def record_rollback(self, rollback: Rollback) -> None:
+        self._write("INSERT OR REPLACE INTO rollbacks VALUES (?,?,?,?)",
+                    (rollback.ts, rollback.restored, rollback.published, rollback.replaced))
+
+    def rollbacks(self) -> list[Rollback]:
+        return [Rollback(*row) for row in
+                self._read("SELECT * FROM rollbacks ORDER BY published DESC")]
 
     def rounds(self, limit: int = 100) -> list[RoundRecord]:
         rows = self._read("SELECT * FROM rounds ORDER BY round DESC LIMIT ?", (limit,))

@@ -80,6 +80,10 @@ def _fedfleet(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
         (["launch"], "invalid choice"),
         (["demo", "--privacy", "maybe"], "invalid choice"),
         (["gateway", "--http-port", "-1"], "http-port must be a TCP port (1-65535), or 0"),
+        (["gateway", "--strategy", "krum"], "invalid choice"),
+        (["demo", "--max-reading-rate", "0"], "max-reading-rate must be a finite number"),
+        (["gateway", "--max-reading-rate", "inf"], "max-reading-rate must be a finite number"),
+        (["gateway", "--rollback", "-2"], "rollback must be a model version"),
     ],
 )
 def test_usage_errors_exit_2_with_a_clear_message(args, message, tmp_path):
@@ -90,6 +94,29 @@ def test_usage_errors_exit_2_with_a_clear_message(args, message, tmp_path):
     assert process.returncode == 2
     assert message in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ({"FEDFLEET_STRATEGY": "krum"}, "strategy must be one of auto, mean, median"),
+    ({"FEDFLEET_MAX_READING_RATE": "-1"}, "max-reading-rate must be a finite number"),
+])
+def test_the_poisoning_settings_from_the_environment_are_checked(tmp_path, where, message):
+    process = _fedfleet("gateway", "--mqtt", "mqtt://127.0.0.1:1", cwd=tmp_path, env=where)
+
+    output, _ = process.communicate(timeout=30)
+
+    assert process.returncode == 2
+    assert message in output
+
+
+def test_the_strategy_and_reading_rate_come_from_a_settings_file(tmp_path):
+    config = tmp_path / "gw.toml"
+    config.write_text('strategy = "median"\n[gateway]\nmax_reading_rate = 50\n')
+
+    settings = resolve("gateway", {}, {}, str(config))
+
+    assert (settings["strategy"], settings["max_reading_rate"], settings["rollback"]) == (
+        "median", 50.0, 0)
 
 
 def test_a_password_from_the_environment_without_a_login_is_a_usage_error(tmp_path):
