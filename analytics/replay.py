@@ -9,9 +9,10 @@ merged into the next global model, which every device adopts. Held-out devices j
 
 The online regimes run the live system's own code: each device is a
 :class:`devices.vehicle.Vehicle` (detector, alert policy, learning gate, summary, privacy
-noise), updates are accepted by :class:`gateway.rounds.Round` and merged by the gateway's
-:class:`gateway.strategy.ExactMerge`. A row's score is the alert policy's smoothed level, and
-its alarm is whether that level passed the policy's threshold: what the device acts on.
+noise), updates are validated and accepted as the gateway does (:mod:`analytics.rounds`) and
+combined by a strategy of :mod:`gateway.strategy` (the gateway's default unless told). A row's
+score is the alert policy's smoothed level, and its alarm is whether that level passed the
+policy's threshold: what the device acts on.
 
 - ``local``: no rounds;
 - ``federated``: rounds with exact summaries;
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analytics.attacks import Attack
 from analytics.datasets import Dataset, Progress, Stream, split_devices
 from analytics.rounds import RoundCycle
 from devices.ledger import PrivacyLedger
@@ -46,6 +48,7 @@ from devices.vehicle import Vehicle
 from federation import topics
 from federation.messages import GlobalModel, Update
 from federation.privacy import Mechanism, SeededNoise
+from gateway.strategy import Strategy
 
 __all__ = [
     "CLIP_NORM", "TUNINGS", "Progress", "Run", "Schedule", "choose_tuning", "run_online",
@@ -102,6 +105,18 @@ class Run:
     updates: int = 0
     noise_std: float = 0.0
     model: GlobalModel | None = None
+    refused: dict[str, int] = field(default_factory=dict)
+    infeasible_models: int = 0
+
+    def gateway_result(self, gateway: RoundCycle | None) -> None:
+        """What the round cycle of a federated regime leaves: its rounds, last model (and its
+        noise), the updates it refused by reason and the infeasible models it made."""
+        if gateway is None:
+            return
+        self.rounds, self.model = gateway.rounds, gateway.model
+        self.noise_std = gateway.model.noise_std if gateway.model else 0.0
+        self.refused = dict(gateway.rejected)
+        self.infeasible_models = gateway.infeasible
 
 
 CLIP_NORM = 4.0  # the fleet's default (fedfleet/config.py)
@@ -163,12 +178,15 @@ def run_online(
     budget: float = math.inf,
     tuning: Tuning | None = None,
     progress: Progress | None = None,
+    strategy: Strategy | None = None,
+    attack: Attack | None = None,
 ) -> Run:
     """Replay ``dataset`` under ``regime`` (``local``, ``federated``, ``federated_dp``,
     ``centralized``); ``mechanism`` privatizes the updates of ``federated_dp``, on each device
     or, with ``central``, at the gateway; each device stops sending updates once its ledger
     says they would pass ``budget``; the devices run with ``tuning`` (by default the preset
-    for the dataset's kind)."""
+    for the dataset's kind); the gateway combines with ``strategy`` (default the mean), and
+    ``attack`` alters its attackers' updates."""
     tuning = tuning or tuning_for(dataset)
     shared = tuning.detector(dataset.schema) if regime == "centralized" else None
     clock = [0.0]
@@ -180,7 +198,8 @@ def run_online(
                 **tuning.vehicle_kwargs(dataset.schema, shared))
         for i, s in enumerate(dataset.streams)
     ]
-    gateway = (RoundCycle(schedule.round_rows, dataset.schema, SeededNoise([seed, len(vehicles)]))
+    gateway = (RoundCycle(schedule.round_rows, dataset.schema, SeededNoise([seed, len(vehicles)]),
+                          strategy, attack, schedule.start)
                if regime.startswith("federated") else None)
     run = Run(regime, {s.device_id: np.zeros(len(s)) for s in dataset.streams},
               {s.device_id: np.zeros(len(s), dtype=bool) for s in dataset.streams})
@@ -202,11 +221,9 @@ def run_online(
             if progress is not None and (tick % 500 == 0 or tick == max(ends) - 1):
                 progress(regime, done, dataset.rows)
     run.seconds = time.monotonic() - began
-    run.rounds = gateway.rounds if gateway else 0
+    run.gateway_result(gateway)
     run.epsilon_spent = max(v.ledger.epsilon_total for v in vehicles)
     run.updates = sum(v.updates_sent for v in vehicles)
-    run.model = gateway.model if gateway else None
-    run.noise_std = run.model.noise_std if run.model else 0.0
     run.rejected = dict(sum((v.rejected for v in vehicles), Counter()))
     run.thresholds = {s.device_id: v.policy.threshold
                       for s, v in zip(dataset.streams, vehicles, strict=True)}

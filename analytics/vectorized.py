@@ -36,6 +36,7 @@ from itertools import pairwise
 
 import numpy as np
 
+from analytics.attacks import Attack
 from analytics.datasets import Dataset
 from analytics.models import Models, Priors
 from analytics.policies import Policies
@@ -51,6 +52,7 @@ from federation import topics
 from federation.messages import GlobalModel, RoundOpen, Update
 from federation.privacy import Mechanism, SeededNoise
 from federation.summary import ModelSummary
+from gateway.strategy import Strategy
 
 __all__ = ["CHUNK_TICKS", "run_vectorized"]
 
@@ -68,11 +70,13 @@ def run_vectorized(
     budget: float = math.inf,
     tuning: Tuning | None = None,
     progress: Progress | None = None,
+    strategy: Strategy | None = None,
+    attack: Attack | None = None,
 ) -> Run:
     """Replay ``dataset`` under ``regime``, as :func:`analytics.replay.run_online` does with
     the same arguments, on arrays."""
     replay = _Replay(dataset, schedule, regime, seed, mechanism, central, budget,
-                     tuning or tuning_for(dataset))
+                     tuning or tuning_for(dataset), strategy, attack)
     return replay.run(progress)
 
 
@@ -112,7 +116,8 @@ class _Idle(SensorSource):
 class _Replay:
     def __init__(self, dataset: Dataset, schedule: Schedule, regime: str, seed: int,
                  mechanism: Mechanism | None, central: bool, budget: float,
-                 tuning: Tuning) -> None:
+                 tuning: Tuning, strategy: Strategy | None = None,
+                 attack: Attack | None = None) -> None:
         schema, streams = dataset.schema, dataset.streams
         missing = [name for name in schema.names if name not in dataset.columns]
         if missing:
@@ -139,7 +144,8 @@ class _Replay:
         self.policies = Policies(tuning.policy(schema), len(streams))
         self.models = Models(self.detector, 1 if self.shared else len(streams))
         self.priors = Priors(self.detector)
-        self.gateway = (RoundCycle(schedule.round_rows, schema, SeededNoise([seed, len(streams)]))
+        self.gateway = (RoundCycle(schedule.round_rows, schema, SeededNoise([seed, len(streams)]),
+                                   strategy, attack, schedule.start)
                         if regime.startswith("federated") else None)
         self.info: RoundOpen | None = None
         self.adopted: dict[bytes, int] = {}
@@ -317,9 +323,7 @@ class _Replay:
                   {s.device_id: self.alarms[i] for i, s in enumerate(streams)}, seconds=seconds)
         run.thresholds = {s.device_id: float(self.policies.threshold[i])
                           for i, s in enumerate(streams)}
-        if gateway is not None:
-            run.rounds, run.model = gateway.rounds, gateway.model
-            run.noise_std = gateway.model.noise_std if gateway.model else 0.0
+        run.gateway_result(gateway)
         if vehicles is not None:
             run.epsilon_spent = max(v.ledger.epsilon_total for v in vehicles)
             run.updates = sum(v.updates_sent for v in vehicles)

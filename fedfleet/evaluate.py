@@ -14,7 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from analytics.attacks import ATTACKS
 from fedfleet.config import DEFAULTS
+from gateway.strategy import STRATEGIES
 
 __all__ = ["add_parser", "main"]
 
@@ -66,6 +68,14 @@ def add_parser(sub: Any) -> None:
                              "model, instead of the preset's (0: the fleet's model is not used)")
     parser.add_argument("--cold-fraction", type=float, default=0.1, metavar="F",
                         help="cold start is scored over the late devices' first F of rows (0.1)")
+    parser.add_argument("--strategy", choices=list(STRATEGIES), default=DEFAULTS["strategy"],
+                        help="how the gateway combines a round's updates (docs/SECURITY.md; "
+                             f"default {DEFAULTS['strategy']})")
+    parser.add_argument("--attack", choices=list(ATTACKS),
+                        help="also run every federated regime with --attackers of the devices "
+                             "poisoning their updates this way, and compare")
+    parser.add_argument("--attackers", type=float, default=0.2, metavar="F",
+                        help="share of devices that attack, with --attack (0.2)")
     parser.add_argument("--replay", choices=["vectorized", "per-reading"], default="vectorized",
                         help="replay every device of a tick at once on arrays (default), or "
                              "each reading through the devices' River code: the same scores, "
@@ -110,7 +120,9 @@ def main(args: argparse.Namespace) -> int:
                             privacy=args.privacy, mechanism=args.mechanism,
                             round_rows=args.round_rows, late_fraction=args.late_fraction,
                             cold_fraction=args.cold_fraction, tuning=tuning,
-                            replay=args.replay, progress=stderr_progress())
+                            replay=args.replay, progress=stderr_progress(),
+                            strategy=args.strategy, attack=args.attack,
+                            attackers=args.attackers)
     report["settings"]["window"] = args.window
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
@@ -133,6 +145,8 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         return "--prior-readings must be a number >= 0"
     if not 0 < args.cold_fraction <= 1:
         return "--cold-fraction must be in (0, 1]"
+    if not 0 < args.attackers < 0.5:
+        return "--attackers must be in (0, 0.5): a majority of attackers is the fleet"
     if len(args.sep) != 1 and args.sep != "\\t":
         return "--sep must be one character (or \\t)"
     for option in ("out", "plot"):
@@ -168,6 +182,14 @@ def _table(report: dict[str, Any]) -> str:
         lines.append(f"{name} no worse than local (PR-AUC within {counts['margin']}) on "
                      f"{counts['no_worse']} of {counts['devices']} devices")
     lines.append(f"ratios of pooled PR-AUC: {report['ratios']}")
+    attack = report.get("attack") or {"regimes": {}}
+    for name, figures in attack["regimes"].items():
+        lines.append(
+            f"{name} under {attack['kind']} by {len(attack['attackers'])} devices: PR-AUC "
+            f"{_cell(figures['pr_auc_attacked'])} vs {_cell(figures['pr_auc_clean'])} clean "
+            f"(ratio {_cell(figures['ratio'])}, within {attack['margin']:.0%}: "
+            f"{'yes' if figures['within_margin'] else 'NO'}); refused {figures['refused']}, "
+            f"infeasible models {figures['infeasible_models']}")
     cold = report["cold_start"]
     if "federated" in cold:
         lines.append(f"cold start ({len(cold['devices'])} late devices, first "

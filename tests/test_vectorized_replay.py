@@ -12,6 +12,7 @@ import pytest
 from river import covariance
 
 import analytics.shared
+from analytics.attacks import Attack
 from analytics.batch import run_batch, scored_devices
 from analytics.datasets import Dataset, Stream, load
 from analytics.moments import RunningMoments
@@ -23,6 +24,7 @@ from devices.tuning import TEST_RIG, VEHICLE
 from federation.features import VEHICLE_SCHEMA
 from federation.privacy import make_mechanism
 from federation.summary import ModelSummary
+from gateway.strategy import make_strategy
 
 DATA = Path(__file__).parent.parent.parent / "shared" / "datasets"
 TOLERANCE = 1e-9
@@ -95,6 +97,28 @@ def test_every_regime_scores_as_the_per_reading_replay(fleet, regime):
 
     _assert_same(vectorized, online)
     assert sum(int(s.astype(bool).sum()) for s in online.scores.values()) > 0  # it scored
+
+
+@pytest.mark.parametrize(("attack", "regime", "strategy"), [
+    ("colluding", "federated", "trimmed"),
+    ("sign-flipped", "federated_dp_central", "median"),
+    ("huge-counts", "federated_dp", "norm-bounded"),
+])
+def test_under_attack_every_strategy_scores_as_the_per_reading_replay(attack, regime, strategy):
+    dataset, round_rows, late = FLEETS["sim"]()
+    plan = Schedule.plan(dataset, seed=3, round_rows=round_rows, late_fraction=late)
+    hostile = Attack.choose(attack, [s.device_id for s in dataset.streams], 0.25, seed=3)
+    kwargs = REGIMES[regime] | {"attack": hostile, "strategy": make_strategy(strategy)}
+    name = regime.removesuffix("_central")
+
+    online = run_online(dataset, plan, name, seed=3, **kwargs)
+    vectorized = run_vectorized(dataset, plan, name, seed=3, **kwargs)
+
+    _assert_same(vectorized, online)
+    assert vectorized.refused == online.refused
+    assert online.infeasible_models == vectorized.infeasible_models == 0
+    if attack == "huge-counts":
+        assert online.refused["too_many_readings"] > 0
 
 
 def test_the_simulated_fleet_exercises_what_the_replays_must_agree_on():
