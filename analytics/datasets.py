@@ -2,7 +2,7 @@
 
 A source names a loader and its argument:
 
-- ``sim:N`` — ``N`` simulated vehicles (:mod:`devices.simulator`) with the simulator's own
+- ``sim:N`` — ``N`` simulated vehicles (:mod:`devices.sim.simulator`) with the simulator's own
   fault plan; a row is anomalous from its vehicle's fault onset on. Half of the vehicles that
   join late (:func:`split_devices` with the run's seed and ``late_fraction``) get a fault, so
   that a cold start has faults to detect: in turn, one that begins within their first
@@ -11,7 +11,7 @@ A source names a loader and its argument:
   ``DIR``): one engine is one device, run to failure; its last ``window`` cycles are anomalous;
 - ``skab:DIR`` — the Skoltech Anomaly Benchmark: one experiment (``valve1/3.csv``) is one
   device, labelled by its ``anomaly`` column;
-- ``csv:DIR`` — the generic CSV log format of :mod:`devices.csvlog`.
+- ``csv:DIR`` — the generic CSV log format of :mod:`devices.sources.csvlog`.
 
 Each dataset also says which columns are operating conditions rather than health sensors,
 and carries *reference* rows — data the operator owns apart from the streams replayed (the
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from devices.csvlog import CsvLogError, DeviceLog, read_folder, read_log
-from devices.faults import FaultSpec, plan_faults
-from devices.simulator import SimulatedFleet
+from devices.sim.faults import FaultSpec, plan_faults
+from devices.sim.simulator import SimulatedFleet
+from devices.sources.csvlog import CsvLogError, DeviceLog, read_folder, read_log
 from federation.features import VEHICLE_SCHEMA, Schema, SchemaError
 
 __all__ = ["Dataset", "DatasetError", "Stream", "load", "simulated_faults", "split_devices"]

@@ -1,12 +1,14 @@
 """Many devices' detectors as arrays: what each learned, its prior, and what it scores with.
 
-A row holds what one device's :class:`devices.detector.FleetGaussian` holds: its own readings
-already summarised (``history``), those learned since (``recent``, kept as River keeps them), the
-global model it took as its prior, the readings learned since its weights were computed, and
-the mean and residual weights it scores with. The rules are the detector's own, applied to the
-stacked rows: a refresh is :meth:`~devices.detector.FleetGaussian.assemble` then
-:meth:`~devices.detector.FleetGaussian.weights`, a prior is
-:meth:`~devices.detector.FleetGaussian.prior_for`, merges are :func:`federation.summary.merge`.
+A row holds what one device's :class:`devices.onboard.detector.FleetGaussian` holds: its own
+readings already summarised (``history``), those learned since (``recent``, kept as River keeps
+them), the global model it took as its prior, the readings learned since its weights were
+computed, and the mean and residual weights it scores with. The rules are the detector's own,
+applied to the stacked rows: a refresh is
+:meth:`~devices.onboard.detector.FleetGaussian.assemble` then
+:meth:`~devices.onboard.detector.FleetGaussian.weights`, a prior is
+:meth:`~devices.onboard.detector.FleetGaussian.prior_for`, merges are
+:func:`federation.summary.merge`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from analytics.moments import RunningMoments
 from analytics.stack import Stack
-from devices.detector import FleetGaussian
+from devices.onboard.detector import FleetGaussian
 from federation.messages import GlobalModel
 from federation.summary import Moments, merge
 
@@ -146,7 +148,7 @@ class Models(Stack):
 
     def take_summary(self, rows: np.ndarray) -> Moments:
         """The recent readings of ``rows``, folded into their history, as the detector's
-        :meth:`~devices.detector.FleetGaussian.take_summary` does."""
+        :meth:`~devices.onboard.detector.FleetGaussian.take_summary` does."""
         recent = self.recent.moments(rows)
         history = merge(Moments(self.history_n[rows], self.history_mean[rows],
                                 self.history_cov[rows]), recent)

@@ -1,10 +1,10 @@
-"""Many devices' alert charts at once: :class:`devices.alerts.AlertPolicy` on arrays.
+"""Many devices' alert charts at once: :class:`devices.onboard.alerts.AlertPolicy` on arrays.
 
 Each device smooths each health sensor's residual with the policy's EWMA, takes each
 subsystem's level as the root mean square of its sensors' smoothed residuals (summed in the
 schema's order, as the policy sums them) and its level as the highest, and, for a calibrated
 policy, sets its threshold on its first readings. The policy's settings come from the device's
-own :class:`~devices.alerts.AlertPolicy`; what the replay records (the level and whether it
+own :class:`~devices.onboard.alerts.AlertPolicy`; what the replay records (the level and whether it
 passed the threshold) is all it needs of the chart. Alerts themselves (which subsystem, the
 cooldown) change neither, and the replay sends none.
 """
@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from analytics.stack import Stack
-from devices.alerts import AlertPolicy
+from devices.onboard.alerts import AlertPolicy
 
 __all__ = ["Chart", "Policies"]
 

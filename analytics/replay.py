@@ -8,7 +8,7 @@ merged into the next global model, which every device adopts. Held-out devices j
 ``join_tick``, and receive the latest global model (retained) on joining.
 
 The online regimes run the live system's own code: each device is a
-:class:`devices.vehicle.Vehicle` (detector, alert policy, learning gate, summary, privacy
+:class:`devices.onboard.vehicle.Vehicle` (detector, alert policy, learning gate, summary, privacy
 noise), updates are validated and accepted as the gateway does (:mod:`analytics.rounds`) and
 combined by a strategy of :mod:`gateway.strategy` (the gateway's default unless told). A row's
 score is the alert policy's smoothed level, and its alarm is whether that level passed the
@@ -41,10 +41,10 @@ import numpy as np
 from analytics.attacks import Attack
 from analytics.datasets import Dataset, Progress, Stream, split_devices
 from analytics.rounds import RoundCycle
-from devices.ledger import PrivacyLedger
+from devices.onboard.ledger import PrivacyLedger
+from devices.onboard.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE, Tuning
+from devices.onboard.vehicle import Vehicle
 from devices.sources import Reading, SensorSource
-from devices.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE, Tuning
-from devices.vehicle import Vehicle
 from federation import topics
 from federation.messages import GlobalModel, Update
 from federation.privacy import Mechanism, SeededNoise
@@ -206,7 +206,7 @@ def run_online(
     starts = [schedule.start[s.device_id] for s in dataset.streams]
     ends = [start + len(s) for start, s in zip(starts, dataset.streams, strict=True)]
     began, done = time.monotonic(), 0
-    with _quiet("devices.vehicle"):
+    with _quiet("devices.onboard.vehicle"):
         for tick in range(max(ends)):
             clock[0] = float(tick)
             if gateway is not None and tick % schedule.round_rows == 0:

@@ -29,7 +29,7 @@ from analytics.datasets import Dataset, Stream
 from analytics.metrics import detection, lead_time, lead_times, wins
 from analytics.replay import CLIP_NORM, Progress, Run, Schedule, run_online, tuning_for
 from analytics.vectorized import run_vectorized
-from devices.tuning import Tuning
+from devices.onboard.tuning import Tuning
 from federation.privacy import calibrated
 from gateway.strategy import DEFAULT_STRATEGY, make_strategy
 

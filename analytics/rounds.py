@@ -117,7 +117,7 @@ def feasible(summary: ModelSummary) -> bool:
 
 def receive(kind: type[M], payload: bytes, schema: Schema) -> tuple[M | None, str | None]:
     """A message as every vehicle of ``schema`` decodes it, or why each rejects it (the reasons
-    :meth:`devices.vehicle.Vehicle.on_message` counts)."""
+    :meth:`devices.onboard.vehicle.Vehicle.on_message` counts)."""
     try:
         return messages.decode(kind, payload, schema), None
     except MessageError as exc:

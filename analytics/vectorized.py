@@ -17,9 +17,10 @@ NumPy operations over the devices reading in it:
 
 What happens rarely is done by the product's own code: rounds open and close, accept and merge
 in :class:`analytics.rounds.RoundCycle`; a global model is decoded once per release and taken
-as a prior by :meth:`~devices.detector.FleetGaussian.prior_for`; a private release is made by
-the device's own :class:`devices.vehicle.Vehicle` (its release schedule, ledger, mechanism and
-seeded noise), handed what its detector learned (:meth:`~devices.detector.FleetGaussian.fold`).
+as a prior by :meth:`~devices.onboard.detector.FleetGaussian.prior_for`; a private release is
+made by the device's own :class:`devices.onboard.vehicle.Vehicle` (its release schedule, ledger,
+mechanism and seeded noise), handed what its detector learned
+(:meth:`~devices.onboard.detector.FleetGaussian.fold`).
 Exact updates, one per device and round, are built here and offered to the same round.
 
 The ``centralized`` regime's one detector is refreshed within a tick, after every
@@ -44,10 +45,10 @@ from analytics.replay import Progress, Run, Schedule, tuning_for
 from analytics.rounds import RoundCycle, receive
 from analytics.shared import Gate, shared_tick
 from analytics.stack import Stack
-from devices.ledger import PrivacyLedger
+from devices.onboard.ledger import PrivacyLedger
+from devices.onboard.tuning import Tuning
+from devices.onboard.vehicle import Vehicle
 from devices.sources import Reading, SensorSource
-from devices.tuning import Tuning
-from devices.vehicle import Vehicle
 from federation import topics
 from federation.messages import GlobalModel, RoundOpen, Update
 from federation.privacy import Mechanism, SeededNoise
@@ -279,7 +280,7 @@ class _Replay:
                 self._send_private(part, row)
 
     def _send_exact(self, part: _Part, rows: np.ndarray) -> None:
-        """Exact updates, as :meth:`devices.vehicle.Vehicle.take_part` sends them without
+        """Exact updates, as :meth:`devices.onboard.vehicle.Vehicle.take_part` sends them without
         privacy: each device's readings learned since its last update."""
         assert self.gateway is not None
         schema, devices = self.dataset.schema, part.devices

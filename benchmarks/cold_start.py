@@ -47,11 +47,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from analytics.datasets import Dataset, load, simulated_faults, split_devices
 from analytics.replay import Schedule, run_online
-from devices.detector import FleetGaussian, make_pipeline
-from devices.faults import FaultSpec
-from devices.simulator import SimulatedVehicle
-from devices.tuning import VEHICLE, Tuning
-from devices.vehicle import Vehicle
+from devices.onboard.detector import FleetGaussian, make_pipeline
+from devices.onboard.tuning import VEHICLE, Tuning
+from devices.onboard.vehicle import Vehicle
+from devices.sim.faults import FaultSpec
+from devices.sim.simulator import SimulatedVehicle
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA
 from federation.messages import GlobalModel
@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument("--cold-fraction", type=float, default=0.1)
     parser.add_argument("--set", type=setting, action="append", default=[], dest="settings",
                         metavar="KEY=VALUE[,...]", help="a device setting to compare with the "
-                        "vehicle preset (fields of devices.tuning.Tuning); repeatable")
+                        "vehicle preset (fields of devices.onboard.tuning.Tuning); repeatable")
     args = parser.parse_args()
     ids = [f"veh-{i:04d}" for i in range(args.vehicles)]
     late = sorted(split_devices(ids, args.late_fraction, args.seed))

@@ -25,8 +25,8 @@ import numpy as np
 from federation.features import VEHICLE_SCHEMA
 from federation.messages import Alert, GlobalModel, Status, Update
 from federation.summary import ModelSummary
-from gateway.dashboard.figures import raw_reading_bytes, snapshot
-from gateway.store import RoundRecord, SQLiteStore, Traffic
+from gateway.dashboard.figures import snapshot
+from gateway.store import RoundRecord, SQLiteStore, Traffic, raw_reading_bytes
 
 SUBSYSTEMS = [(f.subsystem, f.name) for f in VEHICLE_SCHEMA.features if f.subsystem]
 

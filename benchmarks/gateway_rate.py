@@ -27,7 +27,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from benchmarks.report import print_report
-from devices.fleet import simulated_vehicles
+from devices.runners.fleet import simulated_vehicles
 from federation import messages, topics
 from federation.messages import RoundOpen, Update
 from federation.transport import make_client, parse_mqtt_url

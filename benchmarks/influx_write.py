@@ -25,8 +25,8 @@ import numpy as np
 from federation.features import VEHICLE_SCHEMA
 from federation.messages import Alert, Status, Update
 from federation.summary import ModelSummary
-from gateway.influx import InfluxSettings, InfluxStore
-from gateway.schema import MEASUREMENTS
+from gateway.store.influx import InfluxSettings, InfluxStore
+from gateway.store.schema import MEASUREMENTS
 from tests.servers import VictoriaMetrics
 
 ENV = {"INFLUXDB_V2_ORG": "bench", "INFLUXDB_V2_TOKEN": "bench"}
@@ -114,7 +114,7 @@ def main() -> None:
           f" to victoria-metrics over the InfluxDB v2 write API, gzip")
     print(f"{'batch':>6} {'points':>8} {'on server':>9} {'requests':>8} {'errors':>6} "
           f"{'recorded/s':>11} {'written/s':>10} {'seconds':>8}")
-    logging.getLogger("gateway.outbox").setLevel(logging.CRITICAL)  # the away phase fails
+    logging.getLogger("gateway.store.outbox").setLevel(logging.CRITICAL)  # the away phase fails
     with VictoriaMetrics() as vm:
         for batch_size in args.batch_size:
             r = run(args.points, batch_size, vm, args.seed)

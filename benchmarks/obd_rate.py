@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from devices.detector import FleetGaussian
-from devices.obdii import ObdSource
-from devices.vehicle import Vehicle
+from devices.onboard.detector import FleetGaussian
+from devices.onboard.vehicle import Vehicle
+from devices.sources.obdii import ObdSource
 from federation.features import load_schema
 from tests.servers import Elm327Emulator
 

@@ -1,7 +1,7 @@
 """Scale on one machine: what a fleet costs as it grows, next to anchors measured in the same run.
 
 First, in this process, the anchors: the detector's own score + learn per reading
-(``detector_us``), and a whole :class:`~devices.vehicle.Vehicle` step per reading without a
+(``detector_us``), and a whole :class:`~devices.onboard.vehicle.Vehicle` step per reading without a
 network (``vehicle_us``: the simulator, the detector and the alert charts), and the median
 wall time of one private release (``release_central_ms``, ``release_local_ms``: clipping,
 noise, the ledger synced to disk, encoding). Then, for each fleet
@@ -40,7 +40,7 @@ from typing import Any
 
 import psutil
 
-from devices.fleet import simulated_vehicles
+from devices.runners.fleet import simulated_vehicles
 from federation import messages, topics
 from federation.messages import RoundOpen
 from fedfleet.config import resolve

@@ -1,6 +1,7 @@
-"""The edge: sensor sources, the on-device detector, the vehicle agent and the fleet runner.
+"""The edge, one package per step of the data path.
 
-Data path on a vehicle: a :class:`~devices.sources.SensorSource` yields readings, the
-detector scores then learns each one, alerts leave on the alert topic, and once per round
-the agent publishes a clipped, noised summary of its model. Raw readings never leave.
+:mod:`devices.sources` (and the simulated world, :mod:`devices.sim`) yield readings →
+:mod:`devices.onboard` scores then learns each one, raises alerts and releases a clipped,
+noised summary of its model once per round → :mod:`devices.runners` puts a vehicle, or a
+whole simulated fleet, on the broker. Raw readings never leave.
 """

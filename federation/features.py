@@ -212,7 +212,7 @@ class Schema:
         Columns in ``conditions`` become operating conditions; every other column is a
         health sensor watching ``subsystems[column]``, by default one subsystem named after
         the schema: sensors of one machine that wear together are judged together (see
-        :class:`devices.detector.FleetGaussian`). Constant or non-finite columns carry
+        :class:`devices.onboard.detector.FleetGaussian`). Constant or non-finite columns carry
         nothing and are left out.
 
         >>> schema = Schema.infer("pump", {"setting": [0, 10], "temp": [20, 30], "id": [1, 1]},

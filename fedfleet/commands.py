@@ -16,13 +16,13 @@ from typing import Any
 
 from broker.access import client_login
 from broker.embedded import BrokerError, EmbeddedBroker
-from devices.agent import DeviceAgent
-from devices.attach import open_source
-from devices.faults import FaultSpec, plan_faults
-from devices.fleet import Fleet, simulated_vehicles
-from devices.simulator import vehicle_ids
-from devices.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE
-from devices.vehicle import Vehicle
+from devices.onboard.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE
+from devices.onboard.vehicle import Vehicle
+from devices.runners.agent import DeviceAgent
+from devices.runners.fleet import Fleet, simulated_vehicles
+from devices.sim.faults import FaultSpec, plan_faults
+from devices.sim.simulator import vehicle_ids
+from devices.sources.attach import open_source
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA, Schema, SchemaError, load_schema
 from federation.transport import (

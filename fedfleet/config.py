@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "epsilon_budget": 1.0,  # each vehicle's, over its life (docs/PRIVACY.md)
     "releases": 3,  # the releases that budget pays for
     # When a vehicle releases: once it has learned this many readings, then growth times as
-    # many, and so on (devices/vehicle.py); TOML or FEDFLEET_* only; 0: the device tuning's.
+    # many, and so on (devices/onboard/vehicle.py); TOML or FEDFLEET_* only; 0: the device tuning's.
     "first_release_readings": 0,
     "release_growth": 0.0,
     "delta": 1e-5,

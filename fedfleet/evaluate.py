@@ -61,8 +61,8 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--late-fraction", type=float, default=0.1, metavar="F",
                         help="share of devices held out to join late, for cold start (0.1)")
     parser.add_argument("--tuning", choices=["vehicle", "engine", "rig"],
-                        help="device settings (devices/tuning.py); default: by dataset kind "
-                             "(sim and csv: vehicle, cmapss: engine, skab: rig)")
+                        help="device settings (devices/onboard/tuning.py); default: by dataset "
+                             "kind (sim and csv: vehicle, cmapss: engine, skab: rig)")
     parser.add_argument("--prior-readings", type=float, metavar="N",
                         help="the most readings the fleet's model counts for in a device's "
                              "model, instead of the preset's (0: the fleet's model is not used)")

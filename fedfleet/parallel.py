@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from devices.fleet import FleetStatus
+from devices.runners.fleet import FleetStatus
 from fedfleet.config import LOG_FORMAT
 
 __all__ = ["combined", "run_parts", "shares"]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devices.ledger import PrivacyLedger
+from devices.onboard.ledger import PrivacyLedger
 from federation.privacy import Mechanism, calibrated
 from federation.randomized_response import RandomizedResponse
 from gateway.store import Budget, Store
@@ -25,8 +25,8 @@ def mechanism(settings: dict[str, Any]) -> Mechanism | None:
 
 
 def vehicle_options(settings: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for :class:`devices.vehicle.Vehicle`: the mechanism, central or local
-    noise, and randomized alert answers."""
+    """Keyword arguments for :class:`devices.onboard.vehicle.Vehicle`: the mechanism, central or
+    local noise, and randomized alert answers."""
     mech = mechanism(settings)
     rr_epsilon = settings["alert_report_epsilon"]
     kwargs: dict[str, Any] = {"mechanism": mech, "central": settings["privacy"] == "central",

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TextIO
 
-from devices.agent import AgentStatus
-from devices.detector import prior_weight
-from devices.faults import FaultSpec
-from devices.fleet import FleetStatus
+from devices.onboard.detector import prior_weight
+from devices.onboard.tuning import VEHICLE
+from devices.runners.agent import AgentStatus
+from devices.runners.fleet import FleetStatus
+from devices.sim.faults import FaultSpec
 from devices.sources import SensorSource
-from devices.tuning import VEHICLE
 from federation.messages import Alert
 from gateway.service import RoundClosed
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from devices.alerts import AlertPolicy
-from devices.fleet import Fleet
-from devices.ledger import PrivacyLedger
-from devices.simulator import SimulatedVehicle
-from devices.vehicle import Vehicle
+from devices.onboard.alerts import AlertPolicy
+from devices.onboard.ledger import PrivacyLedger
+from devices.onboard.vehicle import Vehicle
+from devices.runners.fleet import Fleet
+from devices.sim.simulator import SimulatedVehicle
 from federation.messages import Alert
 from federation.transport import parse_mqtt_url
 from tests.processes import AlertLoad, Command, open_round, read_store, wait_until

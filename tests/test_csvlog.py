@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.csvlog import CsvLogError, read_folder, read_log
+from devices.sources.csvlog import CsvLogError, read_folder, read_log
 
 SKAB = Path(__file__).parent.parent.parent / "shared" / "datasets" / "skab"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from devices.faults import FaultMode, FaultSpec
-from devices.fleet import Fleet
-from devices.simulator import SimulatedVehicle
-from devices.vehicle import Vehicle
+from devices.onboard.vehicle import Vehicle
+from devices.runners.fleet import Fleet
+from devices.sim.faults import FaultMode, FaultSpec
+from devices.sim.simulator import SimulatedVehicle
 from federation.messages import Alert, Status
 from federation.transport import parse_mqtt_url
 from gateway.dashboard import Dashboard

@@ -16,9 +16,8 @@ import pytest
 
 from federation.messages import GlobalModel, Status
 from gateway.dashboard import Dashboard, DashboardError
-from gateway.dashboard.figures import raw_reading_bytes
-from gateway.influx import InfluxSettings, InfluxStore
-from gateway.store import RoundRecord, SQLiteStore, Store, StoreError, Traffic
+from gateway.store import RoundRecord, SQLiteStore, Store, StoreError, Traffic, raw_reading_bytes
+from gateway.store.influx import InfluxSettings, InfluxStore
 from tests import factories
 from tests.servers import HOST, free_port
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from devices.fleet import Fleet
-from devices.vehicle import Vehicle
+from devices.onboard.vehicle import Vehicle
+from devices.runners.fleet import Fleet
 from federation.transport import parse_mqtt_url
 from fedfleet import commands
 from fedfleet.config import resolve

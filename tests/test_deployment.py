@@ -1,6 +1,6 @@
 """The docker-compose deployment and its Grafana provisioning, checked without a Docker engine:
 the compose file validates, secrets come from .env only, and every dashboard query names
-measurements, tags and fields that the InfluxDB store writes (gateway/schema.py)."""
+measurements, tags and fields that the InfluxDB store writes (gateway/store/schema.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.schema import MEASUREMENTS
+from gateway.store.schema import MEASUREMENTS
 from tests.servers import free_port
 
 ROOT = Path(__file__).parent.parent

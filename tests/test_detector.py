@@ -10,9 +10,9 @@ import pytest
 from analytics.datasets import load
 from analytics.replay import tuning_for
 from analytics.report import evaluate
-from devices.alerts import AlertPolicy
-from devices.detector import FleetGaussian
-from devices.tuning import ENGINE_CYCLES, TEST_RIG
+from devices.onboard.alerts import AlertPolicy
+from devices.onboard.detector import FleetGaussian
+from devices.onboard.tuning import ENGINE_CYCLES, TEST_RIG
 from federation.features import VEHICLE_SCHEMA, Feature, Schema
 from federation.summary import ModelSummary, Moments
 

@@ -18,13 +18,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from devices.agent import DeviceAgent
-from devices.alerts import AlertPolicy
-from devices.detector import FleetGaussian
-from devices.simulator import SimulatedVehicle
+from devices.onboard.alerts import AlertPolicy
+from devices.onboard.detector import FleetGaussian
+from devices.onboard.vehicle import Vehicle
+from devices.runners.agent import DeviceAgent
+from devices.sim.simulator import SimulatedVehicle
 from devices.sources import Reading, SensorSource
-from devices.stdin import StdinSource
-from devices.vehicle import Vehicle
+from devices.sources.stdin import StdinSource
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA
 from federation.messages import Alert, RoundOpen, Status
@@ -300,7 +300,7 @@ def test_a_channel_that_never_comes_is_named_in_a_warning(tmp_path, caplog, agen
     agent = DeviceAgent(parse_mqtt_url(f"mqtt://127.0.0.1:{free_port()}"), vehicle,
                         status_every_s=0.2)
 
-    with caplog.at_level("WARNING", logger="devices.agent"):
+    with caplog.at_level("WARNING", logger="devices.runners.agent"):
         agent.run(threading.Event(), duration_s=2, drain_timeout_s=0.1)
 
     warnings = [r.getMessage() for r in caplog.records if "no reading so far has" in r.message]

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from devices.attach import open_source
-from devices.lines import LineError, parse_line
-from devices.serialport import SerialSource
 from devices.sources import SourceError
-from devices.stdin import StdinSource
+from devices.sources.attach import open_source
+from devices.sources.lines import LineError, parse_line
+from devices.sources.serialport import SerialSource
+from devices.sources.stdin import StdinSource
 from federation.features import FEATURE_NAMES
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from devices.stdin import StdinSource
+from devices.sources.stdin import StdinSource
 from federation.features import VEHICLE_SCHEMA
 from fedfleet.cli import _parser
 from tests.servers import Elm327Emulator, Mosquitto, VictoriaMetrics, free_port

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from broker.embedded import EmbeddedBroker
-from devices.faults import FaultMode, FaultSpec
-from devices.fleet import Fleet
-from devices.simulator import SimulatedVehicle
-from devices.vehicle import Vehicle
+from devices.onboard.vehicle import Vehicle
+from devices.runners.fleet import Fleet
+from devices.sim.faults import FaultMode, FaultSpec
+from devices.sim.simulator import SimulatedVehicle
 from federation import messages, topics
 from federation.accounting import epsilon_spent
 from federation.messages import GlobalModel, Status

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from analytics.datasets import load
 from analytics.replay import choose_tuning
-from devices.tuning import ENGINE_CYCLES, VEHICLE
+from devices.onboard.tuning import ENGINE_CYCLES, VEHICLE
 from fedfleet.cli import main
 
 

@@ -10,7 +10,7 @@ from dp_accounting.pld import privacy_loss_distribution as pld
 
 from analytics.datasets import load
 from analytics.replay import Schedule, run_online
-from devices.tuning import ENGINE_CYCLES
+from devices.onboard.tuning import ENGINE_CYCLES
 from federation.accounting import rounds_within
 from federation.privacy import calibrated, make_mechanism
 from fedfleet.cli import main

@@ -15,8 +15,8 @@ from analytics.metrics import detection, lead_time
 from analytics.replay import Run, Schedule, run_online
 from analytics.report import _cold_start, _wins, evaluate
 from analytics.skab import outlier_protocol
-from devices.simulator import SimulatedVehicle
-from devices.tuning import TEST_RIG, VEHICLE
+from devices.onboard.tuning import TEST_RIG, VEHICLE
+from devices.sim.simulator import SimulatedVehicle
 from federation.features import Schema
 from fedfleet.cli import main
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from devices.fleet import Fleet, simulated_vehicles
+from devices.runners.fleet import Fleet, simulated_vehicles
 from federation.transport import MqttTarget, parse_mqtt_url
 from fedfleet.commands import _start_demo_broker
 from tests.servers import Mosquitto, free_port, mosquitto_binary
@@ -51,7 +51,7 @@ def test_a_refusal_after_the_start_is_logged_once_per_reason(caplog):
     fleet = Fleet(MqttTarget("127.0.0.1", 1), simulated_vehicles(3, 0, None))
     fleet._starting = False  # as after the first connections
 
-    with caplog.at_level(logging.ERROR, logger="devices.fleet"):
+    with caplog.at_level(logging.ERROR, logger="devices.runners.fleet"):
         for vehicle in fleet.vehicles * 4:
             fleet._refuse(vehicle.vehicle_id, "Not authorized")
         fleet._refuse("veh-0001", "Server unavailable")

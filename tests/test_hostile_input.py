@@ -13,8 +13,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devices.simulator import SimulatedVehicle
-from devices.vehicle import Vehicle
+from devices.onboard.vehicle import Vehicle
+from devices.sim.simulator import SimulatedVehicle
 from federation import messages, topics
 from federation.messages import Alert, GlobalModel, MessageError, RoundOpen, Status, Update
 from federation.transport import MqttTarget

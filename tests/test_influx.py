@@ -16,16 +16,15 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from devices.fleet import Fleet, simulated_vehicles
+from devices.runners.fleet import Fleet, simulated_vehicles
 from federation.features import VEHICLE_SCHEMA
 from federation.messages import GlobalModel, Status
 from federation.transport import parse_mqtt_url
-from gateway.dashboard.figures import raw_reading_bytes
-from gateway.influx import InfluxSettings, InfluxStore
-from gateway.outbox import Outbox
-from gateway.schema import MEASUREMENTS, model_from_fields
 from gateway.service import Gateway
-from gateway.store import RoundRecord, Traffic
+from gateway.store import RoundRecord, Traffic, raw_reading_bytes
+from gateway.store.influx import InfluxSettings, InfluxStore
+from gateway.store.outbox import Outbox
+from gateway.store.schema import MEASUREMENTS, model_from_fields
 from tests import factories
 from tests.servers import Mosquitto, VictoriaMetrics
 
@@ -228,7 +227,7 @@ def test_points_still_on_disk_at_shutdown_are_written_at_the_next_start(
     assert time.monotonic() - closing < 5
     victoria_metrics.start()
 
-    with caplog.at_level(logging.INFO, logger="gateway.outbox"):
+    with caplog.at_level(logging.INFO, logger="gateway.store.outbox"):
         second = _store(victoria_metrics, tmp_path)
         assert second.drain(timeout_s=10)
 
@@ -242,7 +241,7 @@ def test_write_errors_are_logged_and_counted_while_points_wait(tmp_path, caplog)
     url = f"influx://127.0.0.1:9/fleet?local={tmp_path / 'fleet.db'}"  # nothing listens
     store = InfluxStore(InfluxSettings.from_url(url, ENV))
 
-    with caplog.at_level(logging.ERROR, logger="gateway.outbox"):
+    with caplog.at_level(logging.ERROR, logger="gateway.store.outbox"):
         store.record_status(Status("veh-0001", "online", 1.0))
         assert not store.drain(timeout_s=1.0)
 
@@ -288,7 +287,7 @@ def test_a_full_outbox_drops_its_oldest_points_and_counts_them(caplog):
 
     outbox = Outbox(":memory:", send, batch_size=2, max_points=5, flush_interval_s=0.01,
                     retry_interval_s=0.01, max_retry_interval_s=0.05)
-    with caplog.at_level(logging.ERROR, logger="gateway.outbox"):
+    with caplog.at_level(logging.ERROR, logger="gateway.store.outbox"):
         for i in range(8):
             outbox.put([f"m v={i}i {i}"])
     down.set()

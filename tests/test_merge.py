@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 from river import covariance, stats
 
-from devices.detector import FleetGaussian
+from devices.onboard.detector import FleetGaussian
 from federation.features import FEATURE_NAMES
 from federation.summary import ModelSummary, Moments, merge
 from gateway.strategy import ExactMerge

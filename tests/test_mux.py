@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from devices.mux import ClientMux
+from devices.runners.mux import ClientMux
 from federation.transport import MqttTarget, make_client
 from tests.servers import free_port
 

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
 
-from devices.detector import FleetGaussian, make_pipeline, prior_weight
-from devices.faults import FaultMode, FaultSpec
-from devices.simulator import SimulatedVehicle, make_fleet
-from devices.tuning import VEHICLE
+from devices.onboard.detector import FleetGaussian, make_pipeline, prior_weight
+from devices.onboard.tuning import VEHICLE
+from devices.sim.faults import FaultMode, FaultSpec
+from devices.sim.simulator import SimulatedVehicle, make_fleet
 from federation.features import VEHICLE_SCHEMA
 from federation.summary import ModelSummary
 from federation.whitening import Whitening

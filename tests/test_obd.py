@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from devices.agent import DeviceAgent
-from devices.alerts import AlertPolicy
-from devices.detector import FleetGaussian
-from devices.obdii import ObdSource
-from devices.vehicle import Vehicle
+from devices.onboard.alerts import AlertPolicy
+from devices.onboard.detector import FleetGaussian
+from devices.onboard.vehicle import Vehicle
+from devices.runners.agent import DeviceAgent
+from devices.sources.obdii import ObdSource
 from federation.features import load_schema
 from federation.messages import Alert
 from federation.transport import parse_mqtt_url

@@ -15,10 +15,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from devices.fleet import Fleet
-from devices.ledger import PrivacyLedger
-from devices.simulator import SimulatedVehicle
-from devices.vehicle import Vehicle
+from devices.onboard.ledger import PrivacyLedger
+from devices.onboard.vehicle import Vehicle
+from devices.runners.fleet import Fleet
+from devices.sim.simulator import SimulatedVehicle
 from federation import messages, topics
 from federation.accounting import epsilon_spent
 from federation.messages import Status

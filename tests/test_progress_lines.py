@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import os
 
-from devices.agent import AgentStatus
-from devices.stdin import StdinSource
+from devices.runners.agent import AgentStatus
+from devices.sources.stdin import StdinSource
 from federation.messages import Alert
 from fedfleet.progress import DeviceProgress
 

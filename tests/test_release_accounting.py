@@ -5,8 +5,8 @@ from __future__ import annotations
 import dp_accounting
 import pytest
 
-from devices.ledger import PrivacyLedger
-from devices.vehicle import Vehicle
+from devices.onboard.ledger import PrivacyLedger
+from devices.onboard.vehicle import Vehicle
 from federation import messages, topics
 from federation.messages import RoundOpen, Update
 from federation.privacy import SeededNoise, calibrated

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.detector import FleetGaussian, make_pipeline
+from devices.onboard.detector import FleetGaussian, make_pipeline
+from devices.onboard.vehicle import Vehicle
 from devices.sources import Reading, SensorSource
-from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA, Feature, Schema, SchemaError, load_schema
 from federation.messages import MessageError, RoundOpen, Update

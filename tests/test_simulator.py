@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from devices.faults import FaultMode, FaultSpec, plan_faults
-from devices.simulator import DrivingState, SimulatedFleet, SimulatedVehicle, make_fleet
+from devices.sim.faults import FaultMode, FaultSpec, plan_faults
+from devices.sim.simulator import DrivingState, SimulatedFleet, SimulatedVehicle, make_fleet
 from devices.sources import Reading
 from federation.features import FEATURE_NAMES, FEATURES, HEALTH_FEATURES
 

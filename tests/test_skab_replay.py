@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from analytics.datasets import Stream, load
-from devices.agent import DeviceAgent
-from devices.replay import CsvReplay
+from devices.onboard.tuning import TEST_RIG
+from devices.onboard.vehicle import Vehicle
+from devices.runners.agent import DeviceAgent
 from devices.sources import SensorSource
-from devices.stdin import StdinSource
-from devices.tuning import TEST_RIG
-from devices.vehicle import Vehicle
+from devices.sources.replay import CsvReplay
+from devices.sources.stdin import StdinSource
 from federation import topics
 from federation.features import Schema
 from federation.transport import parse_mqtt_url

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from devices.obdii import ObdSource
-from devices.replay import CsvReplay
-from devices.serialport import SerialSource
-from devices.simulator import SimulatedVehicle
+from devices.sim.simulator import SimulatedVehicle
 from devices.sources import Reading, SensorSource
-from devices.stdin import StdinSource
+from devices.sources.obdii import ObdSource
+from devices.sources.replay import CsvReplay
+from devices.sources.serialport import SerialSource
+from devices.sources.stdin import StdinSource
 from federation.features import FEATURE_NAMES
 from tests.servers import Elm327Emulator
 

@@ -1,4 +1,4 @@
-"""docs/STORAGE.md documents the schema that gateway/schema.py defines: no more, no less."""
+"""docs/STORAGE.md documents the schema that gateway/store/schema.py defines: no more, no less."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.schema import MEASUREMENTS
+from gateway.store.schema import MEASUREMENTS
 
 DOC = (Path(__file__).parent.parent / "docs" / "STORAGE.md").read_text()
 SECTIONS = dict(re.findall(r"^### `(\w+)`\n(.*?)(?=^##|\Z)", DOC, flags=re.M | re.S))

@@ -11,8 +11,8 @@ import pytest
 
 from federation import messages
 from federation.messages import GlobalModel, RoundOpen, Status
-from gateway.influx import InfluxSettings, InfluxStore
 from gateway.store import RoundRecord, SQLiteStore, Store, Traffic
+from gateway.store.influx import InfluxSettings, InfluxStore
 from tests import factories
 
 

@@ -20,7 +20,7 @@ from analytics.policies import Policies
 from analytics.replay import Run, Schedule, run_online, tuning_for
 from analytics.report import _sampled
 from analytics.vectorized import CHUNK_TICKS, run_vectorized
-from devices.tuning import TEST_RIG, VEHICLE
+from devices.onboard.tuning import TEST_RIG, VEHICLE
 from federation.features import VEHICLE_SCHEMA
 from federation.privacy import make_mechanism
 from federation.summary import ModelSummary

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from devices.detector import FleetGaussian
+from devices.onboard.detector import FleetGaussian
+from devices.onboard.vehicle import Vehicle
 from devices.sources import Reading, SensorSource
-from devices.vehicle import Vehicle
 from federation import messages, topics
 from federation.accounting import epsilon_spent
 from federation.features import FEATURE_NAMES, FEATURES

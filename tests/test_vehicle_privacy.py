@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.ledger import LedgerError, PrivacyLedger
+from devices.onboard.ledger import LedgerError, PrivacyLedger
+from devices.onboard.vehicle import Outgoing, Vehicle
 from devices.sources import Reading
-from devices.vehicle import Outgoing, Vehicle
 from federation import messages, topics
 from federation.accounting import Spend, epsilon_spent
 from federation.features import FEATURES

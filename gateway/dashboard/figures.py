@@ -10,41 +10,27 @@ alerts again after each cooldown), ``watch`` (one alert), ``ok`` (online, no ale
 Bytes saved: what streaming every reading would have sent, set against what federation sent.
 ``raw_bytes`` counts only the readings summarised by accepted updates (vehicles do not learn,
 and so do not count, readings taken while a fault is suspected), each as one compact JSON
-message over the fleet's schema (:func:`raw_reading_bytes`); ``sent_bytes`` counts every
-valid message received from vehicles (refused ones too, such as a late update) and each round
-and model message once per vehicle online; payloads that are no valid message at all (a broken
-or hostile client) are counted apart, as traffic of kind ``invalid``. Both leave out MQTT and
-TCP framing, which streaming would pay once per reading. So the saving is a lower bound.
+message over the fleet's schema (:func:`~gateway.store.traffic.raw_reading_bytes`);
+``sent_bytes`` counts every valid message received from vehicles (refused ones too, such as a
+late update) and each round and model message once per vehicle online; payloads that are no
+valid message at all (a broken or hostile client) are counted apart, as traffic of kind
+``invalid``. Both leave out MQTT and TCP framing, which streaming would pay once per reading.
+So the saving is a lower bound.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from typing import Any
 
-from federation.features import VEHICLE_SCHEMA, Schema
 from gateway.store import INVALID, Store, Traffic, VehicleRecord
 
-__all__ = ["ALERT_LIMIT", "ROUND_LIMIT", "health", "raw_reading_bytes", "savings", "snapshot"]
+__all__ = ["ALERT_LIMIT", "ROUND_LIMIT", "health", "savings", "snapshot"]
 
 ALERT_LIMIT = 50
 ROUND_LIMIT = 30
 REPEATED_ALERTS = 2
-
-
-def raw_reading_bytes(schema: Schema = VEHICLE_SCHEMA) -> int:
-    """One reading as a streaming client would publish it: compact JSON, two decimals.
-
-    >>> raw_reading_bytes()
-    266
-    """
-    reading = {
-        "v": 1, "vehicle_id": "veh-0001", "ts": 1_700_000_000.0,
-        "values": {f.name: round((f.low + f.high) / 2 + 0.123, 2) for f in schema.features},
-    }
-    return len(json.dumps(reading, separators=(",", ":")))
 
 
 def health(vehicle: VehicleRecord) -> str:

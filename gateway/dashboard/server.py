@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from federation.features import VEHICLE_SCHEMA, Schema
 from gateway.dashboard import figures
-from gateway.store import Store
+from gateway.store import Store, raw_reading_bytes
 
 __all__ = ["Dashboard", "DashboardError"]
 
@@ -241,7 +241,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.store = store
         self.refresh_seconds = refresh_seconds
-        self.reading_bytes = figures.raw_reading_bytes(schema)
+        self.reading_bytes = raw_reading_bytes(schema)
         self.snapshots = _Snapshots(store, refresh_seconds, self.reading_bytes)
         self.stopping = threading.Event()
         self._plotly: bytes | None = None

@@ -1,4 +1,4 @@
-"""Replay a recorded log in the generic CSV format (:mod:`devices.csvlog`) as a live source.
+"""Replay a recorded log in the generic CSV format (:mod:`devices.sources.csvlog`) as a live source.
 
 Rows come out when their time is due: at the pace they were recorded, or ``speedup`` times
 faster. Columns named after the schema's channels are read; any other column (a label, a
@@ -15,8 +15,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from devices.csvlog import CsvLogError, read_log
-from devices.sources import Reading, SensorSource, SourceError
+from devices.sources.base import Reading, SensorSource, SourceError
+from devices.sources.csvlog import CsvLogError, read_log
 
 __all__ = ["CsvReplay"]
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from devices.sources import Reading, SensorSource, SourceError, import_optional
+from devices.sources.base import Reading, SensorSource, SourceError, import_optional
 
 __all__ = ["PIDS", "ObdSource", "Pid"]
 

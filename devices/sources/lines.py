@@ -18,7 +18,7 @@ counts as a missing channel. Any other line is skipped, logged and counted under
 >>> parse_line("ESP-ROM:esp32s3-20210327")
 Traceback (most recent call last):
 ...
-devices.lines.LineError: not_a_pair: 'ESP-ROM:esp32s3-20210327' is not name=value
+devices.sources.lines.LineError: not_a_pair: 'ESP-ROM:esp32s3-20210327' is not name=value
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from devices.sources import Reading, SensorSource
+from devices.sources.base import Reading, SensorSource
 
 __all__ = ["REASONS", "LineError", "LineSource", "parse_line"]
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from devices.ledger import PrivacyLedger
-from devices.mux import ClientMux
-from devices.simulator import make_fleet
-from devices.vehicle import Outgoing, Vehicle
+from devices.onboard.ledger import PrivacyLedger
+from devices.onboard.vehicle import Outgoing, Vehicle
+from devices.runners.mux import ClientMux
+from devices.sim.simulator import make_fleet
 from federation import topics
 from federation.messages import Alert
 from federation.privacy import Mechanism

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
-from devices.lines import LineSource
+from devices.sources.lines import LineSource
 
 __all__ = ["StdinSource"]
 

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from devices.profiles import VehicleProfile
+from devices.sim.profiles import VehicleProfile
 
 __all__ = ["DrivingCycles", "DrivingState"]
 
@@ -58,7 +58,7 @@ class DrivingCycles:
 
     Examples
     --------
-    >>> from devices.profiles import VehicleProfile
+    >>> from devices.sim.profiles import VehicleProfile
     >>> rngs = [np.random.default_rng(seed) for seed in (1, 2)]
     >>> cycles = DrivingCycles(rngs, [VehicleProfile.draw(rng) for rng in rngs])
     >>> for _ in range(300):

@@ -1,10 +1,10 @@
 """From a source spec on the command line to an open :class:`~devices.sources.SensorSource`.
 
 ======================================  ==============================================
-``obd://PORT[?baud=N&timeout=S]``       an ELM327 adapter (:mod:`devices.obdii`)
-``serial://DEVICE[?baud=N]``            a board printing lines (:mod:`devices.serialport`)
-``csv://PATH[?speedup=X&time=C&sep=S]`` a recorded log, replayed (:mod:`devices.replay`)
-``stdin``                               lines on standard input (:mod:`devices.stdin`)
+``obd://PORT[?baud=N&timeout=S]``       an ELM327 adapter (:mod:`devices.sources.obdii`)
+``serial://DEVICE[?baud=N]``            a board printing lines (:mod:`devices.sources.serialport`)
+``csv://PATH[?speedup=X&time=C&sep=S]`` a recorded log, replayed (:mod:`devices.sources.replay`)
+``stdin``                               lines on standard input (:mod:`devices.sources.stdin`)
 ======================================  ==============================================
 
 PORT and DEVICE are serial devices (``/dev/ttyUSB0``) or pyserial URLs
@@ -16,7 +16,7 @@ what was expected.
 >>> open_source("serial://COM3?bits=7", ["battery_v"])
 Traceback (most recent call last):
 ...
-devices.sources.SourceError: serial://COM3?bits=7: unknown option(s) bits; serial:// takes baud
+devices.sources.base.SourceError: serial://COM3?bits=7: unknown option(s) bits; serial:// takes baud
 >>> try:
 ...     open_source("can0", ["battery_v"])
 ... except SourceError as exc:
@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
-from devices.sources import SensorSource, SourceError
+from devices.sources.base import SensorSource, SourceError
 
 __all__ = ["open_source"]
 
@@ -67,21 +67,21 @@ def open_source(spec: str, channels: Iterable[str]) -> SensorSource:
     """Open the source that ``spec`` names, reading the schema's ``channels``."""
     channels = list(channels)
     if spec in ("stdin", "-"):
-        from devices.stdin import StdinSource
+        from devices.sources.stdin import StdinSource
         return StdinSource(channels)
     if spec.startswith("serial://"):
-        from devices.serialport import SerialSource
+        from devices.sources.serialport import SerialSource
         port, options = _split(spec, "serial", ("baud",))
         serial_baud = int(_number(spec, options, "baud", int)) if "baud" in options else 9600
         return SerialSource(port, channels, baudrate=serial_baud)
     if spec.startswith("obd://"):
-        from devices.obdii import ObdSource
+        from devices.sources.obdii import ObdSource
         port, options = _split(spec, "obd", ("baud", "timeout"))
         baud = int(_number(spec, options, "baud", int)) if "baud" in options else None
         timeout_s = _number(spec, options, "timeout", float) if "timeout" in options else 1.0
         return ObdSource(port, channels, baudrate=baud, timeout_s=timeout_s)
     if spec.startswith("csv://"):
-        from devices.replay import CsvReplay
+        from devices.sources.replay import CsvReplay
         path, options = _split(spec, "csv", ("speedup", "time", "sep"))
         speedup = _number(spec, options, "speedup", float) if "speedup" in options else 1.0
         return CsvReplay(path, channels, speedup=speedup,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from devices.alerts import AlertPolicy
-from devices.detector import FleetGaussian
+from devices.onboard.alerts import AlertPolicy
+from devices.onboard.detector import FleetGaussian
 from federation.features import Schema
 
 __all__ = ["ENGINE_CYCLES", "TEST_RIG", "VEHICLE", "Tuning"]
@@ -34,13 +34,13 @@ class Tuning:
         A device's first readings, learned whatever their level (its own baseline).
     own_mean_after
         Readings after which the fleet's model is centred on the device's own mean
-        (:class:`devices.detector.FleetGaussian`; 0: never).
+        (:class:`devices.onboard.detector.FleetGaussian`; 0: never).
     own_mean_limit
         The own mean is used only while its standardised residual under the fleet's model is
         below this (``inf``: always).
     prior_noise_scale
         The privacy noise (relative, per whitened coordinate) at which the fleet's model counts
-        half (:func:`devices.detector.prior_weight`).
+        half (:func:`devices.onboard.detector.prior_weight`).
     learn_below
         After the burn-in, a reading is learned only while every subsystem's level is below.
     alpha
@@ -51,12 +51,12 @@ class Tuning:
         Quiet time of a subsystem after an alert (reading time).
     calibrate_readings
         If positive, the threshold is calibrated on the device's first this many readings
-        (see :class:`devices.alerts.AlertPolicy`); ``threshold`` holds until then.
+        (see :class:`devices.onboard.alerts.AlertPolicy`); ``threshold`` holds until then.
     calibrate_factor
         The calibrated threshold over the highest level of those readings.
     first_release_readings, release_growth
         With privacy, a device releases its summary once it has learned this many readings,
-        then ``release_growth`` times as many, and so on (:class:`devices.vehicle.Vehicle`).
+        then ``release_growth`` times as many, and so on (:class:`devices.onboard.vehicle.Vehicle`).
 
     Examples
     --------
@@ -96,7 +96,7 @@ class Tuning:
     def vehicle_kwargs(
         self, schema: Schema, detector: FleetGaussian | None = None
     ) -> dict[str, Any]:
-        """Keyword arguments of :class:`devices.vehicle.Vehicle` for this tuning."""
+        """Keyword arguments of :class:`devices.onboard.vehicle.Vehicle` for this tuning."""
         return {"detector": detector or self.detector(schema), "policy": self.policy(schema),
                 "burn_in_readings": self.burn_in_readings, "learn_below": self.learn_below,
                 "first_release_readings": self.first_release_readings,

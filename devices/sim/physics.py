@@ -20,8 +20,8 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from devices.faults import FaultMode
-from devices.profiles import DAY_S, RAD_S_PER_RPM, VehicleProfile
+from devices.sim.faults import FaultMode
+from devices.sim.profiles import DAY_S, RAD_S_PER_RPM, VehicleProfile
 
 __all__ = ["NOISE_CHANNELS", "EnginePhysics"]
 
@@ -125,7 +125,7 @@ class EnginePhysics:
 
         ``t_s`` is each vehicle's simulated time at this step, ``noise`` its standard normals
         (:data:`NOISE_CHANNELS` rows) and ``severity`` each fault mode's severity (one row per
-        :class:`~devices.faults.FaultMode`, in its order). Channels come in the order of
+        :class:`~devices.sim.faults.FaultMode`, in its order). Channels come in the order of
         :data:`federation.features.FEATURE_NAMES`.
         """
         lanes = self._kit.lanes

@@ -1,7 +1,7 @@
 """Readings from a serial port: a microcontroller or sensor board printing one line each.
 
 The port is anything pyserial opens: a device (``/dev/ttyUSB0``, ``COM3``) or one of its URLs
-(``socket://host:port``, ``rfc2217://…``, ``loop://``). Lines follow :mod:`devices.lines`. A
+(``socket://host:port``, ``rfc2217://…``, ``loop://``). Lines follow :mod:`devices.sources.lines`. A
 port that goes away (a board unplugged or reset) is reopened with backoff; readings resume
 when it is back. pyserial is imported only when a serial source is opened (extra ``serial``).
 """
@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from devices.lines import LineSource
-from devices.sources import SourceError, import_optional
+from devices.sources.base import SourceError, import_optional
+from devices.sources.lines import LineSource
 
 __all__ = ["SerialSource"]
 

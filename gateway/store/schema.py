@@ -29,7 +29,8 @@ from influxdb_client import Point, WritePrecision
 from federation.features import Schema
 from federation.messages import Alert, GlobalModel, Status, Update
 from federation.summary import ModelSummary
-from gateway.store import RoundRecord, Traffic
+from gateway.store.base import RoundRecord
+from gateway.store.traffic import Traffic
 
 __all__ = [
     "MEASUREMENTS",
@@ -203,7 +204,7 @@ def rejection_point(ts_s: float, reason: str, count: int = 1) -> Point:
 
 def traffic_point(ts_s: float, kind: str, traffic: Traffic, reading_bytes: int) -> Point:
     """``reading_bytes``: one raw reading as streaming would send it
-    (:func:`gateway.dashboard.figures.raw_reading_bytes` of the fleet's schema)."""
+    (:func:`gateway.store.traffic.raw_reading_bytes` of the fleet's schema)."""
     return _point("traffic", ts_s, {"kind": kind}, {
         "messages": traffic.messages, "payload_bytes": traffic.payload_bytes,
         "readings": traffic.readings, "raw_stream_bytes": traffic.readings * reading_bytes})

@@ -1,9 +1,9 @@
 """A seeded vehicle simulator: driving cycles, warm-engine physics and injected faults.
 
 A :class:`SimulatedFleet` steps many vehicles at once: each drives a semi-Markov cycle of
-idling, city stop-and-go and highway cruising (:mod:`devices.driving`), turned into the sensor
+idling, city stop-and-go and highway cruising (:mod:`devices.sim.driving`), turned into the sensor
 channels of :data:`federation.features.FEATURES` by warm-engine physics on arrays across
-vehicles (:mod:`devices.physics`). A :class:`~devices.faults.FaultSpec` bends the physics of
+vehicles (:mod:`devices.sim.physics`). A :class:`~devices.sim.faults.FaultSpec` bends the physics of
 one subsystem as its severity grows. A :class:`SimulatedVehicle` is one such vehicle behind
 the :class:`~devices.sources.SensorSource` interface: it reads the same alone as in a fleet.
 
@@ -19,11 +19,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from devices.driving import DrivingCycles, DrivingState
-from devices.faults import FaultMode, FaultSpec, plan_faults, severity
-from devices.noise import NoiseBlocks
-from devices.physics import NOISE_CHANNELS, EnginePhysics
-from devices.profiles import VehicleProfile
+from devices.sim.driving import DrivingCycles, DrivingState
+from devices.sim.faults import FaultMode, FaultSpec, plan_faults, severity
+from devices.sim.noise import NoiseBlocks
+from devices.sim.physics import NOISE_CHANNELS, EnginePhysics
+from devices.sim.profiles import VehicleProfile
 from devices.sources import Reading, SensorSource
 from federation.features import FEATURE_NAMES
 
@@ -297,7 +297,7 @@ def make_fleet(
 
     ``indices`` builds only those vehicles of the ``n`` (a process's share of a fleet): each
     is the same vehicle, with the same fault, as in the whole fleet. ``fault_kwargs``
-    (``onset_s``, ``ramp_s``) go to :func:`~devices.faults.plan_faults`.
+    (``onset_s``, ``ramp_s``) go to :func:`~devices.sim.faults.plan_faults`.
 
     Examples
     --------

@@ -26,8 +26,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from devices.onboard.vehicle import Outgoing, Vehicle
 from devices.sources import Reading, SensorSource
-from devices.vehicle import Outgoing, Vehicle
 from federation import topics
 from federation.messages import MAX_PAYLOAD_BYTES, Alert, Update
 from federation.transport import MqttTarget, make_client
@@ -108,7 +108,7 @@ class DeviceAgent:
 
     Examples
     --------
-    >>> from devices.simulator import SimulatedVehicle
+    >>> from devices.sim.simulator import SimulatedVehicle
     >>> from federation.transport import parse_mqtt_url
     >>> vehicle = Vehicle("veh-0001", SimulatedVehicle("veh-0001", seed=1), mechanism=None)
     >>> agent = DeviceAgent(parse_mqtt_url("mqtt://127.0.0.1:1"), vehicle)

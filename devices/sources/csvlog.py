@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from devices.sources import Reading
+from devices.sources.base import Reading
 
 __all__ = ["CsvLogError", "DeviceLog", "read_folder", "read_log"]
 

@@ -15,9 +15,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from devices.alerts import AlertPolicy
-from devices.detector import FleetGaussian, make_pipeline
-from devices.ledger import Answer, LedgerError, PrivacyLedger, Release
+from devices.onboard.alerts import AlertPolicy
+from devices.onboard.detector import FleetGaussian, make_pipeline
+from devices.onboard.ledger import Answer, LedgerError, PrivacyLedger, Release
 from devices.sources import SensorSource
 from federation import messages, topics
 from federation.accounting import Spend
@@ -119,7 +119,7 @@ class Vehicle:
 
     Examples
     --------
-    >>> from devices.simulator import SimulatedVehicle
+    >>> from devices.sim.simulator import SimulatedVehicle
     >>> vehicle = Vehicle("veh-0001", SimulatedVehicle("veh-0001", seed=1), mechanism=None,
     ...                   clock=lambda: 0.0)
     >>> vehicle.on_message(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 60.0, 1, 0)))

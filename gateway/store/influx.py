@@ -1,6 +1,6 @@
-"""The InfluxDB 2 store: every record becomes points (see :mod:`gateway.schema`) in a bucket.
+"""The InfluxDB 2 store: every record becomes points (see :mod:`gateway.store.schema`) in a bucket.
 
-Points are queued in a bounded on-disk outbox (:mod:`gateway.outbox`) and written in gzip
+Points are queued in a bounded on-disk outbox (:mod:`gateway.store.outbox`) and written in gzip
 batches by a thread of their own, so the gateway never waits for the database and an outage
 loses nothing. The store also keeps everything in a local SQLite file, exactly as the
 embedded store does: the gateway resumes from it after a restart, and the fleet views read
@@ -33,10 +33,11 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 
 from federation.features import VEHICLE_SCHEMA, Schema
 from federation.messages import Alert, GlobalModel, Status, Update
-from gateway import schema as points
-from gateway.dashboard.figures import raw_reading_bytes
-from gateway.outbox import Outbox, OutboxStats
-from gateway.store import RoundRecord, SQLiteStore, Traffic
+from gateway.store import schema as points
+from gateway.store.base import RoundRecord
+from gateway.store.outbox import Outbox, OutboxStats
+from gateway.store.sqlite import SQLiteStore
+from gateway.store.traffic import Traffic, raw_reading_bytes
 
 __all__ = ["InfluxSettings", "InfluxStore"]
 
@@ -145,7 +146,7 @@ class InfluxStore(SQLiteStore):
         write_api = self._client.write_api(write_options=SYNCHRONOUS)
 
         def send(lines: Sequence[str]) -> None:
-            # Line protocol from gateway.schema, timed in nanoseconds: the API's default.
+            # Line protocol from gateway.store.schema, timed in nanoseconds: the API's default.
             write_api.write(settings.bucket, settings.org, record=list(lines))
 
         self.outbox = Outbox(settings.outbox_path, send, batch_size=settings.batch_size,
