@@ -57,6 +57,7 @@ __all__ = [
     "Update",
     "decode",
     "encode",
+    "load_object",
 ]
 
 VERSION = 1
@@ -413,12 +414,9 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-def decode(kind: type[M], payload: bytes, schema: Schema | None = VEHICLE_SCHEMA) -> M:
-    """Validate ``payload`` and build a message of ``kind``; raise :class:`MessageError`.
-
-    Feature names and the schema digest must be the fleet's ``schema``'s. ``schema=None``
-    checks only their form: for reading back records a component wrote itself.
-    """
+def load_object(payload: bytes) -> dict[str, Any]:
+    """The JSON object of a payload of this protocol's version, before any field is checked;
+    raise :class:`MessageError` for anything else (the first checks of :func:`decode`)."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise MessageError("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
@@ -431,6 +429,16 @@ def decode(kind: type[M], payload: bytes, schema: Schema | None = VEHICLE_SCHEMA
         raise MessageError("not_object", "payload must be a JSON object")
     if obj.get("v") != VERSION:
         raise MessageError("bad_version", f"'v' must be {VERSION}, got {str(obj.get('v'))[:20]!r}")
+    return obj
+
+
+def decode(kind: type[M], payload: bytes, schema: Schema | None = VEHICLE_SCHEMA) -> M:
+    """Validate ``payload`` and build a message of ``kind``; raise :class:`MessageError`.
+
+    Feature names and the schema digest must be the fleet's ``schema``'s. ``schema=None``
+    checks only their form: for reading back records a component wrote itself.
+    """
+    obj = load_object(payload)
     parse: Callable[[dict[str, Any], Schema | None], M] = kind._parse  # type: ignore[attr-defined]
     try:
         return parse(obj, schema)

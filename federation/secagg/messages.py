@@ -1,0 +1,265 @@
+"""The four phases' messages and their one codec (JSON, ``"v": 1``, binary fields in base64).
+
+A round runs in four phases, each a message from every vehicle to the gateway and (but the
+last) one back to every vehicle:
+
+1. **advertise keys**: :class:`Advertise` (vehicle → gateway), then :class:`Roster`
+   (gateway → vehicle: its neighbours and their keys);
+2. **share keys**: :class:`ShareKeys` (the Shamir shares of its self-mask seed and mask key,
+   sealed for each neighbour), then :class:`SharesRelay` (the shares sealed for it);
+3. **masked input**: :class:`MaskedInput` (its masked vector), then :class:`UnmaskRequest`
+   (which neighbours' inputs are in the sum);
+4. **unmask**: :class:`UnmaskShares` (for each neighbour, the share that unmasks the sum:
+   of its self-mask seed if its input is in, of its mask key if not).
+
+A message sent to the gateway names its sender in ``vehicle_id``; one sent by the gateway
+names its recipient. Lists follow the order of the recipient's (or sender's) neighbours in
+its :class:`Roster`, which is sorted by id; ``null`` marks a neighbour with nothing there.
+:func:`decode` checks form only (sizes, types, ids, order); whether a message fits the round
+is the state machines' check (:mod:`federation.secagg.client`, :mod:`federation.secagg.server`).
+Both raise only :class:`~federation.secagg.errors.SecAggError`, whatever the bytes.
+
+>>> hello = Advertise("veh-0001", 3, bytes(32), bytes(range(32)))
+>>> encode(hello)[:60]
+b'{"v":1,"kind":"advertise","vehicle_id":"veh-0001","round":3,'
+>>> decode(Advertise, encode(hello)) == hello
+True
+>>> decode(Roster, encode(hello))
+Traceback (most recent call last):
+...
+federation.secagg.errors.SecAggError: wrong_kind: expected a 'roster' message, got 'advertise'
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from federation.messages import VERSION, MessageError, _get, _int, _vehicle, load_object
+from federation.secagg.errors import SecAggError
+from federation.secagg.keys import KEY_BYTES, SEAL_OVERHEAD
+from federation.secagg.params import MAX_VEHICLES
+from federation.secagg.shamir import SHARE_BYTES
+
+__all__ = ["MAX_NEIGHBOURS", "SEALED_BYTES", "Advertise", "MaskedInput", "Neighbour",
+           "Roster", "SecAggMessage", "ShareKeys", "SharesRelay", "UnmaskRequest",
+           "UnmaskShares", "decode", "encode"]
+
+MAX_NEIGHBOURS = 400
+# A sealed share holds two shares: of the self-mask seed and of the mask key.
+SEALED_BYTES = SEAL_OVERHEAD + 2 * SHARE_BYTES
+_MAX_MASKED_BYTES = 48 * 1024
+
+
+def _blob(value: Any, key: str, sizes: range) -> bytes:
+    if isinstance(value, bool) or not isinstance(value, str) or len(value) > 4 * sizes.stop:
+        raise SecAggError("wrong_type", f"{key!r} must be a base64 string")
+    try:
+        blob = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise SecAggError("wrong_type", f"{key!r} must be a base64 string") from None
+    if len(blob) not in sizes:
+        raise SecAggError("bad_shape", f"{key!r} must be {sizes.start} to {sizes.stop - 1} "
+                          f"bytes, got {len(blob)}")
+    return blob
+
+
+def _exact(obj: dict[str, Any], key: str, size: int) -> bytes:
+    return _blob(_get(obj, key, str), key, range(size, size + 1))
+
+
+def _blobs(obj: dict[str, Any], key: str, size: int,
+           optional: bool) -> tuple[bytes | None, ...]:
+    items = _get(obj, key, list)
+    if not 1 <= len(items) <= MAX_NEIGHBOURS:
+        raise SecAggError("out_of_range", f"{key!r} must hold 1 to {MAX_NEIGHBOURS} entries")
+    return tuple(None if item is None and optional
+                 else _blob(item, key, range(size, size + 1)) for item in items)
+
+
+def _flags(obj: dict[str, Any], key: str) -> tuple[bool, ...]:
+    text = _get(obj, key, str)
+    if not 1 <= len(text) <= MAX_NEIGHBOURS or set(text) - {"0", "1"}:
+        raise SecAggError("wrong_type", f"{key!r} must be 1 to {MAX_NEIGHBOURS} of 0 and 1")
+    return tuple(c == "1" for c in text)
+
+
+@dataclass(frozen=True, slots=True)
+class Advertise:
+    """Phase 1, vehicle → gateway: the vehicle's two fresh public keys for the round."""
+
+    vehicle_id: str
+    round: int
+    cipher_key: bytes
+    mask_key: bytes
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> Advertise:
+        return cls(_vehicle(obj), _int(obj, "round", 1), _exact(obj, "cipher_key", KEY_BYTES),
+                   _exact(obj, "mask_key", KEY_BYTES))
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """A neighbour in a :class:`Roster`: its id and its advertised keys."""
+
+    vehicle_id: str
+    cipher_key: bytes
+    mask_key: bytes
+
+    @classmethod
+    def _parse(cls, obj: Any) -> Neighbour:
+        if not isinstance(obj, dict):
+            raise SecAggError("wrong_type", "each of 'neighbours' must be an object")
+        return cls(_vehicle(obj), _exact(obj, "cipher_key", KEY_BYTES),
+                   _exact(obj, "mask_key", KEY_BYTES))
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """Phase 1, gateway → vehicle: the round's size (planned for ``vehicles``, of which
+    ``advertised`` advertised keys) and the recipient's neighbours, sorted by id."""
+
+    vehicle_id: str
+    round: int
+    vehicles: int
+    advertised: int
+    neighbours: tuple[Neighbour, ...]
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> Roster:
+        entries = _get(obj, "neighbours", list)
+        if not 1 <= len(entries) <= MAX_NEIGHBOURS:
+            raise SecAggError("out_of_range", f"a roster lists 1 to {MAX_NEIGHBOURS} neighbours")
+        neighbours = tuple(Neighbour._parse(entry) for entry in entries)
+        ids = [n.vehicle_id for n in neighbours]
+        if ids != sorted(set(ids)):
+            raise SecAggError("bad_shape", "neighbours must be distinct and sorted by id")
+        return cls(_vehicle(obj), _int(obj, "round", 1), _int(obj, "vehicles", 2, MAX_VEHICLES),
+                   _int(obj, "advertised", 2, MAX_VEHICLES), neighbours)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareKeys:
+    """Phase 2, vehicle → gateway: its shares sealed for each neighbour, in roster order."""
+
+    vehicle_id: str
+    round: int
+    sealed: tuple[bytes, ...]
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> ShareKeys:
+        sealed = _blobs(obj, "sealed", SEALED_BYTES, optional=False)
+        return cls(_vehicle(obj), _int(obj, "round", 1), tuple(b for b in sealed if b))
+
+
+@dataclass(frozen=True, slots=True)
+class SharesRelay:
+    """Phase 2, gateway → vehicle: what each neighbour sealed for it (``None``: that
+    neighbour sent no shares and is out of the round)."""
+
+    vehicle_id: str
+    round: int
+    sealed: tuple[bytes | None, ...]
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> SharesRelay:
+        return cls(_vehicle(obj), _int(obj, "round", 1),
+                   _blobs(obj, "sealed", SEALED_BYTES, optional=True))
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedInput:
+    """Phase 3, vehicle → gateway: its masked vector (ring elements, little-endian) and the
+    commitment to its self-mask seed."""
+
+    vehicle_id: str
+    round: int
+    masked: bytes
+    seed_digest: bytes
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> MaskedInput:
+        masked = _blob(_get(obj, "masked", str), "masked", range(2, _MAX_MASKED_BYTES))
+        return cls(_vehicle(obj), _int(obj, "round", 1), masked, _exact(obj, "seed_digest", 32))
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskRequest:
+    """Phase 3, gateway → vehicle: how many inputs are in the sum, and which of the
+    recipient's neighbours sent one (in roster order)."""
+
+    vehicle_id: str
+    round: int
+    inputs: int
+    survivors: tuple[bool, ...]
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> UnmaskRequest:
+        return cls(_vehicle(obj), _int(obj, "round", 1), _int(obj, "inputs", 1, MAX_VEHICLES),
+                   _flags(obj, "survivors"))
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskShares:
+    """Phase 4, vehicle → gateway: one share per neighbour, in roster order (``None`` where
+    that neighbour sent it no shares)."""
+
+    vehicle_id: str
+    round: int
+    shares: tuple[bytes | None, ...]
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> UnmaskShares:
+        return cls(_vehicle(obj), _int(obj, "round", 1),
+                   _blobs(obj, "shares", SHARE_BYTES, optional=True))
+
+
+SecAggMessage = (Advertise | Roster | ShareKeys | SharesRelay | MaskedInput | UnmaskRequest
+                 | UnmaskShares)
+S = TypeVar("S", bound=SecAggMessage)
+KINDS: dict[type, str] = {
+    Advertise: "advertise", Roster: "roster", ShareKeys: "share_keys",
+    SharesRelay: "shares_relay", MaskedInput: "masked_input",
+    UnmaskRequest: "unmask_request", UnmaskShares: "unmask_shares",
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, Neighbour):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple) and value and all(isinstance(v, bool) for v in value):
+        return "".join("1" if v else "0" for v in value)
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def encode(message: SecAggMessage) -> bytes:
+    """A message as its compact JSON payload."""
+    obj: dict[str, Any] = {"v": VERSION, "kind": KINDS[type(message)]}
+    obj.update((f.name, _jsonable(getattr(message, f.name))) for f in fields(message))
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode(kind: type[S], payload: bytes) -> S:
+    """Validate ``payload`` as a message of ``kind``; raise :class:`SecAggError` otherwise."""
+    try:
+        obj = load_object(payload)
+        if obj.get("kind") != KINDS[kind]:
+            raise SecAggError("wrong_kind", f"expected a {KINDS[kind]!r} message, got "
+                              f"{str(obj.get('kind'))[:20]!r}")
+        parse: Callable[[dict[str, Any]], S] = kind._parse  # type: ignore[assignment]
+        return parse(obj)
+    except SecAggError:
+        raise
+    except MessageError as exc:
+        raise SecAggError(exc.reason, str(exc).partition(": ")[2]) from None
+    except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
+        raise SecAggError("malformed", f"{type(exc).__name__}: {str(exc)[:80]}") from None
