@@ -6,6 +6,7 @@
 - :mod:`federation.summary` — the model summary and its exact merge rule;
 - :mod:`federation.privacy` — clipping, the Gaussian mechanism and privacy accounting;
 - :mod:`federation.transport` — the MQTT URL and a configured client.
+- :mod:`federation.secagg` — secure aggregation: the gateway learns only the round's sum.
 
 This package imports no component of fedfleet (devices, gateway, broker, CLI).
 """

@@ -84,6 +84,7 @@ class SecAggServer:
         self.plan = RoundPlan.make(config, vehicles)
         self.phase = "advertise"
         self._keys: dict[str, Advertise] = {}
+        self._advertised: set[bytes] = set()
         self._graph: dict[str, tuple[str, ...]] = {}
         self._index: dict[str, dict[str, int]] = {}
         self._sealed: dict[str, ShareKeys] = {}
@@ -200,9 +201,10 @@ class SecAggServer:
         if len(self._keys) >= self.plan.vehicles:
             raise SecAggError("full", f"the round is planned for {self.plan.vehicles} vehicles")
         keys = {message.cipher_key, message.mask_key}
-        if len(keys) < 2 or any(keys & {a.cipher_key, a.mask_key} for a in self._keys.values()):
+        if len(keys) < 2 or keys & self._advertised:
             raise SecAggError("duplicate", "a public key already advertised")
         self._keys[sender] = message
+        self._advertised |= keys
 
     def _check_sender(self, sender: str, members: dict, done: dict) -> None:
         if sender not in members:
