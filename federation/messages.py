@@ -52,6 +52,7 @@ __all__ = [
     "GlobalModel",
     "Message",
     "MessageError",
+    "Partial",
     "RoundOpen",
     "Status",
     "Update",
@@ -62,6 +63,9 @@ __all__ = [
 
 VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024
+# A partial lists the vehicles it holds: 100,000 ids of up to 64 characters, with room.
+MAX_PARTIAL_BYTES = 8 * 1024 * 1024
+MAX_PARTIAL_VEHICLES = 100_000
 MAX_READINGS_PER_UPDATE = 10_000_000
 MAX_ABS_VALUE = 1e6
 # Integers with more digits than this are refused as they are parsed: no field needs more,
@@ -130,10 +134,12 @@ def _choice(obj: dict[str, Any], key: str, options: tuple[str, ...]) -> str:
 
 
 def _vehicle(obj: dict[str, Any]) -> str:
+    return _id(_get(obj, "vehicle_id", str))
+
+
+def _id(value: str) -> str:
     try:
-        return check_vehicle_id(_get(obj, "vehicle_id", str))
-    except MessageError:
-        raise
+        return check_vehicle_id(value)
     except ValueError as exc:
         raise MessageError("out_of_range", str(exc)) from None
 
@@ -391,8 +397,74 @@ class Update:
             {"day": report.day, "answer": report.answer, "epsilon": report.epsilon}}
 
 
-Message = Status | Alert | RoundOpen | GlobalModel | Update
-M = TypeVar("M", Status, Alert, RoundOpen, GlobalModel, Update)
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """What one gateway worker (or region gateway) merged of one round: the exact merge of
+    the exact updates it accepted, and which vehicles they came from, so that the coordinator
+    counts no vehicle twice. Only the exact merge decomposes: everything else a worker
+    forwards as it came (docs/PROTOCOL.md, *Partial aggregates*).
+
+    ``rejected`` and ``forwarded`` count the updates of the round the worker refused and
+    forwarded; ``alert_reports`` are the randomized answers its merged updates carried.
+
+    >>> from federation.features import FEATURE_NAMES
+    >>> empty = Partial("worker-1", 3, 2, (), ModelSummary.empty(FEATURE_NAMES), 0.0)
+    >>> back = decode(Partial, encode(empty))
+    >>> back.worker_id, back.round, back.vehicles, back.summary.n
+    ('worker-1', 3, (), 0.0)
+    """
+
+    worker_id: str
+    round: int
+    model_version: int
+    vehicles: tuple[str, ...]
+    summary: ModelSummary
+    sent_at: float
+    rejected: int = 0
+    forwarded: int = 0
+    alert_reports: tuple[tuple[str, AlertReport], ...] = ()
+    schema_digest: str = VEHICLE_SCHEMA.digest
+
+    max_bytes = MAX_PARTIAL_BYTES
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any], schema: Schema | None) -> Partial:
+        worker = _id(_get(obj, "worker_id", str))
+        vehicles = _get(obj, "vehicles", list)
+        if len(vehicles) > MAX_PARTIAL_VEHICLES:
+            raise MessageError("out_of_range", f"at most {MAX_PARTIAL_VEHICLES} vehicles")
+        if not all(isinstance(v, str) for v in vehicles):
+            raise MessageError("wrong_type", "'vehicles' must be a list of vehicle ids")
+        ids = tuple(_id(v) for v in vehicles)
+        if len(set(ids)) != len(ids):
+            raise MessageError("out_of_range", "'vehicles' must be distinct")
+        summary, digest = _summary(obj, schema)
+        if not (summary.n == 0) == (not ids) or summary.n > len(ids) * MAX_READINGS_PER_UPDATE:
+            raise MessageError("out_of_range", "'n' must be 0 without vehicles, else in "
+                               f"[1, {MAX_READINGS_PER_UPDATE}] per vehicle")
+        reports = _get(obj, "alert_reports", list) if "alert_reports" in obj else []
+        return cls(
+            worker, _int(obj, "round", 1), _int(obj, "model_version"), ids, summary,
+            _num(obj, "sent_at"), _int(obj, "rejected"), _int(obj, "forwarded"),
+            tuple(_alert_report(r, set(ids)) for r in reports), digest,
+        )
+
+    def _fields(self) -> dict[str, Any]:
+        return _summary_fields(self.summary) | {"alert_reports": [
+            {"vehicle_id": v, "day": r.day, "answer": r.answer, "epsilon": r.epsilon}
+            for v, r in self.alert_reports]}
+
+
+def _alert_report(obj: Any, vehicles: set[str]) -> tuple[str, AlertReport]:
+    report = AlertReport._parse(obj)
+    vehicle = _vehicle(obj)
+    if vehicle not in vehicles:
+        raise MessageError("out_of_range", f"an alert report from {vehicle}, not a member")
+    return vehicle, report
+
+
+Message = Status | Alert | RoundOpen | GlobalModel | Update | Partial
+M = TypeVar("M", Status, Alert, RoundOpen, GlobalModel, Update, Partial)
 
 
 def encode(message: Message) -> bytes:
@@ -414,11 +486,11 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-def load_object(payload: bytes) -> dict[str, Any]:
+def load_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     """The JSON object of a payload of this protocol's version, before any field is checked;
     raise :class:`MessageError` for anything else (the first checks of :func:`decode`)."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise MessageError("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    if len(payload) > max_bytes:
+        raise MessageError("too_large", f"{len(payload)} bytes > {max_bytes}")
     try:
         obj = json.loads(payload, parse_constant=_reject_constant, parse_int=_bounded_int)
     except MessageError:
@@ -438,7 +510,7 @@ def decode(kind: type[M], payload: bytes, schema: Schema | None = VEHICLE_SCHEMA
     Feature names and the schema digest must be the fleet's ``schema``'s. ``schema=None``
     checks only their form: for reading back records a component wrote itself.
     """
-    obj = load_object(payload)
+    obj = load_object(payload, getattr(kind, "max_bytes", MAX_PAYLOAD_BYTES))
     parse: Callable[[dict[str, Any], Schema | None], M] = kind._parse  # type: ignore[attr-defined]
     try:
         return parse(obj, schema)

@@ -14,8 +14,11 @@ import re
 
 __all__ = [
     "ALERT",
+    "FORWARDED",
+    "GATEWAY_PREFIX",
     "GLOBAL_PREFIX",
     "MODEL_TOPIC",
+    "PARTIALS",
     "ROOT",
     "ROUND_TOPIC",
     "STATUS",
@@ -23,7 +26,11 @@ __all__ = [
     "VEHICLE_KINDS",
     "alert_topic",
     "check_vehicle_id",
+    "forwarded_topic",
+    "parse_forwarded_topic",
     "parse_vehicle_topic",
+    "partial_topic",
+    "shared",
     "status_topic",
     "subscription",
     "update_topic",
@@ -33,6 +40,10 @@ ROOT = "fleet/v1"
 GLOBAL_PREFIX = f"{ROOT}/global/"
 ROUND_TOPIC = f"{GLOBAL_PREFIX}round"
 MODEL_TOPIC = f"{GLOBAL_PREFIX}model"
+# What gateway workers and region gateways send the coordinator (docs/PROTOCOL.md).
+GATEWAY_PREFIX = f"{ROOT}/gateway/"
+PARTIALS = f"{GATEWAY_PREFIX}partial/+"
+FORWARDED = f"{GATEWAY_PREFIX}forwarded/+"
 UPDATE, ALERT, STATUS = "update", "alert", "status"
 VEHICLE_KINDS = (UPDATE, ALERT, STATUS)
 _VEHICLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -82,3 +93,34 @@ def parse_vehicle_topic(topic: str) -> tuple[str, str] | None:
     if parts[4] not in VEHICLE_KINDS or not _VEHICLE_ID.fullmatch(parts[3]):
         return None
     return parts[3], parts[4]
+
+
+def shared(group: str, topic_filter: str) -> str:
+    """``topic_filter`` as a shared subscription of ``group``: the broker hands each message
+    to one member of the group (MQTT 5, and Mosquitto for 3.1.1 clients too).
+
+    >>> shared("gateways", subscription(UPDATE))
+    '$share/gateways/fleet/v1/vehicles/+/update'
+    """
+    return f"$share/{check_vehicle_id(group)}/{topic_filter}"
+
+
+def partial_topic(worker_id: str) -> str:
+    """Where the worker or region gateway ``worker_id`` publishes its partial aggregates."""
+    return f"{GATEWAY_PREFIX}partial/{check_vehicle_id(worker_id)}"
+
+
+def forwarded_topic(vehicle_id: str) -> str:
+    """Where a worker forwards ``vehicle_id``'s validated update that no partial can hold.
+
+    >>> parse_forwarded_topic(forwarded_topic("veh-0007"))
+    'veh-0007'
+    """
+    return f"{GATEWAY_PREFIX}forwarded/{check_vehicle_id(vehicle_id)}"
+
+
+def parse_forwarded_topic(topic: str) -> str | None:
+    """The vehicle id of a forwarded update's topic; ``None`` if it is not one."""
+    prefix = f"{GATEWAY_PREFIX}forwarded/"
+    vehicle = topic[len(prefix):] if topic.startswith(prefix) else ""
+    return vehicle if _VEHICLE_ID.fullmatch(vehicle) else None

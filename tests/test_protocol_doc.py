@@ -13,7 +13,8 @@ from federation.features import FEATURES
 
 DOC = (Path(__file__).parent.parent / "docs" / "PROTOCOL.md").read_text()
 KINDS = {"round": messages.RoundOpen, "model": messages.GlobalModel,
-         "update": messages.Update, "alert": messages.Alert, "status": messages.Status}
+         "update": messages.Update, "alert": messages.Alert, "status": messages.Status,
+         "partial": messages.Partial}
 EXAMPLES = dict(re.findall(r"```json (\w+)\n(.*?)\n```", DOC, flags=re.S))
 
 
