@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="republish the stored model VERSION as the newest version "
                               "(retained), then run on: undoes a poisoned model")
     _gateway_options(gateway)
+    _scaleout_options(gateway)
     _http_options(gateway)
     _login_options(gateway)
 
@@ -113,6 +114,24 @@ def _gateway_options(parser: argparse.ArgumentParser) -> None:
                         help="the most readings a vehicle can learn a second (its fastest "
                              "sensor's rate times any simulation speed-up; default 1000): "
                              "updates claiming more are refused")
+
+
+def _scaleout_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--role", choices=["gateway", "worker"],
+                        help="worker: validate and merge a share of the updates, and publish "
+                             "a partial aggregate at each deadline for the gateway to merge "
+                             "(default gateway)")
+    parser.add_argument("--workers", type=int, metavar="K",
+                        help="the gateway coordinates K workers or region gateways: it shares "
+                             "the updates with them and merges their partials (default 0)")
+    parser.add_argument("--worker-id", metavar="ID",
+                        help="a worker's name, unique among the workers")
+    parser.add_argument("--share-group", metavar="NAME",
+                        help="the shared-subscription group of the workers and their gateway "
+                             "(default fedfleet-gateways; \"\": none, as for a region gateway)")
+    parser.add_argument("--partial-grace-seconds", type=float, metavar="S",
+                        help="how long past a deadline the gateway waits for missing partials "
+                             "(default 2)")
 
 
 def _http_options(parser: argparse.ArgumentParser) -> None:
@@ -211,6 +230,11 @@ def _check(settings: dict[str, Any], rules: list[Rule] | None = None) -> None:
              "0 (the tuning's) or a finite number of at least 1"),
             ("alert_report_epsilon", lambda v: 0 <= v < 50,
              "0 (no answers) or a number below 50"),
+            ("role", lambda v: v in ("gateway", "worker"), "gateway or worker"),
+            ("workers", lambda v: v >= 0, "0 (no workers) or more"),
+            ("worker_id", lambda v: v == "" or _fits_an_id(v), "a name of A-Z a-z 0-9 _ . -"),
+            ("share_group", lambda v: v == "" or _fits_an_id(v), "a name of A-Z a-z 0-9 _ . -"),
+            ("partial_grace_seconds", lambda v: 0 <= v < math.inf, "0 or more"),
             ("port", lambda v: 1 <= v <= 65535, "a TCP port (1-65535)"),
             ("http_port", lambda v: 0 <= v <= 65535, "a TCP port (1-65535), or 0 for none"),
             ("duration", lambda v: v >= 0, "0 or more"),

@@ -32,10 +32,12 @@ from federation.transport import (
     parse_mqtt_url,
     tls_context,
 )
+from fedfleet import scaleout
 from fedfleet.config import ConfigError
 from fedfleet.parallel import run_parts, shares
 from fedfleet.privacy import budget_report, describe, ledgers, vehicle_options
 from fedfleet.progress import DeviceProgress, Progress
+from gateway.coordinator import Coordinator
 from gateway.dashboard import Dashboard
 from gateway.service import Gateway
 from gateway.store import SQLiteStore, Store, open_store, sqlite_path
@@ -143,7 +145,12 @@ def _schema(settings: dict[str, Any]) -> Schema:
 
 def _gateway(settings: dict[str, Any], target: MqttTarget, store: Store,
              observer: Callable[[Any], None], schema: Schema = VEHICLE_SCHEMA) -> Gateway:
-    gateway = Gateway(target, store, round_seconds=settings["round_seconds"],
+    make: Callable[..., Gateway] = Gateway
+    if settings["workers"]:  # the coordinator of workers or region gateways
+        make = functools.partial(Coordinator, workers=settings["workers"],
+                                 group=settings["share_group"] or None,
+                                 partial_grace_s=settings["partial_grace_seconds"])
+    gateway = make(target, store, round_seconds=settings["round_seconds"],
                       min_updates=settings["min_updates"],
                       target_updates=settings["target_updates"] or None, observer=observer,
                       schema=schema, strategy=make_strategy(settings["strategy"]),
@@ -163,6 +170,8 @@ def gateway(settings: dict[str, Any], stop: threading.Event) -> int:
     target = _login(settings)
     schema = _schema(settings)
     _check_tls(target)
+    if settings["role"] == "worker":
+        return scaleout.worker(settings, target, schema, stop)
     print(f"fleet schema {schema.name} ({schema.digest}): {len(schema)} features, "
           f"{len(schema.health)} health sensors", flush=True)
     store = _open_store(settings, schema)

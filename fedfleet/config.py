@@ -42,6 +42,13 @@ DEFAULTS: dict[str, Any] = {
     # fleet's speed-up (gateway/validation.py).
     "max_reading_rate": 1000.0,
     "rollback": 0,  # republish this stored model version as the newest, then run on
+    # Scaling out (docs/ARCHITECTURE.md#scaling-out): a worker merges a share of the updates;
+    # a gateway with workers > 0 is their coordinator. Group "": no shared subscription.
+    "role": "gateway",
+    "workers": 0,
+    "worker_id": "",
+    "share_group": "fedfleet-gateways",
+    "partial_grace_seconds": 2.0,
     "http_host": "127.0.0.1",
     "http_port": 8080,
     # fleet

@@ -8,11 +8,12 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from federation.features import Schema
-from federation.messages import GlobalModel, RoundOpen, Update
+from federation.messages import GlobalModel, Partial, RoundOpen, Update
 from federation.privacy import PUBLIC_CLIP_FACTOR, NoiseSource, SecureNoise, public_centre
 from federation.summary import ModelSummary
 from gateway.private import CLIP_NORM, Piece, pieces
 from gateway.strategy import Strategy
+from gateway.validation import Plausibility
 
 __all__ = ["Round"]
 
@@ -46,18 +47,44 @@ class Round:
     expected: set[str] = field(default_factory=set)
     senders: set[str] = field(default_factory=set)
     left: set[str] = field(default_factory=set)
+    partials: dict[str, Partial] = field(default_factory=dict)  # by worker: merged elsewhere
+    held: set[str] = field(default_factory=set)  # the vehicles the partials hold
 
     @property
     def number(self) -> int:
         return self.info.round
 
     @property
+    def participants(self) -> int:
+        """The updates accepted here and in the partials."""
+        return len(self.accepted) + len(self.held)
+
+    @property
     def quorum_met(self) -> bool:
-        return len(self.accepted) >= self.info.min_updates
+        return self.participants >= self.info.min_updates
+
+    def add_partial(self, partial: Partial) -> str | None:
+        """Take a worker's partial aggregate of this round, or return why not.
+
+        No vehicle counts twice: a partial holding a vehicle another partial holds is refused
+        whole (``duplicate``: it cannot be taken apart), and an update accepted here from a
+        vehicle the partial holds is dropped (the vehicle sent twice; the partial keeps it).
+        """
+        if partial.round != self.number or partial.model_version != self.info.model_version:
+            return "wrong_round"
+        if partial.worker_id in self.partials or self.held.intersection(partial.vehicles):
+            return "duplicate"
+        for vehicle in self.accepted.keys() & set(partial.vehicles):
+            del self.accepted[vehicle]
+            self.rejected["duplicate"] += 1
+        self.partials[partial.worker_id] = partial
+        self.held.update(partial.vehicles)
+        self.senders.update(partial.vehicles)
+        return None
 
     def is_due(self, now_s: float) -> bool:
         target = self.target_updates
-        return now_s >= self.info.deadline or (target is not None and len(self.accepted) >= target)
+        return now_s >= self.info.deadline or (target is not None and self.participants >= target)
 
     def reject_reason(self, topic_vehicle: str, vehicle_id: str, round_number: int,
                       late_allowed: bool = False) -> str | None:
@@ -67,7 +94,7 @@ class Round:
             return "topic_mismatch"
         if round_number != self.number and not (late_allowed and round_number == self.number - 1):
             return "wrong_round"
-        if vehicle_id in self.accepted:
+        if vehicle_id in self.accepted or vehicle_id in self.held:
             return "duplicate"
         return None
 
@@ -89,6 +116,19 @@ class Round:
             self.rejected[reason] += 1
         return reason
 
+    def admit(self, topic_vehicle: str, update: Update, plausibility: Plausibility,
+              now_s: float) -> str | None:
+        """Check ``update`` is physical (:mod:`gateway.validation`), then :meth:`offer` it;
+        accepted, ``plausibility`` remembers it. The reason it was rejected, or ``None``."""
+        reason = plausibility.reason(update, now_s)
+        if reason is not None:
+            self.rejected[reason] += 1
+            return reason
+        reason = self.offer(topic_vehicle, update)
+        if reason is None:
+            plausibility.accepted(update, now_s)
+        return reason
+
     def dropped(self, excused: Collection[str] = ()) -> tuple[str, ...]:
         """The expected vehicles, less ``excused``, that left the round without sending it an
         update; sorted."""
@@ -108,6 +148,7 @@ class Round:
         bound = clip_norm if previous else clip_norm * PUBLIC_CLIP_FACTOR
         made = pieces(list(self.accepted.values()), centre, noise or SecureNoise(), strategy,
                       bound)
+        made += [Piece(p.summary, 0.0) for p in self.partials.values() if p.vehicles]
         # A private release summarises all its vehicle learned: what its last one did counts
         # in the previous model already, and now counts in this round's instead.
         replaced = sum(u.replaces_readings for u in self.accepted.values())
@@ -117,7 +158,7 @@ class Round:
         return GlobalModel(
             version=(previous.version if previous else 0) + 1,
             round=self.number,
-            participants=len(self.accepted),
+            participants=self.participants,
             summary=summary,
             created_at=created_at,
             noise_std=_merged_noise_std(previous, kept, made, summary.n),

@@ -209,13 +209,25 @@ class Gateway:
         if rc.is_failure:
             self._refused = str(rc)
             return
-        client.subscribe([(topics.subscription(kind), 1) for kind in topics.VEHICLE_KINDS])
+        client.subscribe(self._subscriptions())
         self._connection += 1
         if self._lost_at is not None:
             log.info("reconnected to the broker after %.1f s away",
                      time.monotonic() - self._lost_at)
             self._lost_at = None
         self._connected.set()
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        """The topic filters the gateway subscribes to, with their QoS."""
+        return [(topics.subscription(kind), 1) for kind in topics.VEHICLE_KINDS]
+
+    def _max_bytes(self, topic: str) -> int:
+        """The largest payload accepted on ``topic``."""
+        return messages.MAX_PAYLOAD_BYTES
+
+    def _due(self) -> bool:
+        """Whether the open round is to close now."""
+        return self.round is not None and self.round.is_due(self.clock())
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any) -> None:
@@ -228,7 +240,7 @@ class Gateway:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         size = len(msg.payload)
         ack = msg.mid if msg.qos else 0
-        if size > messages.MAX_PAYLOAD_BYTES:  # refused before it takes any memory
+        if size > self._max_bytes(msg.topic):  # refused before it takes any memory
             vehicle = topics.parse_vehicle_topic(msg.topic)
             self._reject("too_large", vehicle[0] if vehicle else None,
                          f"{size} bytes on {msg.topic[:200]}")
@@ -265,7 +277,7 @@ class Gateway:
             self._resume(self._left_open)
             while not stop.is_set():
                 self._drain(timeout_s=0.05)
-                if self.round is not None and self.round.is_due(self.clock()):
+                if self._due():
                     self._close_round()
                 # While the broker is away no round opens: an outage costs one overdue
                 # round, closed once, and the next opens with a full round ahead of it.
@@ -356,15 +368,9 @@ class Gateway:
     def _on_update(self, vehicle: str, update: Update, payload: bytes | None = None) -> None:
         if self.round is None:  # the broker is away and the overdue round closed
             return self._reject("wrong_round", vehicle, f"update from {vehicle}: no round open")
-        now = self.clock()
-        reason = self.plausibility.reason(update, now)
-        if reason is not None:
-            self.round.rejected[reason] += 1
-        else:
-            reason = self.round.offer(vehicle, update)
+        reason = self.round.admit(vehicle, update, self.plausibility, self.clock())
         if reason is not None:
             return self._reject(reason, vehicle, f"update from {vehicle} for round {update.round}")
-        self.plausibility.accepted(update, now)
         self._count(topics.UPDATE, Traffic(0, 0, round(update.summary.n)))
         if update.round != self.round.number:  # a late private release: this round's now, so
             update, payload = replace(update, round=self.round.number), None  # it resumes
@@ -446,7 +452,7 @@ class Gateway:
                 len(current.accepted), current.info.min_updates,
                 self.model.version if self.model else 0)
         record = RoundRecord(
-            current.number, current.info.opened_at, self.clock(), len(current.accepted),
+            current.number, current.info.opened_at, self.clock(), current.participants,
             sum(current.rejected.values()), current.quorum_met,
             self.model.version if self.model else 0, current.dropped(self.exhausted),
         )
