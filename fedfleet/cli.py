@@ -1,5 +1,5 @@
 """The ``fedfleet`` command: ``demo``, ``broker``, ``gateway``, ``fleet``, ``device``,
-``privacy``, ``evaluate`` and ``broker-setup``.
+``privacy``, ``evaluate``, ``broker-setup`` and ``broker-bridge``.
 
 Exit codes: 0 success, 1 runtime failure, 2 usage error. SIGTERM and Ctrl-C stop cleanly.
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from federation import topics
-from fedfleet import access, commands, evaluate
+from fedfleet import access, commands, evaluate, scaleout
 from fedfleet.commands import TUNINGS
 from fedfleet.config import LOG_FORMAT, ConfigError, resolve
 from gateway.strategy import DEFAULT_STRATEGY, STRATEGIES
@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
                              "(default fedfleet-data/ledgers)")
     evaluate.add_parser(sub)
     access.add_parser(sub)
+    scaleout.add_parser(sub)
     fleet.add_argument("--ledger-dir", metavar="DIR",
                        help="where each vehicle keeps its privacy ledger "
                             "(default fedfleet-data/ledgers)")
@@ -271,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "broker-setup":
         return access.main(args)
+    if args.command == "broker-bridge":
+        return scaleout.bridge(args)
     if args.command == "evaluate":
         try:
             _check_evaluate(args)

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from federation import messages, topics
-from federation.features import VEHICLE_SCHEMA
 from federation.messages import GlobalModel, Partial, RoundOpen, Update
 from federation.summary import ModelSummary
-from federation.transport import MqttTarget, make_client, parse_mqtt_url
+from federation.transport import MqttTarget, parse_mqtt_url
 from gateway.coordinator import Coordinator
 from gateway.rounds import Round
 from gateway.service import RoundClosed
@@ -22,21 +19,11 @@ from gateway.strategy import make_strategy
 from gateway.worker import Worker
 from tests import factories
 from tests.processes import Command, wait_until
+from tests.scaleout import assert_same_model, exact, publish_updates
 from tests.servers import Mosquitto
 
 ROUND_S = 3.0
 VEHICLES = 40
-
-
-def exact(vehicle: str, round_number: int = 1, seed: int = 0) -> Update:
-    return replace(factories.update(vehicle, round_number, seed), privacy="off",
-                   mechanism="none", epsilon=0.0, delta=0.0, epsilon_total=0.0)
-
-
-def single_gateway_model(updates: list[Update]) -> GlobalModel:
-    """What one gateway merges of ``updates`` into its first model: the reference."""
-    current = Round(RoundOpen(1, 0.0, 1.0, 1, 0), accepted={u.vehicle_id: u for u in updates})
-    return current.merge(None, make_strategy(), VEHICLE_SCHEMA, 0.0)
 
 
 def partial(worker: str, vehicles: tuple[str, ...], summary: ModelSummary) -> Partial:
@@ -151,20 +138,6 @@ class Deployment:
         return model, self.merged[0]
 
 
-def publish_updates(target: MqttTarget, updates: list[Update]) -> None:
-    client = make_client("vehicles", target)
-    client.connect(target.host, target.port)
-    client.loop_start()
-    try:
-        sent = [client.publish(topics.update_topic(u.vehicle_id), messages.encode(u), qos=1)
-                for u in updates]
-        for info in sent:
-            info.wait_for_publish(10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
 @pytest.fixture
 def updates() -> list[Update]:
     return [exact(f"veh-{i:04d}", seed=i) for i in range(VEHICLES)]
@@ -174,15 +147,6 @@ def updates() -> list[Update]:
 def broker() -> Iterator[Mosquitto]:
     with Mosquitto() as server:  # its own: no retained round of another test's gateway
         yield server
-
-
-def assert_same_model(model: GlobalModel, updates: list[Update]) -> None:
-    reference = single_gateway_model(updates)
-    assert model.participants == reference.participants == len(updates)
-    assert model.summary.n == reference.summary.n
-    np.testing.assert_allclose(model.summary.mean, reference.summary.mean, rtol=1e-12)
-    np.testing.assert_allclose(model.summary.cov, reference.summary.cov, rtol=1e-12,
-                               atol=1e-15)
 
 
 def test_two_workers_and_their_coordinator_merge_the_single_gateway_model(broker, updates):
