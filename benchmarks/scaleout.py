@@ -1,0 +1,172 @@
+"""Gateway workers: updates merged per second with 1, 2 and 4 workers, and what each part costs.
+
+Three figures:
+
+- **Through one broker**: a fresh Mosquitto, ``K`` gateway workers (``gateway/worker.py``),
+  each in a process of its own on one shared subscription, and one client that publishes
+  ``--updates`` valid exact updates (a real vehicle's summary, each from a vehicle of its own)
+  as fast as the broker takes them. The rate is the updates over the time from the first
+  publish to the last update any worker merged; every update must be merged by one worker.
+- **A worker's cost per update** (no broker): decoding, checking and merging one update; and
+  one gateway's, which also stores it.
+- **The coordinator's cost per partial** (no broker): decoding a partial of ``M`` vehicles,
+  taking it into the round (no vehicle twice) and merging its summary.
+
+    python -m benchmarks.scaleout --updates 20000 --workers 1 2 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import threading
+import time
+from typing import Any
+
+from benchmarks.gateway_rate import updates
+from benchmarks.report import print_report
+from federation import messages, topics
+from federation.features import VEHICLE_SCHEMA
+from federation.messages import Partial, RoundOpen, Update
+from federation.summary import ModelSummary
+from federation.transport import MqttTarget, make_client, parse_mqtt_url
+from gateway.rounds import Round
+from gateway.service import Gateway
+from gateway.store import SQLiteStore
+from gateway.strategy import make_strategy
+from gateway.worker import Worker
+from tests.servers import Mosquitto
+
+IDLE_S = 3.0  # a worker that merged nothing for this long has had its share
+
+
+def member(url: str, worker_id: str, ready: Any, results: Any) -> None:
+    """One worker process: merge its share; report how many and when the last one came."""
+    counted = {"n": 0, "last": 0.0}
+    worker = Worker(parse_mqtt_url(url), worker_id, send=lambda topic, payload: None)
+    handle = worker.handle
+
+    def timed(topic: str, payload: bytes) -> None:
+        handle(topic, payload)
+        if topic != topics.ROUND_TOPIC:
+            counted["n"] += 1
+            counted["last"] = time.monotonic()
+
+    worker.handle = timed  # type: ignore[method-assign]
+    worker._client.on_subscribe = lambda *_: ready.release()
+    stop = multiprocessing.Event()
+    runner = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    runner.start()
+    while counted["n"] == 0 or time.monotonic() - counted["last"] < IDLE_S:
+        time.sleep(0.1)
+    stop.set()
+    runner.join(10)
+    merged = len(worker.round.accepted) if worker.round else 0
+    results.put((worker_id, counted["n"], merged, counted["last"], dict(worker.rejected)))
+
+
+def through_broker(count: int, workers: int) -> dict[str, Any]:
+    """Updates merged a second by ``workers`` worker processes on one Mosquitto."""
+    context = multiprocessing.get_context("spawn")
+    options = {"max_queued_messages": "0"}
+    with Mosquitto(options=options) as broker:
+        target = parse_mqtt_url(broker.url)
+        publisher = make_client("bench-publisher", target)
+        publisher.max_inflight_messages_set(1000)
+        publisher.max_queued_messages_set(0)
+        publisher.connect(target.host, target.port)
+        publisher.loop_start()
+        now = time.time()
+        publisher.publish(topics.ROUND_TOPIC, messages.encode(
+            RoundOpen(1, now, now + 3600, 1, 0)), qos=1, retain=True).wait_for_publish(10)
+        ready, results = context.Semaphore(0), context.Queue()
+        processes = [context.Process(target=member, args=(broker.url, f"w{i}", ready, results))
+                     for i in range(workers)]
+        for process in processes:
+            process.start()
+        for _ in processes:
+            if not ready.acquire(timeout=60):
+                raise TimeoutError("a worker did not subscribe within 60 s")
+        stream = updates(count, 1)
+        began = time.monotonic()
+        for topic, payload in stream:
+            publisher.publish(topic, payload, qos=1)
+        published = time.monotonic()
+        reports = [results.get(timeout=600) for _ in processes]
+        for process in processes:
+            process.join(30)
+        publisher.disconnect()
+        publisher.loop_stop()
+    merged = sum(r[2] for r in reports)
+    last = max(r[3] for r in reports)
+    return {
+        "workers": workers, "updates": count, "merged": merged,
+        "publish_per_s": round(count / (published - began)),
+        "merged_per_s": round(merged / (last - began)),
+        "shares": sorted(r[1] for r in reports),
+        "rejected": {k: v for r in reports for k, v in r[4].items()},
+    }
+
+
+def worker_cost_us(count: int) -> float:
+    """A worker's time to decode, check and merge one update, in microseconds."""
+    worker = Worker(MqttTarget("127.0.0.1", 1), "bench", send=lambda topic, payload: None)
+    worker.handle(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 1e12, 1, 0)))
+    stream = updates(count, 1)
+    began = time.perf_counter()
+    for topic, payload in stream:
+        worker.handle(topic, payload)
+    assert worker.round is not None and len(worker.round.accepted) == count
+    return (time.perf_counter() - began) / count * 1e6
+
+
+def gateway_cost_us(count: int) -> float:
+    """One gateway's time to decode, check and store one update (SQLite in memory), in
+    microseconds: what a worker saves it."""
+    gateway = Gateway(MqttTarget("127.0.0.1", 1), SQLiteStore(":memory:"), round_seconds=1e9)
+    gateway._publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    gateway._open_round()
+    stream = updates(count, 1)
+    began = time.perf_counter()
+    for topic, payload in stream:
+        gateway.handle(topic, payload)
+    gateway.store.flush()
+    assert gateway.round is not None and len(gateway.round.accepted) == count
+    return (time.perf_counter() - began) / count * 1e6
+
+
+def coordinator_cost_ms(vehicles: int) -> float:
+    """The coordinator's time to decode a partial of ``vehicles``, take it and merge it."""
+    summary = messages.decode(Update, updates(1, 1)[0][1]).summary
+    partial = Partial("w0", 1, 0, tuple(f"rate-{i:06d}" for i in range(vehicles)),
+                      summary.weighted(summary.n * vehicles), 0.0)
+    payload = messages.encode(partial)
+    began = time.perf_counter()
+    current = Round(RoundOpen(1, 0.0, 1.0, 1, 0))
+    assert current.add_partial(messages.decode(Partial, payload)) is None
+    current.merge(None, make_strategy(), VEHICLE_SCHEMA, 0.0)
+    return (time.perf_counter() - began) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--updates", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--partial-vehicles", type=int, nargs="+", default=[1_000, 25_000])
+    args = parser.parse_args()
+    report: dict[str, Any] = {"worker_us_per_update": round(worker_cost_us(5_000), 1),
+                              "gateway_us_per_update": round(gateway_cost_us(5_000), 1)}
+    for vehicles in args.partial_vehicles:
+        report[f"coordinator_ms_per_partial_of_{vehicles}"] = round(
+            coordinator_cost_ms(vehicles), 2)
+    report["partial_bytes_per_vehicle"] = round(len(messages.encode(Partial(
+        "w0", 1, 0, tuple(f"rate-{i:06d}" for i in range(1000)),
+        ModelSummary.empty(VEHICLE_SCHEMA.names), 0.0))) / 1000, 1)
+    for workers in args.workers:
+        for key, value in through_broker(args.updates, workers).items():
+            report[f"k{workers}_{key}"] = value
+    print_report(report)
+
+
+if __name__ == "__main__":
+    main()
