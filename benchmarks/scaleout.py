@@ -7,6 +7,8 @@ Three figures:
   ``--updates`` valid exact updates (a real vehicle's summary, each from a vehicle of its own)
   as fast as the broker takes them. The rate is the updates over the time from the first
   publish to the last update any worker merged; every update must be merged by one worker.
+  Then the same through two region brokers bridged to a top one (``broker/bridge.py``), a
+  region gateway on each, half the updates published to each region.
 - **A worker's cost per update** (no broker): decoding, checking and merging one update; and
   one gateway's, which also stores it.
 - **The coordinator's cost per partial** (no broker): decoding a partial of ``M`` vehicles,
@@ -18,13 +20,21 @@ Three figures:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
+import os
+import pwd
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
+
+import paho.mqtt.client as mqtt
 
 from benchmarks.gateway_rate import updates
 from benchmarks.report import print_report
+from broker.bridge import Bridge, bridge_config
 from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA
 from federation.messages import Partial, RoundOpen, Update
@@ -34,16 +44,17 @@ from gateway.rounds import Round
 from gateway.service import Gateway
 from gateway.store import SQLiteStore
 from gateway.strategy import make_strategy
-from gateway.worker import Worker
-from tests.servers import Mosquitto
+from gateway.worker import GROUP, Worker
+from tests.servers import HOST, Mosquitto, free_port
 
 IDLE_S = 3.0  # a worker that merged nothing for this long has had its share
 
 
-def member(url: str, worker_id: str, ready: Any, results: Any) -> None:
+def member(url: str, worker_id: str, group: str | None, ready: Any, results: Any) -> None:
     """One worker process: merge its share; report how many and when the last one came."""
     counted = {"n": 0, "last": 0.0}
-    worker = Worker(parse_mqtt_url(url), worker_id, send=lambda topic, payload: None)
+    worker = Worker(parse_mqtt_url(url), worker_id, group=group,
+                    send=lambda topic, payload: None)
     handle = worker.handle
 
     def timed(topic: str, payload: bytes) -> None:
@@ -65,47 +76,75 @@ def member(url: str, worker_id: str, ready: Any, results: Any) -> None:
     results.put((worker_id, counted["n"], merged, counted["last"], dict(worker.rejected)))
 
 
-def through_broker(count: int, workers: int) -> dict[str, Any]:
-    """Updates merged a second by ``workers`` worker processes on one Mosquitto."""
+def _publisher(url: str) -> mqtt.Client:
+    target = parse_mqtt_url(url)
+    client = make_client(f"bench-publisher-{target.port}", target)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect(target.host, target.port)
+    client.loop_start()
+    return client
+
+
+def _flood(count: int, top: str, members: list[tuple[str, str | None]],
+           entries: list[str]) -> dict[str, Any]:
+    """Open round 1 on ``top``; start a worker process on each ``(url, group)`` of
+    ``members``; publish ``count`` updates spread over the ``entries`` brokers; time them."""
     context = multiprocessing.get_context("spawn")
-    options = {"max_queued_messages": "0"}
-    with Mosquitto(options=options) as broker:
-        target = parse_mqtt_url(broker.url)
-        publisher = make_client("bench-publisher", target)
-        publisher.max_inflight_messages_set(1000)
-        publisher.max_queued_messages_set(0)
-        publisher.connect(target.host, target.port)
-        publisher.loop_start()
-        now = time.time()
-        publisher.publish(topics.ROUND_TOPIC, messages.encode(
-            RoundOpen(1, now, now + 3600, 1, 0)), qos=1, retain=True).wait_for_publish(10)
-        ready, results = context.Semaphore(0), context.Queue()
-        processes = [context.Process(target=member, args=(broker.url, f"w{i}", ready, results))
-                     for i in range(workers)]
-        for process in processes:
-            process.start()
-        for _ in processes:
-            if not ready.acquire(timeout=60):
-                raise TimeoutError("a worker did not subscribe within 60 s")
-        stream = updates(count, 1)
-        began = time.monotonic()
-        for topic, payload in stream:
-            publisher.publish(topic, payload, qos=1)
-        published = time.monotonic()
-        reports = [results.get(timeout=600) for _ in processes]
-        for process in processes:
-            process.join(30)
-        publisher.disconnect()
-        publisher.loop_stop()
+    publishers = [_publisher(url) for url in entries]
+    now = time.time()
+    announcer = _publisher(top)
+    announcer.publish(topics.ROUND_TOPIC, messages.encode(
+        RoundOpen(1, now, now + 3600, 1, 0)), qos=1, retain=True).wait_for_publish(10)
+    ready, results = context.Semaphore(0), context.Queue()
+    processes = [context.Process(target=member, args=(url, f"w{i}", group, ready, results))
+                 for i, (url, group) in enumerate(members)]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        if not ready.acquire(timeout=60):
+            raise TimeoutError("a worker did not subscribe within 60 s")
+    stream = updates(count, 1)
+    began = time.monotonic()
+    for index, (topic, payload) in enumerate(stream):
+        publishers[index % len(publishers)].publish(topic, payload, qos=1)
+    published = time.monotonic()
+    reports = [results.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join(30)
+    for client in [*publishers, announcer]:
+        client.disconnect()
+        client.loop_stop()
     merged = sum(r[2] for r in reports)
-    last = max(r[3] for r in reports)
     return {
-        "workers": workers, "updates": count, "merged": merged,
+        "updates": count, "merged": merged,
         "publish_per_s": round(count / (published - began)),
-        "merged_per_s": round(merged / (last - began)),
+        "merged_per_s": round(merged / (max(r[3] for r in reports) - began)),
         "shares": sorted(r[1] for r in reports),
         "rejected": {k: v for r in reports for k, v in r[4].items()},
     }
+
+
+def through_broker(count: int, workers: int) -> dict[str, Any]:
+    """Updates merged a second by ``workers`` worker processes on one Mosquitto."""
+    with Mosquitto(options={"max_queued_messages": "0"}) as broker:
+        return _flood(count, broker.url, [(broker.url, GROUP)] * workers, [broker.url])
+
+
+def through_regions(count: int, regions: int) -> dict[str, Any]:
+    """Updates merged a second by a region gateway on each of ``regions`` Mosquitto brokers
+    bridged to a top one (the round comes down the bridges), the vehicles spread evenly."""
+    with contextlib.ExitStack() as stack:
+        top = stack.enter_context(Mosquitto())
+        urls = []
+        for index in range(regions):
+            port = free_port()
+            conf = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "region.conf"
+            conf.write_text(f"listener {port} {HOST}\nallow_anonymous true\n"
+                            f"max_queued_messages 0\nuser {pwd.getpwuid(os.geteuid()).pw_name}\n"
+                            + bridge_config(Bridge(f"r{index}", HOST, top.port)))
+            urls.append(stack.enter_context(Mosquitto(port, conf=conf)).url)
+        return _flood(count, top.url, [(url, None) for url in urls], urls)
 
 
 def worker_cost_us(count: int) -> float:
@@ -165,6 +204,8 @@ def main() -> None:
     for workers in args.workers:
         for key, value in through_broker(args.updates, workers).items():
             report[f"k{workers}_{key}"] = value
+    for key, value in through_regions(args.updates, 2).items():
+        report[f"regions2_{key}"] = value
     print_report(report)
 
 
