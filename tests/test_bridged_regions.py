@@ -24,7 +24,7 @@ from tests.processes import wait_until
 from tests.scaleout import assert_same_model, exact, publish_updates
 from tests.servers import HOST, Mosquitto, free_port
 
-ROUND_S = 3.0
+ROUND_S = 5.0  # long enough for a loaded machine to start every part and publish
 
 
 @pytest.fixture
@@ -63,6 +63,7 @@ def test_a_region_gateway_behind_a_bridge_and_the_top_gateway_merge_one_fleet(br
     closed: list[RoundClosed] = []
     stop = threading.Event()
     hub = Coordinator(top_target, SQLiteStore(":memory:"), workers=1, round_seconds=ROUND_S,
+                      partial_grace_s=5.0,
                       observer=lambda e: closed.append(e) if isinstance(e, RoundClosed) else None)
     north = Worker(region_target, "north", group=None, round_seconds=ROUND_S)
     threads = [threading.Thread(target=part.run, args=(stop,), daemon=True)
