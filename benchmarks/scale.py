@@ -32,7 +32,6 @@ import argparse
 import itertools
 import json
 import re
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -40,16 +39,12 @@ from typing import Any
 
 import psutil
 
+from benchmarks.releases import PRIVACY, release_ms
 from devices.runners.fleet import simulated_vehicles
-from federation import messages, topics
-from federation.messages import RoundOpen
-from fedfleet.config import resolve
-from fedfleet.privacy import ledgers, vehicle_options
 from tests.processes import Command, open_round, read_store, wait_until
 from tests.servers import Mosquitto
 
 _STATUS = re.compile(r"fleet: (\d+)/(\d+) connected, sim (\d+):(\d\d):(\d\d).*?(\d+) updates sent")
-PRIVACY = ("central", "local")
 _COLUMNS = ("vehicles", "processes", "sim_rate", "fleet_us", "x_detector", "fleet_cores",
             "rss_kib", "mosquitto_cores", "gateway_cores", "others_cores", "sent", "received",
             "accepted", "acceptance")
@@ -76,29 +71,8 @@ def anchors(readings: int, seed: int) -> dict[str, float]:
     vehicle_s = time.process_time() - began
     count = per_vehicle * len(vehicles)
     return {"detector_us": 1e6 * detector_s / count, "vehicle_us": 1e6 * vehicle_s / count,
-            **{f"release_{privacy}_ms": release_ms(privacy, seed) for privacy in PRIVACY}}
-
-
-def release_ms(privacy: str, seed: int, vehicles: int = 20) -> float:
-    """The median wall time of one private release on a vehicle (``privacy`` central or
-    local): clipping, noise (local), the budget check, the ledger written and synced to disk,
-    and the encoding; each vehicle's first, after 300 readings."""
-    settings = resolve("fleet", {"privacy": privacy}, environ={})
-    with tempfile.TemporaryDirectory() as folder:
-        fleet = simulated_vehicles(vehicles, seed, ledger_for=ledgers(settings, Path(folder)),
-                                   **vehicle_options(settings))
-        now = time.time()
-        times_s = []
-        for vehicle in fleet:
-            for _ in range(vehicle.next_release_readings):
-                vehicle.step()
-            vehicle.on_message(topics.ROUND_TOPIC,
-                               messages.encode(RoundOpen(1, now, now + 3600, 1, 0)))
-            began = time.perf_counter()
-            [sent] = vehicle.take_part()
-            times_s.append(time.perf_counter() - began)
-            assert sent.topic.endswith("/update"), sent.topic
-    return 1e3 * statistics.median(times_s)
+            **{f"release_{privacy}_ms": release_ms(privacy, seed)["per_release_ms"]
+               for privacy in PRIVACY}}
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -154,6 +128,15 @@ def _settle(db: Path, quiet_s: float = 3.0, timeout_s: float = 120.0) -> None:
             last, since = now, time.monotonic()
 
 
+def _release_every(readings: int | None) -> dict[str, str]:
+    """The fleet's environment for a private release every ``readings`` learned readings,
+    within a budget that never runs out (none: the tuning's schedule)."""
+    if readings is None:
+        return {}
+    return {"FEDFLEET_FIRST_RELEASE_READINGS": str(readings), "FEDFLEET_RELEASE_GROWTH": "1",
+            "FEDFLEET_RELEASES": "200", "FEDFLEET_EPSILON_BUDGET": "1000"}
+
+
 def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """One fleet size against its own broker and gateway."""
     work.mkdir()
@@ -161,8 +144,8 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
     with Mosquitto(options={"max_inflight_messages": str(args.inflight)}) as broker:
         assert broker.pid is not None
         gateway = Command("gateway", "--mqtt", broker.url, "--round-seconds",
-                          str(args.round_seconds), "--min-updates", "1", "--store",
-                          f"sqlite:///{db}", cwd=work)
+                          str(args.round_seconds), "--min-updates", "1", "--http-port", "0",
+                          "--store", f"sqlite:///{db}", cwd=work)
         fleet: Command | None = None
         try:
             wait_until(lambda: open_round(db)[0] >= 1, 60, "the gateway's first round")
@@ -170,7 +153,8 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
                             "--speedup", "1", "--privacy", args.privacy, "--seed", str(args.seed),
                             *(["--processes", str(args.processes)] if args.processes != 1
                               else []),
-                            "--ledger-dir", str(work / "ledgers"), cwd=work)
+                            "--ledger-dir", str(work / "ledgers"), cwd=work,
+                            env=_release_every(args.release_every))
             assert fleet.process is not None and gateway.process is not None
             began, sim_began = _all_connected(fleet, vehicles, args.connect_timeout_s)
             watched = {"fleet": _tree(fleet.process.pid), "gateway": _tree(gateway.process.pid),
@@ -265,6 +249,9 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=60.0,
                         help="the measured window, once every vehicle is connected")
     parser.add_argument("--round-seconds", type=float, default=30.0)
+    parser.add_argument("--release-every", type=int, metavar="READINGS",
+                        help="with privacy, release every READINGS learned readings (at most "
+                        "one a round) rather than at 300, 900 and 2,700")
     parser.add_argument("--inflight", type=int, default=20,
                         help="Mosquitto's max_inflight_messages (its default: 20)")
     parser.add_argument("--connect-timeout-s", type=float, default=300.0)

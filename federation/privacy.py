@@ -13,7 +13,9 @@ fleet's spread in every direction, the smallest included. ``n`` is sent as is. S
 Noise comes from a :class:`NoiseSource`. :class:`SecureNoise`, the default everywhere, draws
 from OpenDP's samplers, which use the operating system's cryptographically secure generator
 and sample exactly (no floating-point artefacts an attacker could read the secret from);
-it cannot be seeded. :class:`SeededNoise` is for tests and benchmarks only.
+it cannot be seeded. Its Gaussian noise is sampled exactly on a fine grid rather than on
+every float (see :class:`SecureNoise`): 10-20 times faster, and no less private.
+:class:`SeededNoise` is for tests and benchmarks only.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ MECHANISMS = ("gaussian", "laplace")
 PUBLIC_CLIP_FACTOR = 1.5
 # The relative noise at which a summary counts for half its readings (:func:`credence`).
 NOISE_SCALE = 0.3
+# Secure Gaussian noise of standard deviation sigma is drawn on a grid no coarser than
+# sigma * 2**-GRID_BITS / sqrt(d), at a standard deviation raised by 2**-SCALE_BITS: at least
+# as private as exact noise for every sensitivity of at least sigma * 2**-SCALE_BITS, that is
+# every noise multiplier up to MAX_NOISE_MULTIPLIER.
+GRID_BITS = 40
+SCALE_BITS = 20
+MAX_NOISE_MULTIPLIER = 2.0**SCALE_BITS
 
 
 class NoiseSource(abc.ABC):
@@ -78,6 +87,17 @@ class NoiseSource(abc.ABC):
 class SecureNoise(NoiseSource):
     """Production noise: OpenDP's exact samplers on the system's secure random generator.
 
+    OpenDP samples Gaussian noise exactly on a grid of ``2**k``; by default ``k`` is the
+    smallest float's, and its arithmetic on integers of a thousand bits cost 66-580 µs a
+    coordinate here (3.6-31 ms for a release of 54), whatever the batch: one call per vector
+    already, and a call's own overhead is about 0.1 ms. On a grid of at most ``sigma *
+    2**-40 / sqrt(d)`` it costs about 12 µs a coordinate. OpenDP's privacy map counts the
+    rounding to that grid as extra sensitivity, at most ``sigma * 2**-40``; the standard
+    deviation is raised by ``2**-20`` of itself to pay for it, so the noise is at least as
+    private as exact Gaussian noise of ``sigma`` for every L2 sensitivity of at least ``sigma *
+    2**-20`` (a noise multiplier up to :data:`MAX_NOISE_MULTIPLIER`, which
+    :class:`GaussianMechanism` enforces). Laplace noise is sampled on every float.
+
     Examples
     --------
     >>> noisy = SecureNoise().gaussian(np.zeros(3), 1.0)
@@ -86,23 +106,38 @@ class SecureNoise(NoiseSource):
     """
 
     def gaussian(self, values: np.ndarray, scale: float) -> np.ndarray:
-        return np.asarray(_opendp_measurement("gaussian", scale)(values.tolist()), dtype=float)
+        measurement = _opendp_gaussian(scale, len(values))
+        return np.asarray(measurement(values.tolist()), dtype=float)
 
     def laplace(self, values: np.ndarray, scale: float) -> np.ndarray:
-        return np.asarray(_opendp_measurement("laplace", scale)(values.tolist()), dtype=float)
+        return np.asarray(_opendp_laplace(scale)(values.tolist()), dtype=float)
 
     def bernoulli(self, p: float) -> bool:
         return secrets.randbelow(2**53) < p * 2**53
 
 
-@lru_cache(maxsize=64)
-def _opendp_measurement(kind: str, scale: float) -> Any:
+def _opendp() -> Any:
     import opendp.prelude as dp  # ~1 s to import: only where secure noise is drawn
 
     dp.enable_features("contrib")
+    return dp
+
+
+@lru_cache(maxsize=64)
+def _opendp_gaussian(scale: float, size: int) -> Any:
+    """OpenDP's Gaussian measurement for vectors of ``size``, on the grid :class:`SecureNoise`
+    describes (the grid needs the size: its rounding adds up over coordinates)."""
+    dp = _opendp()
+    grid_exponent = math.floor(math.log2(scale / math.sqrt(max(size, 1)))) - GRID_BITS
+    atoms = dp.vector_domain(dp.atom_domain(T=float, nan=False), size=size)
+    return dp.m.make_gaussian(atoms, dp.l2_distance(T=float),
+                              scale=scale * (1.0 + 2.0**-SCALE_BITS), k=grid_exponent)
+
+
+@lru_cache(maxsize=64)
+def _opendp_laplace(scale: float) -> Any:
+    dp = _opendp()
     atoms = dp.vector_domain(dp.atom_domain(T=float, nan=False))
-    if kind == "gaussian":
-        return dp.m.make_gaussian(atoms, dp.l2_distance(T=float), scale=scale)
     return dp.m.make_laplace(atoms, dp.l1_distance(T=float), scale=scale)
 
 
@@ -191,13 +226,15 @@ class Mechanism(abc.ABC):
         """
         return replace(self, clip_norm=self.clip_norm * PUBLIC_CLIP_FACTOR) if public else self
 
-    def clip(self, summary: ModelSummary, centre: ModelSummary) -> np.ndarray:
+    def clip(self, summary: ModelSummary, centre: ModelSummary | Whitening) -> np.ndarray:
         """``summary`` packed in ``centre``'s whitened coordinates, clipped to ``clip_norm``."""
-        return clip(Whitening(centre).pack(summary), self.clip_norm, self.order)
+        whitening = centre if isinstance(centre, Whitening) else Whitening(centre)
+        return clip(whitening.pack(summary), self.clip_norm, self.order)
 
     def clipped(self, summary: ModelSummary, centre: ModelSummary) -> ModelSummary:
         """The clipped summary without noise: what a vehicle sends to a trusted gateway."""
-        return Whitening(centre).unpack(self.clip(summary, centre), summary.n)
+        whitening = Whitening(centre)  # once: its decomposition is most of a clip's cost
+        return whitening.unpack(self.clip(summary, whitening), summary.n)
 
     @abc.abstractmethod
     def add_noise(self, values: np.ndarray, noise: NoiseSource, scale: float) -> np.ndarray:
@@ -207,8 +244,9 @@ class Mechanism(abc.ABC):
                   noise: NoiseSource) -> ModelSummary:
         """The released summary: the clipped vector plus noise, unpacked (its covariance is
         left as the noise made it, so that averaging releases stays unbiased)."""
-        vector = self.add_noise(self.clip(summary, centre), noise, self.scale)
-        return Whitening(centre).unpack(vector, summary.n)
+        whitening = Whitening(centre)
+        vector = self.add_noise(self.clip(summary, whitening), noise, self.scale)
+        return whitening.unpack(vector, summary.n)
 
 
 def credence(noise_std: float, scale: float = NOISE_SCALE) -> float:
@@ -281,7 +319,9 @@ class GaussianMechanism(Mechanism):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _ = self.scale  # calibrate now, so a bad setting fails at once
+        if self.scale > MAX_NOISE_MULTIPLIER * self.sensitivity:  # calibrated now: fails at once
+            raise ValueError(f"epsilon {self.epsilon:g} at delta {self.delta:g} needs a noise "
+                             f"multiplier above {MAX_NOISE_MULTIPLIER:g}: too small to use")
 
     @cached_property
     def scale(self) -> float:

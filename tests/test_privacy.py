@@ -13,12 +13,14 @@ from scipy import optimize, stats
 from federation.accounting import Spend, epsilon_spent, gaussian_noise_multiplier, rounds_within
 from federation.features import FEATURE_NAMES
 from federation.privacy import (
+    MAX_NOISE_MULTIPLIER,
     GaussianMechanism,
     LaplaceMechanism,
     Mechanism,
     NoiseSource,
     SecureNoise,
     SeededNoise,
+    _opendp_gaussian,
     public_centre,
 )
 from federation.summary import ModelSummary
@@ -96,6 +98,28 @@ def test_secure_noise_follows_the_calibrated_distribution(mechanism):
     # with probability below one in a million (KS p-value, and 6 standard errors on the std).
     assert stats.kstest(draws, _reference(mechanism).cdf).pvalue > 1e-6
     assert draws.std() == pytest.approx(mechanism.noise_std, rel=0.05)
+
+
+@pytest.mark.parametrize("multiplier", [0.5, 6.5, MAX_NOISE_MULTIPLIER])
+@pytest.mark.parametrize("sensitivity", [1e-3, 8.0])
+def test_secure_gaussian_noise_on_its_grid_is_no_less_private_than_exact_noise(
+        multiplier, sensitivity):
+    import opendp.prelude as dp
+
+    scale = multiplier * sensitivity
+    exact = dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T=float, nan=False)),
+                               dp.l2_distance(T=float), scale=scale)
+
+    on_grid = _opendp_gaussian(scale, 54)
+
+    # OpenDP's own privacy maps (zero-concentrated rho at the sensitivity): the grid's rounding
+    # is counted, and the raised standard deviation pays for it.
+    assert on_grid.map(sensitivity) <= exact.map(sensitivity)
+
+
+def test_a_gaussian_mechanism_whose_noise_the_grid_cannot_cover_is_refused():
+    with pytest.raises(ValueError, match="noise multiplier above"):
+        GaussianMechanism(epsilon=1e-6, delta=1e-7, clip_norm=0.5)
 
 
 def test_secure_noise_differs_between_draws():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from devices.onboard.ledger import LedgerError, PrivacyLedger
+from devices.onboard.ledger import LedgerError, PrivacyLedger, Release
 from devices.onboard.vehicle import Outgoing, Vehicle
 from devices.sources import Reading
 from federation import messages, topics
@@ -170,15 +171,16 @@ def test_a_restarted_vehicle_repeats_its_days_alert_answer_without_paying_again(
         epsilon_spent([MECHANISM.spend] * 5 + [rr.spend], 1e-5))
 
 
-def test_a_kept_release_that_is_damaged_or_stale_is_ignored(tmp_path):
+def test_only_the_release_of_the_last_round_paid_for_comes_back(tmp_path):
     path = tmp_path / "veh-0001.jsonl"
     ledger = PrivacyLedger(path, budget=5.0, delta=1e-5)
     ledger.record(1, [Spend("laplace", 1.0)], ts=0.0, release=b"one")
-    ledger.record(2, [Spend("laplace", 1.0)], ts=1.0)
+    ledger.record(2, [Spend("laplace", 1.0)], ts=1.0, release=b"two")
+    assert PrivacyLedger(path, budget=5.0, delta=1e-5).release == Release(2, b"two")
 
-    assert PrivacyLedger(path, budget=5.0, delta=1e-5).release is None  # round 1's: stale
-    ledger.release_path.write_text("{not json")
-    assert PrivacyLedger(path, budget=5.0, delta=1e-5).release is None
+    ledger.record(3, [Spend("laplace", 1.0)], ts=2.0)
+
+    assert PrivacyLedger(path, budget=5.0, delta=1e-5).release is None  # round 2's: stale
 
 
 def test_a_line_cut_short_by_a_crash_is_dropped_and_any_other_damage_is_refused(tmp_path):
@@ -199,6 +201,7 @@ def test_a_line_cut_short_by_a_crash_is_dropped_and_any_other_damage_is_refused(
 def test_a_ledger_that_cannot_be_written_stops_updates(tmp_path):
     folder = tmp_path / "ledgers"
     vehicle = _vehicle(ledger=PrivacyLedger(folder / "veh-0001.jsonl", budget=10.0, delta=1e-5))
+    shutil.rmtree(folder)
     folder.write_text("a file where the ledger folder should be")
 
     out = _run_rounds(vehicle, range(1, 3))

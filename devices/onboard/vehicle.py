@@ -412,9 +412,13 @@ class Vehicle:
             self.ledger.record(self.round.round, spends, self.clock(), answer, payload)
             return True
         except LedgerError as exc:
-            log.error("%s: %s; no more updates", self.vehicle_id, exc)
-        self.exhausted = True
+            self.stop_updates(exc)
         return False
+
+    def stop_updates(self, failure: LedgerError) -> None:
+        """Fail closed: a ledger that cannot be written (or synced) ends the vehicle's updates."""
+        log.error("%s: %s; no more updates", self.vehicle_id, failure)
+        self.exhausted = True
 
 
 def _finite_or_zero(value: float) -> float:

@@ -1,7 +1,9 @@
 """The fleet runner: many vehicles in one process and one thread, each its own MQTT client.
 
 Simulated time advances at ``speedup`` simulated seconds per wall second; every vehicle reads,
-scores and learns one reading per simulated second. When the machine cannot
+scores and learns one reading per simulated second. A pass steps every vehicle once; the
+ledgers of the vehicles that released in it are synced together, by one group commit, before
+any of the pass's updates is published. When the machine cannot
 keep up, simulated time slows down instead of piling up work, and :attr:`Fleet.lag_s` says by
 how many wall seconds it has fallen behind.
 """
@@ -19,12 +21,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from devices.onboard.ledger import PrivacyLedger
+from devices.onboard.ledger import GroupCommit, LedgerError, PrivacyLedger
 from devices.onboard.vehicle import Outgoing, Vehicle
 from devices.runners.mux import ClientMux
 from devices.sim.simulator import make_fleet
 from federation import topics
-from federation.messages import Alert
+from federation.messages import Alert, Update
 from federation.privacy import Mechanism
 from federation.rejections import RejectionLog
 from federation.transport import MqttTarget, make_client
@@ -144,8 +146,10 @@ class Fleet:
         self.refusals: Counter[str] = Counter()  # refusals after the start, by reason
         self._failures_logged: set[str] = set()
         self.rejections = RejectionLog(log)
+        self.ledgers = GroupCommit()  # the ledgers written in a pass, synced together
         for vehicle in self.vehicles:  # a message sent to every vehicle is logged once
             vehicle.rejections = self.rejections
+            vehicle.ledger.group = self.ledgers
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         """Connect every vehicle and run until ``stop`` is set or ``duration_s`` passes."""
@@ -245,12 +249,32 @@ class Fleet:
         vehicle.on_message(msg.topic, bytes(msg.payload))
 
     def _step_all(self) -> None:
+        """One pass: step every vehicle, sending alerts at once; then sync the ledgers of the
+        pass and only then publish its updates."""
         self.steps += 1
+        updates: list[tuple[Vehicle, Outgoing]] = []
         for vehicle in self.vehicles:
             for out in vehicle.step():
+                if isinstance(out.message, Update):
+                    updates.append((vehicle, out))
+                    continue
                 self._send(self._clients[vehicle.vehicle_id], out)
                 if isinstance(out.message, Alert):
                     self.observer(out.message)
+        if updates:
+            self._publish_paid_for(updates)
+
+    def _publish_paid_for(self, updates: list[tuple[Vehicle, Outgoing]]) -> None:
+        """Publish ``updates`` once what they cost is on disk; if it cannot be, none of them,
+        and their vehicles send no more (fail closed)."""
+        try:
+            self.ledgers.commit()
+        except LedgerError as exc:
+            for vehicle, _ in updates:
+                vehicle.stop_updates(exc)
+            return
+        for vehicle, out in updates:
+            self._send(self._clients[vehicle.vehicle_id], out)
 
     def _send(self, client: mqtt.Client, out: Outgoing) -> None:
         info = client.publish(out.topic, out.payload, qos=out.qos, retain=out.retain)
