@@ -1,20 +1,21 @@
 """Many devices' running means and covariances, kept as River keeps them, reading by reading.
 
-A device's detector learns its recent readings into a River ``EmpiricalCovariance(ddof=0)``: a
-``stats.Var`` per channel and a ``stats.Cov`` per pair of channels (the pair named in sorted
-order), each updated with Welford's recurrences. :class:`RunningMoments` keeps the same numbers
-for a stack of devices, with the same arithmetic in the same order, so that its summaries are
-River's to the last bit (a test holds it to that); only the loop over devices is NumPy's.
+A device's detector learns its recent readings as River's ``EmpiricalCovariance(ddof=0)``
+would (:mod:`devices.onboard.running`): a variance per channel and a covariance per pair of
+channels (the pair named in sorted order), each updated with Welford's recurrences.
+:class:`RunningMoments` keeps the same numbers for a stack of devices with the very same rule,
+so that its summaries are River's to the last bit (a test holds it to that); only the loop over
+devices is NumPy's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import combinations
 
 import numpy as np
 
 from analytics.stack import Stack
+from devices.onboard.running import covariance, learn, pair_order
 from federation.summary import Moments, merge
 
 __all__ = ["RunningMoments"]
@@ -42,41 +43,25 @@ class RunningMoments(Stack):
 
     def __init__(self, names: Sequence[str], size: int) -> None:
         d = len(names)
-        by_name = sorted(range(d), key=lambda i: names[i])  # River pairs keys in sorted order
-        pairs = list(combinations(by_name, 2))
-        self._first = np.array([i for i, _ in pairs], dtype=int)
-        self._second = np.array([j for _, j in pairs], dtype=int)
+        self._order = pair_order(names)
+        self._first, self._second = self._order
         self._d = d
         self.n = np.zeros(size)
         self.mean = np.zeros((size, d))
         self._squares = np.zeros((size, d))  # Var's sum of squared deviations
-        self._pairs = np.zeros((size, len(pairs)))  # Cov's running covariance of each pair
+        self._pairs = np.zeros((size, len(self._first)))  # Cov's running covariance of each pair
 
     def learn(self, rows: np.ndarray, x: np.ndarray) -> None:
         """Each of ``rows`` learns one complete reading, the matching row of ``x``."""
-        n = self.n[rows] + 1.0
-        old = self.mean[rows]
-        new = old + (1.0 / n)[:, None] * (x - old)
-        before = x - old
-        self._squares[rows] += before * (x - new)
-        first, second = self._first, self._second
-        pairs = self._pairs[rows]
-        self._pairs[rows] = pairs + (before[:, first] * (x[:, second] - new[:, second]) - pairs
-                                     ) / n[:, None]
-        self.n[rows], self.mean[rows] = n, new
+        (self.n[rows], self.mean[rows], self._squares[rows], self._pairs[rows]) = learn(
+            self.n[rows], self.mean[rows], self._squares[rows], self._pairs[rows], x,
+            self._order)
 
     def moments(self, rows: np.ndarray) -> Moments:
         """The summaries of ``rows``, as :meth:`ModelSummary.from_river` reads River's."""
         n = self.n[rows]
-        cov = np.zeros((len(n), self._d, self._d))
-        pairs = self._pairs[rows]
-        cov[:, self._first, self._second] = pairs
-        cov[:, self._second, self._first] = pairs
-        diagonal = np.arange(self._d)
-        learned = n > 0
-        cov[:, diagonal, diagonal] = np.where(
-            learned[:, None], self._squares[rows] / np.where(learned, n, 1.0)[:, None], 0.0)
-        return Moments(n, self.mean[rows], cov)
+        return Moments(n, self.mean[rows],
+                       covariance(n, self._squares[rows], self._pairs[rows], self._order))
 
     def fold(self, rows: np.ndarray, blocks: Moments) -> None:
         """Each of ``rows`` learns a block of readings given by its summary: merged by the exact

@@ -1,10 +1,13 @@
 """Scale on one machine: what a fleet costs as it grows, next to anchors measured in the same run.
 
 First, in this process, the anchors: the detector's own score + learn per reading
-(``detector_us``), and a whole :class:`~devices.onboard.vehicle.Vehicle` step per reading without a
+(``detector_us``), River's ``EmpiricalCovariance.update`` alone on the same scaled readings
+(``river_learn_us``: how the detector learned before it kept River's numbers on arrays), and a
+whole :class:`~devices.onboard.vehicle.Vehicle` step per reading without a
 network (``vehicle_us``: the simulator, the detector and the alert charts), and the median
-wall time of one private release (``release_central_ms``, ``release_local_ms``: clipping,
-noise, the ledger synced to disk, encoding). Then, for each fleet
+wall time of one private release in a pass of 20 (``release_central_ms``, ``release_local_ms``:
+clipping, noise, the ledger written, encoding, and a 20th of the pass's sync; see
+:mod:`benchmarks.releases`). Then, for each fleet
 size, a fresh Mosquitto (Debian's), ``fedfleet gateway`` (SQLite store) and ``fedfleet fleet
 --speedup 1`` as processes of their own; once every vehicle is connected, for ``--duration-s``:
 
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from river import covariance
 
 from benchmarks.releases import PRIVACY, release_ms
 from devices.runners.fleet import simulated_vehicles
@@ -51,8 +55,9 @@ _COLUMNS = ("vehicles", "processes", "sim_rate", "fleet_us", "x_detector", "flee
 
 
 def anchors(readings: int, seed: int) -> dict[str, float]:
-    """Per reading, in CPU microseconds: the detector's own score + learn, and a whole vehicle
-    step without a network (privacy off, no round)."""
+    """Per reading, in CPU microseconds: the detector's own score + learn, River's
+    ``EmpiricalCovariance.update`` alone on the same readings (what the detector's learning
+    was), and a whole vehicle step without a network (privacy off, no round)."""
     vehicles = simulated_vehicles(10, seed, None)
     per_vehicle = readings // len(vehicles)
     rows = [[reading.values for _ in range(per_vehicle)
@@ -63,6 +68,13 @@ def anchors(readings: int, seed: int) -> dict[str, float]:
             vehicle.pipeline.score_one(values)
             vehicle.pipeline.learn_one(values)
     detector_s = time.process_time() - began
+    began = time.process_time()
+    for vehicle, readings_of in zip(vehicles, rows, strict=True):
+        river = covariance.EmpiricalCovariance(ddof=0)
+        scale = vehicle.detector.schema.scale
+        for values in readings_of:
+            river.update(scale(values))
+    river_s = time.process_time() - began
     vehicles = simulated_vehicles(10, seed, None)
     began = time.process_time()
     for vehicle in vehicles:
@@ -70,7 +82,8 @@ def anchors(readings: int, seed: int) -> dict[str, float]:
             vehicle.step()
     vehicle_s = time.process_time() - began
     count = per_vehicle * len(vehicles)
-    return {"detector_us": 1e6 * detector_s / count, "vehicle_us": 1e6 * vehicle_s / count,
+    return {"detector_us": 1e6 * detector_s / count, "river_learn_us": 1e6 * river_s / count,
+            "vehicle_us": 1e6 * vehicle_s / count,
             **{f"release_{privacy}_ms": release_ms(privacy, seed)["per_release_ms"]
                for privacy in PRIVACY}}
 

@@ -10,8 +10,9 @@ sensors on the 13 others gives PR-AUC 0.40; judging them as one subsystem, 0.94)
 is the largest standardised residual among the health sensors.
 
 The state is three summaries that merge by the rule of :mod:`federation.summary`: the global
-model (as a prior of bounded weight), the vehicle's own readings already summarised, and a River
-``EmpiricalCovariance`` of the readings since the last summary.
+model (as a prior of bounded weight), the vehicle's own readings already summarised, and the
+running covariance of the readings since the last summary (River's ``EmpiricalCovariance`` on
+arrays: :mod:`devices.onboard.running`).
 
 How the model is assembled from them (:meth:`FleetGaussian.assemble`) and turned into residual
 weights (:meth:`FleetGaussian.weights`) is written once, on arrays that may stack many
@@ -25,8 +26,9 @@ from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
-from river import base, compose, covariance
+from river import base, compose
 
+from devices.onboard.running import RunningCovariance
 from federation.features import VEHICLE_SCHEMA, Schema
 from federation.privacy import credence
 from federation.summary import ModelSummary, Moments, merge
@@ -120,7 +122,7 @@ class FleetGaussian(base.AnomalyDetector):
         self.min_readings = min_readings
         self.own_mean_after = own_mean_after
         self.own_mean_limit = own_mean_limit
-        self._recent = covariance.EmpiricalCovariance(ddof=0)
+        self._recent = RunningCovariance(schema.names)
         self._folded = ModelSummary.empty(schema.names)
         self._history = ModelSummary.empty(schema.names)
         self._prior = ModelSummary.empty(schema.names)
@@ -233,7 +235,7 @@ class FleetGaussian(base.AnomalyDetector):
         """Summarise the readings learned since the last call, and fold them into history."""
         recent = self._recent_summary()
         self._history = self._history + recent
-        self._recent = covariance.EmpiricalCovariance(ddof=0)
+        self._recent = RunningCovariance(self.schema.names)
         self._folded = ModelSummary.empty(self.schema.names)
         self.recent_readings = 0
         return recent
@@ -253,7 +255,7 @@ class FleetGaussian(base.AnomalyDetector):
         return summary.weighted(weight), weight / readings if readings else 0.0
 
     def _recent_summary(self) -> ModelSummary:
-        return ModelSummary.from_river(self._recent, self.schema.names) + self._folded
+        return self._recent.summary() + self._folded
 
     def _refresh(self) -> None:
         self._stale = 0
