@@ -57,8 +57,11 @@ def _due(privacy: str, vehicles: int, seed: int, folder: Path) -> list[Vehicle]:
 
 
 def _timed_releases(fleet: list[Vehicle]) -> list[float]:
+    """Each vehicle's release time, after one more vehicle's untimed (it pays for imports and
+    caches once a process)."""
+    [_] = fleet[0].take_part()
     times_s = []
-    for vehicle in fleet:
+    for vehicle in fleet[1:]:
         began = time.perf_counter()
         [sent] = vehicle.take_part()
         times_s.append(time.perf_counter() - began)
@@ -70,15 +73,15 @@ def release_ms(privacy: str, seed: int, vehicles: int = 20) -> dict[str, float]:
     """One pass of ``vehicles`` first releases under ``privacy``, in milliseconds."""
     with tempfile.TemporaryDirectory() as folder:
         group = GroupCommit()
-        fleet = _due(privacy, vehicles, seed, Path(folder) / "group")
+        fleet = _due(privacy, vehicles + 1, seed, Path(folder) / "group")
         for vehicle in fleet:
             vehicle.ledger.group = group
         release_s = statistics.median(_timed_releases(fleet))
         began = time.perf_counter()
-        group.commit()
+        group.commit()  # the untimed vehicle's ledger too: a pass of vehicles + 1
         commit_s = time.perf_counter() - began
         alone_s = statistics.median(_timed_releases(
-            _due(privacy, vehicles, seed, Path(folder) / "alone")))
+            _due(privacy, vehicles + 1, seed, Path(folder) / "alone")))
     return {"release_ms": 1e3 * release_s, "commit_ms": 1e3 * commit_s,
             "per_release_ms": 1e3 * (release_s + commit_s / vehicles),
             "alone_ms": 1e3 * alone_s}

@@ -318,7 +318,8 @@ MARKED: dict[str, tuple[str, Callable[[str], None]]] = {
         "benchmarks of minutes that load both cores: each module answers --help",
         lambda block: [subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT,
                                       check=True, capture_output=True, timeout=60)
-                       for module in ("benchmarks.scale", "benchmarks.gateway_rate")]),
+                       for module in ("benchmarks.scale", "benchmarks.releases",
+                                      "benchmarks.gateway_rate")]),
     _key("docs/EVALUATION.md", "python -m benchmarks.cold_start"): (
         "a benchmark of minutes: the module exists",
         lambda block: (ROOT / "benchmarks" / "cold_start.py").is_file() or pytest.fail(
