@@ -167,7 +167,7 @@ class PrivacyLedger:
         assert self.path is not None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT))
+            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
         except OSError:
             pass
 
@@ -240,7 +240,7 @@ class PrivacyLedger:
     def _append(self, line: str) -> None:
         assert self.path is not None
         try:
-            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
                 os.write(descriptor, line.encode())
                 if self.group is None:
