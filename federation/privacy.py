@@ -195,6 +195,12 @@ class Mechanism(abc.ABC):
         """``summary`` packed in ``centre``'s whitened coordinates, clipped to ``clip_norm``."""
         return clip(Whitening(centre).pack(summary), self.clip_norm, self.order)
 
+    def clip_all(self, summaries: Sequence[ModelSummary], centre: ModelSummary) -> np.ndarray:
+        """Each of ``summaries`` as :meth:`clip` makes it, one row each, in one pass."""
+        vectors = Whitening(centre).pack_all(summaries)
+        norms = np.linalg.norm(vectors, ord=self.order, axis=1)
+        return vectors * np.minimum(1.0, self.clip_norm / np.maximum(norms, 1e-300))[:, None]
+
     def clipped(self, summary: ModelSummary, centre: ModelSummary) -> ModelSummary:
         """The clipped summary without noise: what a vehicle sends to a trusted gateway."""
         return Whitening(centre).unpack(self.clip(summary, centre), summary.n)

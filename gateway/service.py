@@ -276,7 +276,9 @@ class Gateway:
                 self._publish(topics.MODEL_TOPIC, messages.encode(self.model), retain=True)
             self._resume(self._left_open)
             while not stop.is_set():
-                self._drain(timeout_s=0.05)
+                # A pass ends at the deadline: the close waits on no pass and no idle wait.
+                due_s = self.round.info.deadline - self.clock() if self.round else PASS_S
+                self._drain(timeout_s=min(0.05, max(due_s, 0.0)), pass_s=min(PASS_S, due_s))
                 if self._due():
                     self._close_round()
                 # While the broker is away no round opens: an outage costs one overdue
@@ -290,14 +292,15 @@ class Gateway:
             self._flush_counters()
             self.store.flush()
 
-    def _drain(self, timeout_s: float) -> None:
-        """Handle what is queued (one pass, at most ``PASS_S``), commit it, then acknowledge
+    def _drain(self, timeout_s: float, pass_s: float = PASS_S) -> None:
+        """Handle what is queued (one pass, at most ``pass_s``), commit it, then acknowledge
         it: the broker forgets a message only once the store holds what it changed."""
         try:
-            item = self._inbox.get(timeout=timeout_s)
+            item = self._inbox.get(timeout=timeout_s) if timeout_s > 0 else (
+                self._inbox.get_nowait())
         except queue.Empty:
             return
-        end = time.monotonic() + PASS_S
+        end = time.monotonic() + pass_s
         acks = []
         while True:
             topic, payload, ack, connection = item
