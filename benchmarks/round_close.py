@@ -40,8 +40,8 @@ from federation.transport import make_client, parse_mqtt_url
 from tests.processes import Command
 from tests.servers import Mosquitto
 
-_CENTRAL: dict[str, Any] = {"privacy": "central", "mechanism": "gaussian", "epsilon": 0.5, "delta": 1e-5,
-            "clip_norm": 4.0}
+_CENTRAL: dict[str, Any] = {"privacy": "central", "mechanism": "gaussian", "epsilon": 0.5,
+                            "delta": 1e-5, "clip_norm": 4.0}
 _LOCAL: dict[str, Any] = {"privacy": "local", "mechanism": "gaussian", "noise_std": 0.5}
 
 
