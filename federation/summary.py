@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from river import covariance
 
-__all__ = ["ModelSummary", "Moments", "merge"]
+__all__ = ["ModelSummary", "Moments", "merge", "merge_all"]
 
 
 class Moments(NamedTuple):
@@ -64,6 +64,25 @@ def _pooled(a: Moments, b: Moments, n: np.ndarray) -> Moments:
     cov = (a.n[..., None, None] * a.cov + b.n[..., None, None] * b.cov) / n[..., None, None]
     cov += shift[..., :, None] * shift[..., None, :] * (a.n * b.n / n**2)[..., None, None]
     return Moments(a.n + b.n, mean, cov)
+
+
+def merge_all(stack: Moments) -> Moments:
+    """The exact merge of every summary of a stack (leading axis), as one: pairs merged by
+    :func:`merge`, halving the stack each time, so ``K`` summaries cost ``log2 K`` array steps.
+
+    >>> rng = np.random.default_rng(1)
+    >>> rows = rng.random((7, 4, 2))  # seven vehicles' four readings
+    >>> parts = [ModelSummary.from_array("ab", r).moments for r in rows]
+    >>> whole = merge_all(Moments(*(np.stack(v) for v in zip(*parts))))
+    >>> pooled = ModelSummary.from_array("ab", rows.reshape(-1, 2))
+    >>> float(whole.n), bool(np.allclose(whole.cov, pooled.cov, rtol=0, atol=1e-15))
+    (28.0, True)
+    """
+    while len(stack.n) > 1:
+        if len(stack.n) % 2:  # an empty summary to pair with the last
+            stack = Moments(*(np.concatenate([v, np.zeros_like(v[:1])]) for v in stack))
+        stack = merge(Moments(*(v[0::2] for v in stack)), Moments(*(v[1::2] for v in stack)))
+    return Moments(*(v[0] for v in stack))
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,6 +146,19 @@ class ModelSummary:
             return other
         n, mean, cov = _pooled(self.moments, other.moments, np.asarray(self.n + other.n))
         return ModelSummary(self.features, float(n), mean, cov)
+
+    @classmethod
+    def merged(cls, features: Sequence[str], summaries: Sequence[ModelSummary]) -> ModelSummary:
+        """All of ``summaries`` (over ``features``) merged by the exact rule, in array steps
+        (:func:`merge_all`): the same as adding them one by one, up to rounding."""
+        if any(s.features != tuple(features) for s in summaries):
+            raise ValueError("cannot merge summaries over different features")
+        if not summaries:
+            return cls.empty(features)
+        n, mean, cov = merge_all(Moments(np.array([s.n for s in summaries], dtype=float),
+                                         np.array([s.mean for s in summaries]),
+                                         np.array([s.cov for s in summaries])))
+        return cls(tuple(features), float(n), mean, cov)
 
     @property
     def moments(self) -> Moments:

@@ -17,6 +17,7 @@ __all__ = [
     "FORWARDED",
     "GATEWAY_PREFIX",
     "GLOBAL_PREFIX",
+    "MODEL_BINARY_TOPIC",
     "MODEL_TOPIC",
     "PARTIALS",
     "ROOT",
@@ -40,6 +41,7 @@ ROOT = "fleet/v1"
 GLOBAL_PREFIX = f"{ROOT}/global/"
 ROUND_TOPIC = f"{GLOBAL_PREFIX}round"
 MODEL_TOPIC = f"{GLOBAL_PREFIX}model"
+MODEL_BINARY_TOPIC = f"{MODEL_TOPIC}/binary"  # the same model, in federation.binary's form
 # What gateway workers and region gateways send the coordinator (docs/PROTOCOL.md).
 GATEWAY_PREFIX = f"{ROOT}/gateway/"
 PARTIALS = f"{GATEWAY_PREFIX}partial/+"

@@ -48,6 +48,7 @@ PUBLIC_VARIANCE = 1.0 / 12.0
 # Added to the centre's variances before whitening, so that a channel the fleet never moved
 # still has a spread: 1 % of a healthy sensor's residual variance, in scaled units.
 WHITENING_FLOOR = 1e-6
+_BLOCK = 1024  # summaries packed at once
 
 
 def public_centre(features: Sequence[str]) -> ModelSummary:
@@ -78,13 +79,26 @@ class Whitening:
 
     def pack(self, summary: ModelSummary) -> np.ndarray:
         """``summary`` as a vector in the centre's whitened coordinates (see the module)."""
-        if summary.features != self.features:
+        return self.pack_all([summary])[0]
+
+    def pack_all(self, summaries: Sequence[ModelSummary]) -> np.ndarray:
+        """Each of ``summaries`` packed, one row each, in one pass of array operations (a
+        round's thousands of releases cost milliseconds, not a Python loop of them)."""
+        if any(summary.features != self.features for summary in summaries):
             raise ValueError("cannot pack a summary over other features than the centre's")
-        delta = summary.mean - self.centre.mean
-        second = summary.cov + np.outer(delta, delta)
-        moment = self._inverse @ (second - self.centre.cov) @ self._inverse.T
-        return np.concatenate([self._inverse @ delta, np.diag(moment),
-                               np.sqrt(2.0) * moment[self._upper]])
+        # In blocks small enough for the processor's cache: 50,000 at once run 5 times slower.
+        blocks = [self._pack_block(summaries[i:i + _BLOCK])
+                  for i in range(0, len(summaries), _BLOCK)]
+        return np.concatenate(blocks) if blocks else np.empty((0, self.size))
+
+    def _pack_block(self, summaries: Sequence[ModelSummary]) -> np.ndarray:
+        delta = np.array([s.mean for s in summaries]).reshape(-1, self._d) - self.centre.mean
+        second = np.array([s.cov for s in summaries]).reshape(-1, self._d, self._d)
+        second = second + delta[:, :, None] * delta[:, None, :] - self.centre.cov
+        moment = self._inverse @ second @ self._inverse.T
+        diagonal = np.diagonal(moment, axis1=1, axis2=2)
+        return np.concatenate([delta @ self._inverse.T, diagonal,
+                               np.sqrt(2.0) * moment[:, self._upper[0], self._upper[1]]], axis=1)
 
     def spreads(self, summary: ModelSummary) -> np.ndarray:
         """The variances of ``summary`` relative to the centre's, along its principal axes in
@@ -114,3 +128,4 @@ class Whitening:
         cov = self._root @ spread @ self._root.T
         return ModelSummary(self.features, float(n), self.centre.mean + self._root @ y,
                             (cov + cov.T) / 2)
+

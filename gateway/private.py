@@ -99,7 +99,7 @@ def pieces(updates: Sequence[Update], centre: ModelSummary, noise: NoiseSource,
     strategy = chosen.under("central")
     for (name, epsilon, delta), group in groups.items():
         mechanism = make_mechanism(name, epsilon, delta, clip_norm)
-        vectors = np.array([mechanism.clip(u.summary, centre) for u in group])
+        vectors = mechanism.clip_all([u.summary for u in group], centre)
         # The mechanism's noise multiplier, times how far one vehicle moves the combination.
         ratio = strategy.sensitivity(len(group), clip_norm, mechanism.order) / (
             mechanism.sensitivity)
@@ -125,6 +125,6 @@ def _combined(strategy: Strategy, summaries: Sequence[ModelSummary], centre: Mod
     """``summaries`` combined by ``strategy`` as vectors about ``centre``, unpacked (no
     direction narrower than ``noise_std`` resolves: :func:`~federation.privacy.resolvable`)."""
     whitening = Whitening(centre)
-    vector = strategy.combine(np.array([whitening.pack(s) for s in summaries]))
+    vector = strategy.combine(whitening.pack_all(summaries))
     readings = strategy.readings(np.array([s.n for s in summaries]))
     return whitening.unpack(vector, readings, floor=resolvable(noise_std))

@@ -26,13 +26,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from federation import messages, topics
+from federation import binary, messages, topics
 from federation.features import VEHICLE_SCHEMA, Schema
 from federation.messages import Alert, GlobalModel, MessageError, RoundOpen, Status, Update
 from federation.privacy import NoiseSource, SecureNoise
 from federation.rejections import RejectionLog
 from federation.transport import MqttTarget, make_client
 from gateway.alert_rate import AlertRate, DayRate
+from gateway.downlink import MODEL_CHANGE, worth_sending
 from gateway.private import CLIP_NORM
 from gateway.rounds import Round
 from gateway.store import INVALID, OpenRound, Rollback, RoundRecord, Store, Traffic
@@ -155,6 +156,7 @@ class Gateway:
         self.exhausted = {v for v, b in store.budgets().items() if b.exhausted}
         self._traffic: dict[str, Traffic] = {}
         self.model: GlobalModel | None = _compatible(store.latest_model(), schema)
+        self.sent: GlobalModel | None = None  # the last model published (gateway.downlink)
         self.round: Round | None = None
         self._left_open = store.open_round()  # a round a previous run left open: resumed
         self._round_number = max([r.round for r in store.rounds(1)]
@@ -273,10 +275,12 @@ class Gateway:
             if self._refused:
                 raise ConnectionError(f"the broker refused the gateway: {self._refused}")
             if self.model is not None:
-                self._publish(topics.MODEL_TOPIC, messages.encode(self.model), retain=True)
+                self._send_model(self.model)
             self._resume(self._left_open)
             while not stop.is_set():
-                self._drain(timeout_s=0.05)
+                # A pass ends at the deadline: the close waits on no pass and no idle wait.
+                due_s = self.round.info.deadline - self.clock() if self.round else PASS_S
+                self._drain(timeout_s=min(0.05, max(due_s, 0.0)), pass_s=min(PASS_S, due_s))
                 if self._due():
                     self._close_round()
                 # While the broker is away no round opens: an outage costs one overdue
@@ -290,14 +294,15 @@ class Gateway:
             self._flush_counters()
             self.store.flush()
 
-    def _drain(self, timeout_s: float) -> None:
-        """Handle what is queued (one pass, at most ``PASS_S``), commit it, then acknowledge
+    def _drain(self, timeout_s: float, pass_s: float = PASS_S) -> None:
+        """Handle what is queued (one pass, at most ``pass_s``), commit it, then acknowledge
         it: the broker forgets a message only once the store holds what it changed."""
         try:
-            item = self._inbox.get(timeout=timeout_s)
+            item = self._inbox.get(timeout=timeout_s) if timeout_s > 0 else (
+                self._inbox.get_nowait())
         except queue.Empty:
             return
-        end = time.monotonic() + PASS_S
+        end = time.monotonic() + pass_s
         acks = []
         while True:
             topic, payload, ack, connection = item
@@ -346,8 +351,8 @@ class Gateway:
         if self.round is not None:
             self.round.expected.add(vehicle)  # heard from while the round is open
         try:
-            if isinstance(message, Update):
-                self._on_update(vehicle, message, payload)
+            if isinstance(message, Update):  # kept as it came, if it came as JSON
+                self._on_update(vehicle, message, None if binary.is_binary(payload) else payload)
             elif isinstance(message, Alert):
                 self._on_alert(vehicle, message)
             else:
@@ -371,7 +376,9 @@ class Gateway:
         reason = self.round.admit(vehicle, update, self.plausibility, self.clock())
         if reason is not None:
             return self._reject(reason, vehicle, f"update from {vehicle} for round {update.round}")
-        self._count(topics.UPDATE, Traffic(0, 0, round(update.summary.n)))
+        # The readings new to this update: a release repeats those of its vehicle's last one.
+        self._count(topics.UPDATE, Traffic(0, 0, round(update.summary.n
+                                                       - update.replaces_readings)))
         if update.round != self.round.number:  # a late private release: this round's now, so
             update, payload = replace(update, round=self.round.number), None  # it resumes
         self.store.record_accepted(update, payload)
@@ -458,8 +465,11 @@ class Gateway:
         )
         self.store.record_round(record)
         self.store.flush()
-        if model is not None:
-            self._publish(topics.MODEL_TOPIC, messages.encode(model), retain=True)
+        if model is not None and worth_sending(model, self.sent):
+            self._send_model(model)
+        elif model is not None:
+            log.debug("model v%d is within %g of v%d: kept, not sent", model.version,
+                      MODEL_CHANGE, self.sent.version if self.sent else 0)
         self._flush_counters()  # committed with the next pass
         self.observer(RoundClosed(record, model, len(self.online), self.alert_rate.latest()))
 
@@ -482,10 +492,19 @@ class Gateway:
         for (reason, vehicle), count in unwritten.items():
             self.store.record_rejection(now, reason, vehicle, count)
 
-    def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
+    def _send_model(self, model: GlobalModel) -> None:
+        """Publish ``model`` retained in both forms: binary for the vehicles, which subscribe
+        to that one, and JSON for people and dashboards (counted once: the retained copy)."""
+        self._publish(topics.MODEL_BINARY_TOPIC, messages.encode_binary(model), retain=True)
+        self._publish(topics.MODEL_TOPIC, messages.encode(model), retain=True, kind="model_json",
+                      copies=1)
+        self.sent = model
+
+    def _publish(self, topic: str, payload: bytes, retain: bool, kind: str | None = None,
+                 copies: int | None = None) -> None:
         # The broker hands a global message to every subscribed vehicle: count those copies.
-        copies = len(self.online)
-        self._count(topic.rsplit("/", 1)[-1], Traffic(copies, copies * len(payload)))
+        copies = len(self.online) if copies is None else copies
+        self._count(kind or topic.split("/")[3], Traffic(copies, copies * len(payload)))
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         # Without a connection paho keeps the message and sends it once the broker is back.
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):

@@ -82,10 +82,7 @@ class Strategy(abc.ABC):
         >>> merged.n, merged.mean.tolist()
         (3.0, [2.0, 3.0])
         """
-        merged = current
-        for summary in updates:
-            merged = merged + summary
-        return merged
+        return current + ModelSummary.merged(current.features, updates)
 
 
 class ExactMerge(Strategy):

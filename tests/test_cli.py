@@ -174,7 +174,7 @@ def test_flags_override_environment_which_overrides_the_config_file(tmp_path):
 
     assert (settings["vehicles"], settings["seed"], settings["speedup"]) == (7, 11, 8.0)
     assert gateway["round_seconds"] == 9.0
-    assert settings["round_seconds"] == 30.0
+    assert settings["round_seconds"] == 600.0
 
 
 def test_the_id_prefix_comes_from_the_config_file_the_environment_or_the_flag(tmp_path):

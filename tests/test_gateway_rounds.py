@@ -184,8 +184,32 @@ def test_traffic_counts_every_message_apart_from_invalid_ones_and_the_readings_l
     assert traffic["status"] == Traffic(1, len(status))
     assert traffic["update"] == Traffic(2, 2 * len(update), factories.summary().n)
     assert traffic["invalid"] == Traffic(1, 4)
-    model = messages.encode(gateway.model)
+    model = messages.encode_binary(gateway.model)
     assert traffic["model"] == Traffic(1, len(model))  # one copy for the one vehicle online
+    assert traffic["model_json"] == Traffic(1, len(messages.encode(gateway.model)))  # retained
+
+
+def _gateway_sending_models() -> tuple[Gateway, list[str]]:
+    gateway = Gateway(MqttTarget("127.0.0.1", 1), SQLiteStore(":memory:"), clock=Clock())
+    sent: list[str] = []
+    gateway._client.publish = lambda topic, *args, **kwargs: (  # type: ignore[method-assign]
+        sent.append(topic), SimpleNamespace(rc=0))[1]
+    return gateway, sent
+
+
+def test_a_model_too_close_to_the_last_one_sent_is_stored_but_not_sent_down():
+    gateway, sent = _gateway_sending_models()
+    for vehicles in (("veh-0001", "veh-0002", "veh-0003"), ("veh-0004",)):  # alike, 4/3 of it
+        gateway._open_round()
+        for vehicle in vehicles:
+            update = replace(factories.update(vehicle, gateway.round.number), privacy="off")
+            gateway.handle(topics.update_topic(vehicle), messages.encode(update))
+        gateway._close_round()
+
+    assert gateway.model.version == 2
+    assert gateway.store.latest_model().version == 2
+    assert sent.count(topics.MODEL_BINARY_TOPIC) == sent.count(topics.MODEL_TOPIC) == 1
+    assert gateway.sent.version == 1
 
 
 def _online(gw: Gateway, vehicle: str, exhausted: bool = False) -> None:
@@ -265,3 +289,19 @@ def test_an_alert_the_broker_delivers_again_is_stored_and_reported_once(gw):
     gw.handle(topics.alert_topic("veh-0001"), payload)
 
     assert len(gw.store.alerts()) == 1 and len(seen) == 1
+
+
+def test_a_binary_update_is_validated_accepted_and_kept_as_json():
+    gateway, _ = _gateway_sending_models()
+    gateway._open_round()
+    update = factories.update("veh-0001", gateway.round.number)
+    wild = replace(factories.update("veh-0002", gateway.round.number), privacy="off",
+                   summary=replace(update.summary, mean=update.summary.mean + 2.0))
+
+    gateway.handle(topics.update_topic("veh-0001"), messages.encode_binary(update))
+    gateway.handle(topics.update_topic("veh-0002"), messages.encode_binary(wild))
+
+    assert list(gateway.round.accepted) == ["veh-0001"]
+    assert gateway.rejected["infeasible"] == 1
+    kept = gateway.store.open_round().accepted
+    assert messages.encode(kept[0]) == messages.encode(update)

@@ -99,6 +99,52 @@ def test_a_valid_message_with_any_part_replaced_decodes_or_is_rejected(case):
     _decodes_or_rejects(*case)
 
 
+SUMMARY_KINDS = (GlobalModel, Update)
+
+
+@st.composite
+def mutated_binary(draw: st.DrawFn) -> tuple[type, bytes]:
+    """A valid binary update or model with bytes replaced, inserted or cut anywhere."""
+    kind = draw(st.sampled_from(SUMMARY_KINDS))
+    payload = bytearray(messages.encode_binary(VALID[kind]))
+    start = draw(st.integers(0, len(payload)))
+    end = draw(st.integers(start, min(len(payload), start + 16)))
+    payload[start:end] = draw(st.binary(max_size=16))
+    return kind, bytes(payload)
+
+
+@st.composite
+def binary_with_any_header(draw: st.DrawFn) -> tuple[type, bytes]:
+    """A valid binary update or model whose header has one field replaced by any JSON value."""
+    kind = draw(st.sampled_from(SUMMARY_KINDS))
+    valid = messages.encode_binary(VALID[kind])
+    size = int.from_bytes(valid[2:4], "little")
+    header = json.loads(valid[4:4 + size])
+    header[draw(st.sampled_from(sorted(header)))] = draw(st.one_of(numbers, json_values))
+    text = json.dumps(header).encode()[:65535]
+    return kind, valid[:2] + len(text).to_bytes(2, "little") + text + valid[4 + size:]
+
+
+@hostile
+@given(kind=st.sampled_from(KINDS), payload=st.binary(max_size=600))
+def test_any_bytes_in_the_binary_form_decode_or_are_rejected_with_a_reason(kind, payload):
+    _decodes_or_rejects(kind, b"\xff\x01" + payload)
+
+
+@hostile
+@given(case=st.one_of(mutated_binary(), binary_with_any_header()))
+def test_a_valid_binary_message_with_any_part_replaced_decodes_or_is_rejected(case):
+    _decodes_or_rejects(*case)
+
+
+def test_a_binary_update_decodes_to_what_its_json_does():
+    update = VALID[Update]
+
+    from_binary = messages.decode(Update, messages.encode_binary(update))
+
+    assert messages.encode(from_binary) == messages.encode(update)
+
+
 def test_a_400_digit_integer_anywhere_is_out_of_range():
     huge = "9" * 400
     for kind in KINDS:

@@ -98,3 +98,17 @@ def test_merging_stacked_summaries_equals_merging_each_pair():
         one = a + b
         assert stacked.n[k] == one.n
         assert np.array_equal(stacked.mean[k], one.mean) and np.array_equal(stacked.cov[k], one.cov)
+
+
+def test_merging_a_whole_round_at_once_equals_merging_one_by_one():
+    summaries = [_river_summary(_rows(seed, count))
+                 for seed, count in enumerate([3, 90, 1, 250, 17, 40, 8])]
+    one_by_one = ModelSummary.empty(FEATURE_NAMES)
+    for summary in summaries:
+        one_by_one = one_by_one + summary
+
+    at_once = ModelSummary.merged(FEATURE_NAMES, summaries)
+
+    assert at_once.n == one_by_one.n
+    np.testing.assert_allclose(at_once.mean, one_by_one.mean, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(at_once.cov, one_by_one.cov, rtol=0, atol=ATOL)

@@ -72,7 +72,8 @@ INF_PAYLOAD = encode(factories.update()).replace(b'"epsilon":1.0', b'"epsilon":1
     [
         (b"x" * (messages.MAX_PAYLOAD_BYTES + 1), "too_large"),
         (b"{not json", "not_json"),
-        (b"\xff\xfe", "not_json"),
+        (b"\xfe\xff", "not_json"),
+        (b"\xff\xfe", "bad_binary"),  # 0xFF opens the binary form; no version 0xFE
         (b"[1, 2]", "not_object"),
         (_mutated(v=2), "bad_version"),
         (_mutated(v=KeyError), "bad_version"),

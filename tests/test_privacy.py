@@ -151,6 +151,16 @@ def test_every_offset_is_clipped_to_its_bound_in_the_mechanisms_norm(mechanism, 
     assert min(norms) > 0  # clipping scales, it does not zero
 
 
+@pytest.mark.parametrize("mechanism", MECHANISMS, ids=["gaussian", "laplace"])
+def test_clipping_a_round_at_once_equals_clipping_each_release(mechanism):
+    summaries = _adversarial_summaries()
+
+    at_once = mechanism.clip_all(summaries, CENTRE)
+
+    np.testing.assert_allclose(at_once, [mechanism.clip(s, CENTRE) for s in summaries],
+                               rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("k", [1, 2, 5, 20])
 def test_the_total_after_k_rounds_is_the_accountants_composition(k):
     mechanism = GaussianMechanism(epsilon=1.0, delta=1e-5, clip_norm=0.5)

@@ -260,7 +260,8 @@ class Vehicle:
                         self.vehicle_id, unsent.round, exc)
             return None
         self.updates_sent += 1
-        self.last_update = Outgoing(topics.update_topic(self.vehicle_id), update, unsent.payload)
+        self.last_update = Outgoing(topics.update_topic(self.vehicle_id), update,
+                                    messages.encode_binary(update))
         return self.last_update
 
     def _finite(self, values: dict[str, float]) -> dict[str, float]:
@@ -282,7 +283,7 @@ class Vehicle:
         try:
             if topic == topics.ROUND_TOPIC:
                 self.round = messages.decode(RoundOpen, payload, self.schema)
-            elif topic == topics.MODEL_TOPIC:
+            elif topic in (topics.MODEL_BINARY_TOPIC, topics.MODEL_TOPIC):
                 self._adopt(messages.decode(GlobalModel, payload, self.schema))
         except MessageError as exc:
             self.rejections.reject(exc.reason, f"{self.vehicle_id}: message on {topic}: {exc}")
@@ -365,8 +366,10 @@ class Vehicle:
             clip_norm=clip_norm, epsilon_budget=_finite_or_zero(self.ledger.budget),
             alert_report=report, replaces_readings=replaces,
         )
-        out = Outgoing.of(topics.update_topic(self.vehicle_id), update)
-        if not self._record(spends, answer, out.payload):
+        # Sent in the compact binary form; the ledger keeps it as JSON text.
+        out = Outgoing(topics.update_topic(self.vehicle_id), update,
+                       messages.encode_binary(update))
+        if not self._record(spends, answer, update):
             return self.status("online")
         if answer is not None:
             self._answers = {k: v for k, v in self._answers.items() if k[0] == answer.day}
@@ -402,14 +405,15 @@ class Vehicle:
         self.exhausted = True
         return False
 
-    def _record(self, spends: list[Spend], answer: Answer | None, payload: bytes) -> bool:
+    def _record(self, spends: list[Spend], answer: Answer | None, update: Update) -> bool:
         """Put ``spends``, the answer and the update they pay for in the ledger before
         anything is published; a ledger that cannot be written stops updates (fail closed)."""
         assert self.round is not None
         if not spends:
             return True
         try:
-            self.ledger.record(self.round.round, spends, self.clock(), answer, payload)
+            self.ledger.record(self.round.round, spends, self.clock(), answer,
+                               messages.encode(update))
             return True
         except LedgerError as exc:
             self.stop_updates(exc)

@@ -309,7 +309,7 @@ class DeviceAgent:
         if rc.is_failure:
             self._refused = str(rc)
             return
-        client.subscribe([(topics.ROUND_TOPIC, 1), (topics.MODEL_TOPIC, 1)])
+        client.subscribe([(topics.ROUND_TOPIC, 1), (topics.MODEL_BINARY_TOPIC, 1)])
         self._publish(self.vehicle.status("online"))
         self._connected.set()
         self._unreachable_logged = False

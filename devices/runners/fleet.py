@@ -233,7 +233,7 @@ class Fleet:
         if rc.is_failure:
             self._refuse(vehicle.vehicle_id, str(rc))
             return
-        client.subscribe([(topics.ROUND_TOPIC, 1), (topics.MODEL_TOPIC, 1)])
+        client.subscribe([(topics.ROUND_TOPIC, 1), (topics.MODEL_BINARY_TOPIC, 1)])
         self._send(client, vehicle.status("online"))
 
     def _refuse(self, vehicle_id: str, why: str) -> None:

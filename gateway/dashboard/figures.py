@@ -8,11 +8,14 @@ alerts again after each cooldown), ``watch`` (one alert), ``ok`` (online, no ale
 ``offline`` (its last status said so, or none was seen).
 
 Bytes saved: what streaming every reading would have sent, set against what federation sent.
-``raw_bytes`` counts only the readings summarised by accepted updates (vehicles do not learn,
-and so do not count, readings taken while a fault is suspected), each as one compact JSON
+``raw_bytes`` counts only the readings summarised by accepted updates, each once (a release
+repeats its vehicle's last one, which counted already; vehicles do not learn, and so do not
+count, readings taken while a fault is suspected), each as one compact JSON
 message over the fleet's schema (:func:`~gateway.store.traffic.raw_reading_bytes`);
 ``sent_bytes`` counts every valid message received from vehicles (refused ones too, such as a
-late update) and each round and model message once per vehicle online; payloads that are no
+late update; binary or JSON, as they came), each round message and each binary model once per
+vehicle online (a model is sent only when it changed enough: :mod:`gateway.downlink`), and
+each JSON model once (``model_json``: retained for people and dashboards); payloads that are no
 valid message at all (a broken or hostile client) are counted apart, as traffic of kind
 ``invalid``. Both leave out MQTT and TCP framing, which streaming would pay once per reading.
 So the saving is a lower bound.

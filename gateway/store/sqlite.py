@@ -108,6 +108,8 @@ class SQLiteStore(Store):
     def record_open_round(self, info: RoundOpen) -> None:
         with self._lock:
             self._db.execute("DELETE FROM open_round")
+            # The updates of closed rounds, left by record_round to keep the close short.
+            self._db.execute("DELETE FROM accepted_updates WHERE round < ?", (info.round,))
             self._db.execute("INSERT INTO open_round VALUES (?,?)",
                              (info.round, messages.encode(info).decode()))
 
@@ -134,7 +136,6 @@ class SQLiteStore(Store):
                 record.rejected, int(record.quorum_met), record.model_version,
                 json.dumps(list(record.dropped))))
             self._db.execute("DELETE FROM open_round WHERE round <= ?", (record.round,))
-            self._db.execute("DELETE FROM accepted_updates WHERE round <= ?", (record.round,))
 
     def record_model(self, model: GlobalModel) -> None:
         self._write("INSERT OR REPLACE INTO models VALUES (?,?,?,?,?,?)", (

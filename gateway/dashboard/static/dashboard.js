@@ -185,7 +185,8 @@ function renderTraffic(t) {
   document.getElementById("traffic-hint").title =
     `Raw streaming: each reading summarised by an accepted update, sent as one ` +
     `${t.raw_reading_bytes}-byte JSON message. Federation: every payload received from ` +
-    `vehicles, and each round and model message once per vehicle online. Framing is left ` +
+    `vehicles, each round message and each binary model once per vehicle online (a model ` +
+    `goes down only when it changed enough), each JSON model once. Framing is left ` +
     `out of both, so the saving is a lower bound.`;
 }
 
