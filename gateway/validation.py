@@ -92,6 +92,9 @@ class Plausibility:
     sigmas: float = 8.0
     started_s: float | None = None  # when the first round opened; default: first heard of any
     clip_norm: float = CLIP_NORM  # the gateway's: no local release is clipped wider
+    # A gateway worker's: it knows neither the models nor when the deployment began, and the
+    # gateway checks again every release it forwards, so it leaves those checks to it.
+    deferred: bool = False
     first_heard_s: dict[str, float] = field(default_factory=dict)
     last: dict[str, tuple[float, float]] = field(default_factory=dict)  # (time, readings)
     models: dict[int, Whitening] = field(default_factory=dict)  # by version, the newest kept
@@ -117,10 +120,11 @@ class Plausibility:
         """Why ``update`` cannot be physical, or ``None``."""
         if not self._counts_fit(update, now_s):
             return "too_many_readings"
-        if update.replaces_readings > self._learnable(now_s, self.started_s):
-            return "too_many_replaced"
-        if update.privacy == "local" and not self._noise_fits(update):
-            return "noise_mismatch"
+        if not self.deferred:
+            if update.replaces_readings > self._learnable(now_s, self.started_s):
+                return "too_many_replaced"
+            if update.privacy == "local" and not self._noise_fits(update):
+                return "noise_mismatch"
         summary = update.summary
         noisy = update.privacy == "local"
         margin = TOLERANCE + (self.sigmas * update.noise_std if noisy else 0.0)

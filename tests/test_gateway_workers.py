@@ -24,6 +24,7 @@ from tests.servers import Mosquitto
 
 ROUND_S = 5.0  # long enough for a loaded machine to start every part and publish
 VEHICLES = 40
+MERGING = make_strategy("mean")  # the strategy whose merge of exact updates decomposes
 
 
 def partial(worker: str, vehicles: tuple[str, ...], summary: ModelSummary) -> Partial:
@@ -57,7 +58,7 @@ def test_an_update_the_coordinator_holds_gives_way_to_the_partial_holding_its_ve
 def test_a_worker_forwards_a_private_release_and_merges_an_exact_update():
     sent: list[str] = []
     worker = Worker(MqttTarget("127.0.0.1", 1), "w1", clock=lambda: 1.0,
-                    send=lambda topic, payload: sent.append(topic))
+                    send=lambda topic, payload: sent.append(topic), strategy=MERGING)
     worker.handle(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 10.0, 1, 0)))
 
     worker.handle(topics.update_topic("veh-1"), messages.encode(factories.update("veh-1")))
@@ -105,11 +106,11 @@ class Deployment:
         self.stop = threading.Event()
         self.hub = Coordinator(self.target, SQLiteStore(":memory:"), workers=workers,
                                partial_grace_s=grace_s, round_seconds=ROUND_S,
-                               observer=self._observe)
+                               observer=self._observe, strategy=MERGING)
         merge = self.hub._merge
         self.hub._merge = lambda current: (  # type: ignore[method-assign]
             self.merged.append(current), merge(current))[1]
-        self.workers = [Worker(self.target, f"w{i}", round_seconds=ROUND_S)
+        self.workers = [Worker(self.target, f"w{i}", round_seconds=ROUND_S, strategy=MERGING)
                         for i in range(threads)]
         self.threads = [threading.Thread(target=self.hub.run, args=(self.stop,), daemon=True)]
         self.threads += [threading.Thread(target=w.run, args=(self.stop,), daemon=True)
@@ -154,7 +155,7 @@ def test_two_workers_and_their_coordinator_merge_the_single_gateway_model(broker
         publish_updates(deployment.target, updates)
         model, merged = deployment.first_close()
 
-    assert_same_model(model, updates)
+    assert_same_model(model, updates, MERGING)
     assert sorted(merged.partials) == ["w0", "w1"]
     assert all(partial.vehicles for partial in merged.partials.values())  # each had a share
     assert merged.accepted  # and so had the coordinator
@@ -163,7 +164,8 @@ def test_two_workers_and_their_coordinator_merge_the_single_gateway_model(broker
 def test_a_worker_killed_mid_round_loses_its_share_of_that_round_and_nothing_counts_twice(
         broker, updates, tmp_path):
     doomed = Command("gateway", "--role", "worker", "--worker-id", "doomed", "--mqtt",
-                     broker.url, "--round-seconds", str(ROUND_S), cwd=tmp_path)
+                     broker.url, "--round-seconds", str(ROUND_S), "--strategy", "mean",
+                     cwd=tmp_path)
     doomed.wait_for("subscribed to", 20)
     with Deployment(broker.url, workers=2, threads=1, grace_s=2.0) as deployment:
         doomed.wait_for("round 1 open", 10)
@@ -178,4 +180,4 @@ def test_a_worker_killed_mid_round_loses_its_share_of_that_round_and_nothing_cou
     assert not held & set(merged.accepted)  # no vehicle counted twice
     kept = [u for u in updates if u.vehicle_id in held | set(merged.accepted)]
     assert 0 < len(kept) < VEHICLES  # what the killed worker held is lost with it
-    assert_same_model(model, kept)
+    assert_same_model(model, kept, MERGING)
