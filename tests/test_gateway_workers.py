@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -93,6 +94,20 @@ def test_a_coordinator_under_a_robust_strategy_refuses_a_partial_that_holds_upda
 
     assert hub.round is not None and hub.round.partials == {}
     assert hub.rejected == {"not_decomposable": 1}
+
+
+def test_a_worker_forwards_a_release_about_a_model_it_never_saw_for_the_gateway_to_check():
+    sent: list[str] = []
+    worker = Worker(MqttTarget("127.0.0.1", 1), "w1", clock=lambda: 1.0,
+                    send=lambda topic, payload: sent.append(topic))
+    worker.handle(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 10.0, 1, 3)))
+    release = factories.update("veh-1")  # it adds 10 readings to a total of a million
+    about_v3 = replace(release, base_version=3, summary=release.summary.weighted(1e6),
+                       replaces_readings=1e6 - 10)
+
+    worker.handle(topics.update_topic("veh-1"), messages.encode(about_v3))
+
+    assert sent == [topics.forwarded_topic("veh-1")] and worker.rejected == {}
 
 
 # --- against a real Mosquitto ---------------------------------------------------------------
