@@ -56,7 +56,8 @@ class RoundCycle:
         self.noise = noise
         self.strategy = strategy or make_strategy()
         self.attack = attack
-        self.plausibility = Plausibility(readings_per_s=1.0, round_s=float(round_rows))
+        self.plausibility = Plausibility(readings_per_s=1.0, round_s=float(round_rows),
+                                         started_s=0.0)
         for device, tick in (joined or {}).items():
             self.plausibility.heard(device, float(tick))
         self.model: GlobalModel | None = None
@@ -74,6 +75,7 @@ class RoundCycle:
             self.model = self.round.merge(self.model, self.strategy, self.schema, float(tick),
                                          self.noise, CLIP_NORM)
             self.infeasible += not feasible(self.model.summary)
+            self.plausibility.published(self.model)
             fresh.append((topics.MODEL_TOPIC, messages.encode(self.model)))
         version = self.model.version if self.model else 0
         info = RoundOpen(self.rounds + 1, float(tick), float(tick + self.round_rows), 1, version,

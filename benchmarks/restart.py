@@ -3,9 +3,10 @@
 Starts Mosquitto (Debian's) keeping sessions across its restarts, as the configuration
 ``fedfleet broker-setup`` writes does, then ``fedfleet gateway`` (SQLite store) and
 ``fedfleet fleet`` (real vehicles, privacy off) as processes of their own, and an alert load
-of ``--alerts-per-s`` valid alerts on QoS 1 from made-up vehicles. ``--max-queued`` is
-Mosquitto's ``max_queued_messages``: what it keeps for a client that is away or behind,
-beyond which it drops. Then:
+of ``--alerts-per-s`` valid alerts on QoS 1 from made-up vehicles. ``--max-queued`` and
+``--max-queued-bytes`` are Mosquitto's ``max_queued_messages`` and ``max_queued_bytes``: what
+it keeps for a client that is away or behind, beyond which it drops (default: what
+``broker-setup`` writes). Then:
 
 1. once a round holds accepted updates, ``kill -9`` of the gateway, restarted a second later;
 2. the broker stopped for ``--outage-s`` seconds, and started again;
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import print_report
+from broker.access import MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES
 from tests.processes import AlertLoad, Command, open_round, read_store, wait_until
 from tests.servers import Mosquitto
 
@@ -51,12 +53,14 @@ def _holding(db: Path, updates: int) -> bool:
 
 def _gateway(broker: Mosquitto, work: Path, round_seconds: float) -> Command:
     return Command("gateway", "--mqtt", broker.url, "--round-seconds", str(round_seconds),
-                   "--min-updates", "1", "--store", "sqlite:///gw.db", cwd=work)
+                   "--min-updates", "1", "--store", "sqlite:///gw.db", "--http-port", "0",
+                   cwd=work)
 
 
 def crash_and_restart(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     db = work / "gw.db"
-    queue = {"max_queued_messages": str(args.max_queued)}
+    queue = {"max_queued_messages": str(args.max_queued),
+             "max_queued_bytes": str(args.max_queued_bytes)}
     with Mosquitto(persistent=True, options=queue) as broker:
         gateway = _gateway(broker, work, args.round_seconds)
         fleet = Command("fleet", "--mqtt", broker.url, "--vehicles", str(args.vehicles),
@@ -99,6 +103,7 @@ def crash_and_restart(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     numbers = [r[0] for r in rounds]
     return {
         "broker_max_queued_messages": args.max_queued,
+        "broker_max_queued_bytes": args.max_queued_bytes,
         "alerts_per_s": round(load.rate_sent_per_s, 1),
         "alerts_published": len(load.sent),
         "alerts_acknowledged": len(load.acknowledged),
@@ -155,8 +160,12 @@ def main() -> None:
     parser.add_argument("--round-seconds", type=float, default=2.0)
     parser.add_argument("--outage-s", type=float, default=5.0)
     parser.add_argument("--flood", type=int, default=20_000)
-    parser.add_argument("--max-queued", type=int, default=1000,
-                        help="Mosquitto's max_queued_messages (1000: what broker-setup writes)")
+    parser.add_argument("--max-queued", type=int, default=MAX_QUEUED_MESSAGES,
+                        help="Mosquitto's max_queued_messages (default: what broker-setup "
+                             f"writes, {MAX_QUEUED_MESSAGES})")
+    parser.add_argument("--max-queued-bytes", type=int, default=MAX_QUEUED_BYTES,
+                        help="Mosquitto's max_queued_bytes (default: what broker-setup "
+                             f"writes, {MAX_QUEUED_BYTES}; 0: none)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fedfleet-restart-"))
     report = crash_and_restart(args, work)

@@ -29,11 +29,16 @@ from typing import Literal
 
 from broker.passwords import new_password, password_line
 
-__all__ = ["AUTH_MODES", "GATEWAY_LOGIN", "AccessSetup", "ClientLogin", "acl_text",
-           "client_login", "default_broker_user", "write_setup"]
+__all__ = ["AUTH_MODES", "GATEWAY_LOGIN", "MAX_QUEUED_BYTES", "MAX_QUEUED_MESSAGES",
+           "AccessSetup", "ClientLogin", "acl_text", "client_login", "default_broker_user",
+           "write_setup"]
 
 GATEWAY_LOGIN = "gateway"
 AUTH_MODES = ("password", "certificate")
+# What Mosquitto queues for one client beyond what is in flight (docs/STORAGE.md): enough for
+# the gateway's backlog across a restart or an outage, bounded in memory.
+MAX_QUEUED_MESSAGES = 100_000
+MAX_QUEUED_BYTES = 64 * 2**20
 Auth = Literal["password", "certificate"]
 _SECRET, _PRIVATE, _PUBLIC = 0o600, 0o640, 0o644
 
@@ -171,10 +176,13 @@ def _conf_text(setup: AccessSetup) -> str:
         "autosave_interval 60",
         "",
         "# fedfleet rejects payloads over 64 KiB; a larger packet is a fault or an attack, and",
-        "# the broker disconnects its sender. QoS 1 messages queued per client beyond those in",
-        "# flight are capped, so a slow or absent client cannot exhaust the broker's memory.",
+        "# the broker disconnects its sender.",
         "max_packet_size 262144",
-        "max_queued_messages 1000",
+        "# QoS 1 messages queued per client beyond those in flight, kept for the gateway while",
+        "# it is away or catching up and dropped past either limit: 100,000 alerts are over",
+        "# 16 minutes at 100 a second, 64 MiB of payloads bounds what a client's queue holds.",
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        f"max_queued_bytes {MAX_QUEUED_BYTES}",
         "",
         "# Send small packets at once. Without it, a TLS client waits about 40 ms for its",
         "# CONNACK, held back behind the unacknowledged TLS session tickets (benchmarks/tls.py).",

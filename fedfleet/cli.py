@@ -108,9 +108,11 @@ def _parser() -> argparse.ArgumentParser:
 def _gateway_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=list(STRATEGIES),
                         help="how a round's updates are combined: the exact mean, the "
-                             "coordinate-wise median, a trimmed mean, a norm-bounded mean, or "
-                             "auto: trimmed, and norm-bounded for what the gateway noises "
-                             f"(docs/SECURITY.md; default {DEFAULT_STRATEGY})")
+                             "coordinate-wise median, a trimmed mean, a norm-bounded mean, "
+                             "centred clipping with a radius the round sets, or auto: centred "
+                             "clipping for exact updates, norm-bounded for what the gateway "
+                             f"noises, the mean for the rest (docs/SECURITY.md; default "
+                             f"{DEFAULT_STRATEGY})")
     parser.add_argument("--max-reading-rate", type=float, metavar="HZ",
                         help="the most readings a vehicle can learn a second (its fastest "
                              "sensor's rate times any simulation speed-up; default 1000): "

@@ -21,6 +21,7 @@ with it (they are not stored), and the workers' next partials count again.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from federation import messages, topics
@@ -30,6 +31,8 @@ from gateway.store import INVALID, Traffic
 from gateway.worker import GROUP
 
 __all__ = ["PARTIAL_GRACE_S", "Coordinator"]
+
+log = logging.getLogger(__name__)
 
 PARTIAL_GRACE_S = 2.0  # how long past a deadline the coordinator waits for missing partials
 _PARTIAL_PREFIX = topics.PARTIALS.removesuffix("+")
@@ -73,6 +76,10 @@ class Coordinator(Gateway):
             raise ValueError("workers must be >= 1 and partial_grace_s >= 0")
         super().__init__(*args, **kwargs)
         self.workers, self.group, self.partial_grace_s = workers, group, partial_grace_s
+        if not self.strategy.under("off").exact:
+            log.warning("strategy %s does not merge exact updates by the exact rule: the workers "
+                        "check them and forward them here (--strategy mean lets them merge "
+                        "them, with no defence against poisoning)", self.strategy.name)
 
     def _subscriptions(self) -> list[tuple[str, int]]:
         updates = topics.subscription(topics.UPDATE)

@@ -20,8 +20,9 @@ square of noise is a bias, not noise.
   less noise than each vehicle noising its own summary.
 
 Releases are combined by the gateway's :class:`~gateway.strategy.Strategy`: the mean, or a
-robust combination (median, trimmed mean, norm-bounded mean) of the same whitened vectors,
-in every privacy mode; central noise is calibrated to the strategy's sensitivity.
+robust combination (median, trimmed mean, norm-bounded mean, centred clipping) of the same
+whitened vectors, in every privacy mode; central noise is calibrated to the strategy's
+sensitivity.
 
 Exact updates (``"off"``) pass through unchanged, to be merged by the exact rule, when the
 strategy is the mean; a robust strategy combines them as vectors about the base model too.

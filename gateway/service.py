@@ -146,8 +146,10 @@ class Gateway:
         self.alert_rate = AlertRate()
         self.clock = clock
         self.clip_norm = clip_norm
-        self.plausibility = Plausibility(readings_per_s, round_seconds)
-        self.plausibility.last |= _last_accepted(store)
+        opened = _opened(store)
+        self.plausibility = Plausibility(readings_per_s, round_seconds, clip_norm=clip_norm,
+                                         started_s=min(opened.values(), default=clock()))
+        self.plausibility.last |= _last_accepted(store, opened)
         self.received: Counter[str] = Counter()
         self._rejections = RejectionLog(log)
         self.rejected = self._rejections.counts
@@ -157,6 +159,9 @@ class Gateway:
         self._traffic: dict[str, Traffic] = {}
         self.model: GlobalModel | None = _compatible(store.latest_model(), schema)
         self.sent: GlobalModel | None = None  # the last model published (gateway.downlink)
+        if self.model is not None:  # a late release may be about the one before
+            for version in (self.model.version - 1, self.model.version):
+                self._published(_compatible(store.model(version), schema))
         self.round: Round | None = None
         self._left_open = store.open_round()  # a round a previous run left open: resumed
         self._round_number = max([r.round for r in store.rounds(1)]
@@ -196,6 +201,7 @@ class Gateway:
             assert self.model is not None
             return self.model
         self.model = replace(stored, version=latest + 1, created_at=self.clock())
+        self._published(self.model)
         self.store.record_model(self.model)
         self.store.record_rollback(Rollback(self.clock(), version, latest + 1, latest))
         self.store.flush()
@@ -476,7 +482,13 @@ class Gateway:
     def _merge(self, current: Round) -> GlobalModel:
         self.model = current.merge(self.model, self.strategy, self.schema, self.clock(),
                                    self.noise, self.clip_norm)
+        self._published(self.model)
         return self.model
+
+    def _published(self, model: GlobalModel | None) -> None:
+        """Validation checks the releases made about ``model`` against it."""
+        if model is not None:
+            self.plausibility.published(model)
 
     def _count(self, kind: str, traffic: Traffic) -> None:
         self._traffic[kind] = self._traffic.get(kind, Traffic(0, 0)) + traffic
@@ -499,6 +511,7 @@ class Gateway:
         self._publish(topics.MODEL_TOPIC, messages.encode(model), retain=True, kind="model_json",
                       copies=1)
         self.sent = model
+        self.plausibility.published(model, sent=True)
 
     def _publish(self, topic: str, payload: bytes, retain: bool, kind: str | None = None,
                  copies: int | None = None) -> None:
@@ -522,12 +535,17 @@ def _compatible(model: GlobalModel | None, schema: Schema) -> GlobalModel | None
     return model
 
 
-def _last_accepted(store: Store) -> dict[str, tuple[float, float]]:
-    """When each vehicle's last accepted update's round opened (its readings unknown): a
-    restarted gateway counts a vehicle's next readings from there."""
+def _opened(store: Store) -> dict[int, float]:
+    """When each stored round opened, the one a previous run left open too."""
     opened = {r.round: r.opened_at for r in store.rounds(limit=2**31)}
     left_open = store.open_round()
     if left_open is not None:
         opened[left_open.info.round] = left_open.info.opened_at
+    return opened
+
+
+def _last_accepted(store: Store, opened: dict[int, float]) -> dict[str, tuple[float, float]]:
+    """When each vehicle's last accepted update's round opened (its readings unknown): a
+    restarted gateway counts a vehicle's next readings from there."""
     return {vehicle: (opened[b.last_round], math.inf) for vehicle, b in store.budgets().items()
             if b.last_round in opened}

@@ -3,7 +3,8 @@
 The workers and the coordinator (:mod:`gateway.coordinator`) subscribe to the vehicles'
 updates as one shared-subscription group, so the broker hands each update to one member of
 the group. A worker checks its share as the gateway does (the form, the open round,
-duplicates, plausibility), merges the exact updates by the exact rule, and at the round's
+duplicates, plausibility, less what only the gateway can check), merges the exact updates by
+the exact rule, and at the round's
 deadline publishes that one summary with the vehicles it holds as a
 :class:`~federation.messages.Partial`. What the exact rule cannot merge does not decompose (a
 private release, which the coordinator must combine and noise with all the others; any
@@ -61,7 +62,7 @@ class Worker:
         the only one on its broker).
     strategy
         The coordinator's strategy: exact updates are merged only where it merges them by the
-        exact rule.
+        exact rule (``mean``; the default clips them centred, which needs every vector at once).
     schema, readings_per_s, round_seconds
         As the gateway's (:class:`~gateway.service.Gateway`).
     send
@@ -71,9 +72,10 @@ class Worker:
     --------
     >>> from federation.features import FEATURE_NAMES
     >>> import numpy as np
+    >>> from gateway.strategy import ExactMerge
     >>> sent = []
     >>> worker = Worker(MqttTarget("127.0.0.1", 1), "w1", clock=lambda: 5.0,
-    ...                 send=lambda topic, payload: sent.append(topic))
+    ...                 send=lambda topic, payload: sent.append(topic), strategy=ExactMerge())
     >>> worker.handle(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 10.0, 1, 0)))
     >>> exact = ModelSummary(FEATURE_NAMES, 300.0, np.full(9, 0.5), np.eye(9) * 0.01)
     >>> update = Update("veh-1", 1, 0, exact, 0.0, 0.0, 0.0, 0.0, privacy="off")
@@ -99,7 +101,7 @@ class Worker:
         self.group = group
         self.schema = schema
         self.merges = (strategy or make_strategy()).under("off").exact
-        self.plausibility = Plausibility(readings_per_s, round_seconds)
+        self.plausibility = Plausibility(readings_per_s, round_seconds, deferred=True)
         self.clock = clock
         self.round: Round | None = None
         self.summary = ModelSummary.empty(schema.names)

@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 
 from federation import messages, topics
 from federation.messages import Alert
-from federation.transport import make_client, parse_mqtt_url
+from federation.transport import MqttTarget, make_client, parse_mqtt_url
 
 __all__ = ["AlertLoad", "Command", "open_round", "read_store", "wait_until"]
 
@@ -136,16 +136,17 @@ class Command:
 
 class AlertLoad:
     """Valid alerts at ``rate_per_s`` from ``vehicles`` made-up vehicles, with QoS 1, on one
-    paho client (``limit`` of them at most): what the broker acknowledged is counted per alert.
+    paho client (``limit`` of them at most) to ``url`` (or a target, with its login and TLS):
+    what the broker acknowledged is counted per alert.
 
     While the broker is away paho keeps what was not acknowledged and sends it once the
     client is back (it retries every second). An alert is known by ``(vehicle_id, ts)``:
     each has a reading time of its own.
     """
 
-    def __init__(self, url: str, rate_per_s: float, vehicles: int = 10,
+    def __init__(self, url: str | MqttTarget, rate_per_s: float, vehicles: int = 10,
                  client_id: str = "test-alert-load", limit: int | None = None) -> None:
-        target = parse_mqtt_url(url)
+        target = parse_mqtt_url(url) if isinstance(url, str) else url
         self.rate_per_s, self.vehicles, self.limit = rate_per_s, vehicles, limit
         self.sent: list[tuple[str, float]] = []
         self.acknowledged: set[tuple[str, float]] = set()

@@ -12,7 +12,7 @@ from federation.features import VEHICLE_SCHEMA
 from federation.messages import GlobalModel, RoundOpen, Update
 from federation.transport import MqttTarget, make_client
 from gateway.rounds import Round
-from gateway.strategy import make_strategy
+from gateway.strategy import Strategy, make_strategy
 from tests import factories
 
 __all__ = ["assert_same_model", "exact", "publish_updates", "single_gateway_model"]
@@ -23,10 +23,11 @@ def exact(vehicle: str, round_number: int = 1, seed: int = 0) -> Update:
                    mechanism="none", epsilon=0.0, delta=0.0, epsilon_total=0.0)
 
 
-def single_gateway_model(updates: list[Update]) -> GlobalModel:
-    """What one gateway merges of ``updates`` into its first model: the reference."""
+def single_gateway_model(updates: list[Update], strategy: Strategy | None = None) -> GlobalModel:
+    """What one gateway merges of ``updates`` into its first model by ``strategy`` (default:
+    the default): the reference."""
     current = Round(RoundOpen(1, 0.0, 1.0, 1, 0), accepted={u.vehicle_id: u for u in updates})
-    return current.merge(None, make_strategy(), VEHICLE_SCHEMA, 0.0)
+    return current.merge(None, strategy or make_strategy(), VEHICLE_SCHEMA, 0.0)
 
 
 def publish_updates(target: MqttTarget, updates: list[Update]) -> None:
@@ -43,8 +44,9 @@ def publish_updates(target: MqttTarget, updates: list[Update]) -> None:
         client.loop_stop()
 
 
-def assert_same_model(model: GlobalModel, updates: list[Update]) -> None:
-    reference = single_gateway_model(updates)
+def assert_same_model(model: GlobalModel, updates: list[Update],
+                      strategy: Strategy | None = None) -> None:
+    reference = single_gateway_model(updates, strategy)
     assert model.participants == reference.participants == len(updates)
     assert model.summary.n == reference.summary.n
     np.testing.assert_allclose(model.summary.mean, reference.summary.mean, rtol=1e-12)

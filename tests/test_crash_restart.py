@@ -8,21 +8,25 @@ holds.
 
 from __future__ import annotations
 
+import os
+import pwd
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from broker.access import client_login
 from devices.onboard.alerts import AlertPolicy
 from devices.onboard.ledger import PrivacyLedger
 from devices.onboard.vehicle import Vehicle
 from devices.runners.fleet import Fleet
 from devices.sim.simulator import SimulatedVehicle
 from federation.messages import Alert
-from federation.transport import parse_mqtt_url
+from federation.transport import MqttTarget, parse_mqtt_url
+from fedfleet.cli import main
 from tests.processes import AlertLoad, Command, open_round, read_store, wait_until
-from tests.servers import Mosquitto
+from tests.servers import Mosquitto, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -32,11 +36,20 @@ ALERTS_PER_S = 150.0
 def _gateway(broker: Mosquitto, cwd: Path, round_seconds: float, *more: str) -> Command:
     # DEBUG: an empty round, the usual round of a private fleet, is logged only there
     return Command("gateway", "--mqtt", broker.url, "--round-seconds", str(round_seconds),
-                   "--store", "sqlite:///gw.db", "--log-level", "DEBUG", *more, cwd=cwd)
+                   "--store", "sqlite:///gw.db", "--log-level", "DEBUG", "--http-port", "0",
+                   *more, cwd=cwd)
 
 
 def _stored_alerts(db: Path) -> list[tuple[str, float]]:
     return [(v, ts) for v, ts in read_store(db, "SELECT vehicle_id, ts FROM alerts")]
+
+
+def _drain(load: AlertLoad, db: Path, timeout_s: float) -> None:
+    """Stop ``load`` and wait for every alert the broker acknowledged in the store."""
+    load.stop()
+    load.wait_acknowledged(15)
+    wait_until(lambda: len(_stored_alerts(db)) >= len(load.acknowledged), timeout_s,
+               "every acknowledged alert in the store")
 
 
 def test_a_gateway_killed_and_a_broker_restarted_lose_no_acknowledged_alert(tmp_path):
@@ -56,10 +69,7 @@ def test_a_gateway_killed_and_a_broker_restarted_lose_no_acknowledged_alert(tmp_
             broker.restart()
             back_at = time.monotonic()
             time.sleep(2.0)
-            load.stop()
-            load.wait_acknowledged(15)
-            wait_until(lambda: len(_stored_alerts(db)) >= len(load.acknowledged), 15,
-                       "every acknowledged alert in the store")
+            _drain(load, db, 15)
         finally:
             load.close()
             code = gateway.stop()
@@ -73,6 +83,43 @@ def test_a_gateway_killed_and_a_broker_restarted_lose_no_acknowledged_alert(tmp_
     assert reconnected - back_at <= 2.0
     assert len(gateway.matching("lost the broker", since=restarted_at)) == 1
     assert len(gateway.matching("reconnected to the broker", since=restarted_at)) == 1
+
+
+def test_the_broker_setup_queues_every_alert_for_a_gateway_killed_under_a_high_rate(tmp_path):
+    # The setup as written (TLS, logins, the ACL, its queue limits), one vehicle login sending
+    # 300 alerts a second while the gateway is killed and away for 5 s: a backlog of about
+    # 2,000, past what Mosquitto keeps by default (1,000).
+    port, setup = free_port(), tmp_path / "setup"
+    assert main(["broker-setup", str(setup), "--vehicles", "0", "--id", "load-0000", "--host",
+                 "127.0.0.1", "--port", str(port), "--bind", "127.0.0.1", "--broker-user",
+                 pwd.getpwuid(os.geteuid()).pw_name]) == 0
+    clients, db = setup / "clients", tmp_path / "gw.db"
+    login = client_login(clients, "load-0000")
+    target = MqttTarget("127.0.0.1", port, tls=True, ca_file=str(clients / "ca.crt"),
+                        username=login.username, password=login.password)
+    with Mosquitto(port, conf=setup / "broker" / "mosquitto.conf", tls=True):
+        gateway = Command("gateway", "--config", str(clients / "gateway.toml"),
+                          "--round-seconds", "1", "--store", "sqlite:///gw.db", "--log-level",
+                          "DEBUG", "--http-port", "0", cwd=tmp_path)
+        gateway.wait_for(r"round \d+: quorum not met", 15)
+        load = AlertLoad(target, 300.0, vehicles=1)
+        try:
+            load.start()
+            time.sleep(1.0)
+            gateway.kill()
+            time.sleep(5.0)
+            gateway.start()
+            time.sleep(2.0)
+            _drain(load, db, 30)
+        finally:
+            load.close()
+            code = gateway.stop()
+
+    stored = _stored_alerts(db)
+    assert load.rate_sent_per_s >= 100 and len(load.sent) >= 2_000
+    assert set(stored) == load.acknowledged == set(load.sent)
+    assert len(stored) == len(set(stored))
+    assert code == 0, gateway.output()
 
 
 def test_a_killed_gateway_resumes_its_open_round_with_every_update_it_had_accepted(tmp_path):

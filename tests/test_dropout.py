@@ -29,7 +29,7 @@ def test_half_the_fleet_killed_mid_round_is_recorded_as_dropped_and_the_model_ho
     with Mosquitto() as broker:
         gateway = Command("gateway", "--mqtt", broker.url, "--round-seconds", str(ROUND_SECONDS),
                           "--min-updates", str(HALF), "--target-updates", str(2 * HALF),
-                          "--store", "sqlite:///gw.db", cwd=tmp_path)
+                          "--store", "sqlite:///gw.db", "--http-port", "0", cwd=tmp_path)
         stays = _fleet(broker, "stays-", 60, tmp_path)
         try:
             wait_until(lambda: bool(read_store(db, "SELECT version FROM models")), 30,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -24,6 +25,7 @@ from tests.servers import Mosquitto
 
 ROUND_S = 5.0  # long enough for a loaded machine to start every part and publish
 VEHICLES = 40
+MERGING = make_strategy("mean")  # the strategy whose merge of exact updates decomposes
 
 
 def partial(worker: str, vehicles: tuple[str, ...], summary: ModelSummary) -> Partial:
@@ -57,7 +59,7 @@ def test_an_update_the_coordinator_holds_gives_way_to_the_partial_holding_its_ve
 def test_a_worker_forwards_a_private_release_and_merges_an_exact_update():
     sent: list[str] = []
     worker = Worker(MqttTarget("127.0.0.1", 1), "w1", clock=lambda: 1.0,
-                    send=lambda topic, payload: sent.append(topic))
+                    send=lambda topic, payload: sent.append(topic), strategy=MERGING)
     worker.handle(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 10.0, 1, 0)))
 
     worker.handle(topics.update_topic("veh-1"), messages.encode(factories.update("veh-1")))
@@ -94,6 +96,20 @@ def test_a_coordinator_under_a_robust_strategy_refuses_a_partial_that_holds_upda
     assert hub.rejected == {"not_decomposable": 1}
 
 
+def test_a_worker_forwards_a_release_about_a_model_it_never_saw_for_the_gateway_to_check():
+    sent: list[str] = []
+    worker = Worker(MqttTarget("127.0.0.1", 1), "w1", clock=lambda: 1.0,
+                    send=lambda topic, payload: sent.append(topic))
+    worker.handle(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 10.0, 1, 3)))
+    release = factories.update("veh-1")  # it adds 10 readings to a total of a million
+    about_v3 = replace(release, base_version=3, summary=release.summary.weighted(1e6),
+                       replaces_readings=1e6 - 10)
+
+    worker.handle(topics.update_topic("veh-1"), messages.encode(about_v3))
+
+    assert sent == [topics.forwarded_topic("veh-1")] and worker.rejected == {}
+
+
 # --- against a real Mosquitto ---------------------------------------------------------------
 class Deployment:
     """A coordinator of ``workers`` on one broker, and ``threads`` of them in threads here."""
@@ -105,11 +121,11 @@ class Deployment:
         self.stop = threading.Event()
         self.hub = Coordinator(self.target, SQLiteStore(":memory:"), workers=workers,
                                partial_grace_s=grace_s, round_seconds=ROUND_S,
-                               observer=self._observe)
+                               observer=self._observe, strategy=MERGING)
         merge = self.hub._merge
         self.hub._merge = lambda current: (  # type: ignore[method-assign]
             self.merged.append(current), merge(current))[1]
-        self.workers = [Worker(self.target, f"w{i}", round_seconds=ROUND_S)
+        self.workers = [Worker(self.target, f"w{i}", round_seconds=ROUND_S, strategy=MERGING)
                         for i in range(threads)]
         self.threads = [threading.Thread(target=self.hub.run, args=(self.stop,), daemon=True)]
         self.threads += [threading.Thread(target=w.run, args=(self.stop,), daemon=True)
@@ -154,7 +170,7 @@ def test_two_workers_and_their_coordinator_merge_the_single_gateway_model(broker
         publish_updates(deployment.target, updates)
         model, merged = deployment.first_close()
 
-    assert_same_model(model, updates)
+    assert_same_model(model, updates, MERGING)
     assert sorted(merged.partials) == ["w0", "w1"]
     assert all(partial.vehicles for partial in merged.partials.values())  # each had a share
     assert merged.accepted  # and so had the coordinator
@@ -163,7 +179,8 @@ def test_two_workers_and_their_coordinator_merge_the_single_gateway_model(broker
 def test_a_worker_killed_mid_round_loses_its_share_of_that_round_and_nothing_counts_twice(
         broker, updates, tmp_path):
     doomed = Command("gateway", "--role", "worker", "--worker-id", "doomed", "--mqtt",
-                     broker.url, "--round-seconds", str(ROUND_S), cwd=tmp_path)
+                     broker.url, "--round-seconds", str(ROUND_S), "--strategy", "mean",
+                     cwd=tmp_path)
     doomed.wait_for("subscribed to", 20)
     with Deployment(broker.url, workers=2, threads=1, grace_s=2.0) as deployment:
         doomed.wait_for("round 1 open", 10)
@@ -178,4 +195,4 @@ def test_a_worker_killed_mid_round_loses_its_share_of_that_round_and_nothing_cou
     assert not held & set(merged.accepted)  # no vehicle counted twice
     kept = [u for u in updates if u.vehicle_id in held | set(merged.accepted)]
     assert 0 < len(kept) < VEHICLES  # what the killed worker held is lost with it
-    assert_same_model(model, kept)
+    assert_same_model(model, kept, MERGING)

@@ -14,7 +14,7 @@ from gateway.private import pieces
 from gateway.strategy import STRATEGIES, ExactMerge, Strategy, make_strategy
 
 ALL = [make_strategy(name) for name in STRATEGIES]
-ROBUST = [s for s in ALL if s.name in ("median", "trimmed", "norm-bounded")]
+ROBUST = [s for s in ALL if s.name in ("median", "trimmed", "norm-bounded", "centred-clip")]
 CENTRE = public_centre(FEATURE_NAMES)
 
 
@@ -103,12 +103,45 @@ def test_central_noise_follows_the_strategys_sensitivity():
     assert spread(median) / spread(mean) == pytest.approx(64.0, rel=0.15)
 
 
-def test_the_default_bounds_what_the_gateway_noises_and_averages_the_rest():
+def test_the_default_clips_exact_updates_centred_bounds_what_the_gateway_noises():
     auto = make_strategy()
 
-    assert (auto.name, auto.exact) == ("auto", True)
+    assert (auto.name, auto.exact) == ("auto", False)
     assert [auto.under(p).name for p in ("off", "local", "central")] == [
-        "mean", "mean", "norm-bounded"]
+        "centred-clip", "mean", "norm-bounded"]
+
+
+def test_centred_clipping_keeps_an_honest_round_close_to_its_mean():
+    honest = _honest(200, size=54, seed=4) + 0.2
+
+    combined = make_strategy("centred-clip").combine(honest)
+
+    # Honest offsets spread 0.3 a coordinate (4.2 in norm); their mean is 0.2 from the centre.
+    assert np.linalg.norm(combined - honest.mean(axis=0)) < 0.05 * np.linalg.norm(
+        honest.mean(axis=0))
+
+
+def test_colluders_pull_centred_clipping_no_further_however_far_they_go():
+    honest = _honest(160, size=54, seed=5)  # offsets of 2.2 whitened units, in all directions
+
+    def shift(strategy: Strategy, far: float) -> float:
+        colluders = np.tile(np.full(54, far), (40, 1))  # a fifth, all at one point
+        combined = strategy.combine(np.vstack([honest, colluders]))
+        return float(np.linalg.norm(combined - honest.mean(axis=0)))
+
+    clipping = make_strategy("centred-clip")
+
+    # Three times as far as honest vehicles (7.3 units), or a hundred times.
+    assert shift(clipping, 1.0) == pytest.approx(shift(clipping, 30.0), rel=1e-2)
+    assert shift(clipping, 1.0) < 0.7 * shift(ExactMerge(), 1.0)
+
+
+def test_centred_clipping_adapts_its_radius_to_the_round():
+    # The same round in units ten thousand times smaller: the same combination, scaled.
+    vectors = np.vstack([_honest(40), np.full((10, 6), 50.0)])
+    strategy = make_strategy("centred-clip")
+
+    assert np.allclose(strategy.combine(vectors * 1e-4), strategy.combine(vectors) * 1e-4)
 
 
 def test_an_unknown_strategy_is_a_clear_error():

@@ -1,5 +1,6 @@
-"""Validation refuses what no honest vehicle can send: too many readings, values outside the
-scaled range, covariances that are not positive semi-definite."""
+"""Validation refuses what no honest vehicle can send: too many readings, a replaced total no
+vehicle could have learned, local noise other than declared, values outside the scaled range,
+covariances that are not positive semi-definite."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import pytest
 
 from federation import messages, topics
 from federation.features import FEATURE_NAMES
-from federation.messages import Update
-from federation.privacy import GaussianMechanism, SeededNoise, public_centre
+from federation.messages import GlobalModel, Update
+from federation.privacy import (
+    GaussianMechanism,
+    LaplaceMechanism,
+    Mechanism,
+    SeededNoise,
+    public_centre,
+)
 from federation.summary import ModelSummary
 from federation.transport import MqttTarget
 from gateway.service import Gateway
@@ -28,10 +35,36 @@ def _update(summary: ModelSummary = HONEST, privacy: str = "off", replaces: floa
                   replaces_readings=replaces)
 
 
-def _bounds(heard_at_s: float = 0.0) -> Plausibility:
-    bounds = Plausibility(readings_per_s=1.0, round_s=30.0)
+def _bounds(heard_at_s: float = 0.0, started_s: float | None = None) -> Plausibility:
+    bounds = Plausibility(readings_per_s=1.0, round_s=30.0, started_s=started_s)
     bounds.heard("veh-1", heard_at_s)
     return bounds
+
+
+def _gateway(store: SQLiteStore, clock: list[float] | None = None,
+             readings_per_s: float = 1.0) -> Gateway:
+    """A gateway without a network on ``store``, its clock ``clock[0]``, with a round open."""
+    now = clock or [1000.0]
+    gateway = Gateway(MqttTarget("127.0.0.1", 1), store, readings_per_s=readings_per_s,
+                      round_seconds=30.0, clock=lambda: now[0])
+    gateway._publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    gateway._open_round()
+    assert gateway.round is not None
+    return gateway
+
+
+def _released(mechanism: Mechanism, seed: int = 0, declared: float = 1.0,
+              base: GlobalModel | None = None) -> Update:
+    """An honest vehicle's locally noised release about ``base`` (default: the public centre),
+    declaring ``declared`` times the noise it carries."""
+    mechanism = mechanism.about(public=base is None)
+    data = np.clip(np.random.default_rng(seed).normal(0.5, 0.1, (300, D)), 0.0, 1.0)
+    centre = base.summary if base else public_centre(FEATURE_NAMES)
+    summary = mechanism.privatize(ModelSummary.from_array(FEATURE_NAMES, data), centre,
+                                  SeededNoise(seed))
+    return Update("veh-1", 1, base.version if base else 0, summary, mechanism.epsilon,
+                  mechanism.delta, 1.0, 0.0, declared * mechanism.noise_std, privacy="local",
+                  mechanism=mechanism.name, clip_norm=mechanism.clip_norm)
 
 
 def test_readings_are_bounded_by_the_rate_since_the_vehicle_was_first_heard_of():
@@ -99,13 +132,6 @@ def test_a_covariance_with_a_negative_direction_is_refused_unless_noised_locally
     assert _bounds().reason(_update(bent, privacy="local", noise_std=0.5), now_s=1e6) is None
 
 
-def test_a_locally_noised_mean_may_leave_the_range_by_its_noise_and_no_further():
-    noisy = replace(HONEST, mean=np.full(D, 1.5))
-
-    assert _bounds().reason(_update(noisy, "local", noise_std=0.2), now_s=1e6) is None
-    assert _bounds().reason(_update(noisy, "local", noise_std=0.05), now_s=1e6) == "infeasible"
-
-
 def test_an_honest_clipped_release_about_an_extreme_model_passes():
     extreme = ModelSummary(FEATURE_NAMES, 10.0, np.where(np.arange(D) % 2, 1.0, 0.0),
                            np.eye(D) * 0.25)
@@ -116,9 +142,7 @@ def test_an_honest_clipped_release_about_an_extreme_model_passes():
 
 def test_the_gateway_counts_and_stores_each_refusal_by_reason():
     store = SQLiteStore(":memory:")
-    gateway = Gateway(MqttTarget("127.0.0.1", 1), store, readings_per_s=1.0)
-    gateway._publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
-    gateway._open_round()
+    gateway = _gateway(store)
     assert gateway.round is not None
     huge = replace(_update(), round=gateway.round.number, summary=HONEST.weighted(1e6))
 
@@ -133,11 +157,7 @@ def test_the_gateway_counts_and_stores_each_refusal_by_reason():
 def test_a_restarted_gateway_counts_a_vehicles_readings_from_its_last_accepted_round():
     store = SQLiteStore(":memory:")
     clock = [1000.0]
-    first = Gateway(MqttTarget("127.0.0.1", 1), store, readings_per_s=1.0, round_seconds=30.0,
-                    clock=lambda: clock[0])
-    first._publish = lambda *args, **kwargs: None  # type: ignore[method-assign]
-    first._open_round()
-    assert first.round is not None
+    first = _gateway(store, clock)
     first.handle(topics.update_topic("veh-1"),
                  messages.encode(replace(_update(HONEST.weighted(10.0)), round=1)))
     clock[0] += 30.0
@@ -175,3 +195,84 @@ def test_an_honest_local_release_with_much_noise_passes():
 
         update = _update(summary, privacy="local", noise_std=mechanism.noise_std)
         assert _bounds().reason(update, now_s=1e6) is None
+
+
+def test_a_first_release_may_not_replace_more_than_a_vehicle_learned_since_the_first_round():
+    bounds = _bounds(heard_at_s=1000.0, started_s=0.0)  # first heard of long after it began
+
+    # It adds 10 readings, and says it includes 1,000,000 of a release the gateway never saw.
+    wiping = _update(HONEST.weighted(1_000_010.0), privacy="central", replaces=1_000_000.0)
+    # 1,500 in the 1,000 s since the first round opened: within 2 x 1,000 + 30.
+    honest = _update(HONEST.weighted(1_510.0), privacy="central", replaces=1_500.0)
+
+    assert bounds.reason(wiping, now_s=1000.0) == "too_many_replaced"
+    assert bounds.reason(honest, now_s=1000.0) is None
+
+
+def test_a_restarted_gateway_bounds_replaced_totals_from_its_first_stored_round():
+    store = SQLiteStore(":memory:")
+    clock = [1000.0]
+    _gateway(store, clock)
+    clock[0] += 5000.0
+
+    again = Gateway(MqttTarget("127.0.0.1", 1), store, readings_per_s=1.0, round_seconds=30.0,
+                    clock=lambda: clock[0])
+
+    assert again.plausibility.started_s == 1000.0
+
+
+@pytest.mark.parametrize("mechanism", [GaussianMechanism(1.0, 1e-5, 0.5),
+                                       LaplaceMechanism(1.0, 1e-5, 0.5)],
+                         ids=["gaussian", "laplace"])
+def test_a_local_release_carries_the_noise_it_declares_no_more_and_no_less(
+        mechanism: Mechanism):
+    honest = [_released(mechanism, seed) for seed in range(20)]
+    overstated = [_released(mechanism, seed, declared=4.0) for seed in range(20)]
+    understated = [_released(mechanism, seed, declared=0.25) for seed in range(20)]
+
+    assert [_bounds().reason(u, now_s=1e6) for u in honest] == [None] * 20
+    assert {_bounds().reason(u, now_s=1e6) for u in overstated} == {"noise_mismatch"}
+    assert {_bounds().reason(u, now_s=1e6) for u in understated} == {"noise_mismatch"}
+
+
+def test_a_poisoned_release_cannot_hide_behind_a_huge_declared_noise_and_clip_norm():
+    # One mean at 1.5, out of range but within the value checks' margin of 8 x 10 / 2, and
+    # an offset of 12.5 whitened units: noise of 10 a coordinate would be 36 to 119 long.
+    poisoned = replace(HONEST, mean=np.where(np.arange(D) == 0, 1.5, 0.4))
+    hiding = replace(_update(poisoned, privacy="local", noise_std=10.0), clip_norm=1e6)
+
+    assert _bounds().reason(hiding, now_s=1e6) == "noise_mismatch"
+    assert _bounds().reason(replace(hiding, privacy="off"), now_s=1e6) == "infeasible"
+
+
+def test_a_local_release_is_checked_about_the_model_it_names():
+    model = GlobalModel(1, 1, 10, HONEST, 0.0)
+    bounds = _bounds()
+    bounds.published(model)
+    about_it = _released(GaussianMechanism(1.0, 1e-5, 0.5), base=model)
+
+    assert bounds.reason(about_it, now_s=1e6) is None
+    assert bounds.reason(replace(about_it, base_version=7), now_s=1e6) == "noise_mismatch"
+
+
+def test_a_release_about_the_model_last_sent_is_checked_however_many_merged_since():
+    sent = GlobalModel(1, 1, 10, HONEST, 0.0)
+    bounds = _bounds()
+    bounds.published(sent, sent=True)
+    for version in (2, 3, 4):  # merged, but too close to the sent model to be sent
+        bounds.published(replace(sent, version=version))
+    about_sent = _released(GaussianMechanism(1.0, 1e-5, 0.5), base=sent)
+
+    assert bounds.reason(about_sent, now_s=1e6) is None
+    assert sorted(bounds.models) == [1, 3, 4]
+
+
+def test_the_gateway_counts_a_release_with_noise_other_than_declared():
+    gateway = _gateway(SQLiteStore(":memory:"), readings_per_s=1000.0)
+    assert gateway.round is not None
+    overstated = _released(GaussianMechanism(1.0, 1e-5, 0.5), declared=4.0)
+
+    gateway.handle(topics.update_topic("veh-1"),
+                   messages.encode(replace(overstated, round=gateway.round.number)))
+
+    assert gateway.rejected["noise_mismatch"] == 1

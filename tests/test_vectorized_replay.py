@@ -101,6 +101,7 @@ def test_every_regime_scores_as_the_per_reading_replay(fleet, regime):
 
 @pytest.mark.parametrize(("attack", "regime", "strategy"), [
     ("colluding", "federated", "trimmed"),
+    ("scaled", "federated", "centred-clip"),
     ("sign-flipped", "federated_dp_central", "median"),
     ("huge-counts", "federated_dp", "norm-bounded"),
 ])
