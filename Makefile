@@ -45,8 +45,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy federation devices gateway broker analytics fedfleet
 
+# Two worker processes: most tests wait on servers, processes and rounds, not on a core.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) servers lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) fedfleet-data test-artifacts
