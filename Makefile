@@ -45,8 +45,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy federation devices gateway broker analytics fedfleet
 
+# Two worker processes: the integration tests, one after another, on one (tests/conftest.py)
+# and everything else on the other.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) servers lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) fedfleet-data test-artifacts

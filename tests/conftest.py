@@ -16,6 +16,18 @@ from tests.servers import Elm327Emulator, Mosquitto, VictoriaMetrics
 os.environ.setdefault("FEDFLEET_HTTP_PORT", "0")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns groups into work units
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``: ``--dist loadgroup``), the integration tests run one
+    after another on one worker, as in a run of their own. Their rounds, demos and deadlines
+    are in wall-clock time: two side by side would take each other's cores, and a fleet that
+    falls behind its speedup changes what a round holds. The other worker runs the rest
+    (unit tests, replays, doctests) meanwhile."""
+    for item in items:
+        if item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.xdist_group("integration"))
+
+
 @pytest.fixture(autouse=True)
 def no_process_left_behind() -> Iterator[None]:
     """A test that fails midway still ends every ``fedfleet`` process it started."""

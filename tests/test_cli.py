@@ -11,7 +11,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import tomllib
 import urllib.request
 from pathlib import Path
@@ -202,6 +201,7 @@ def test_an_unknown_or_mistyped_setting_in_the_config_file_is_refused(tmp_path):
 
 
 MERGED = "SELECT round FROM rounds WHERE quorum_met = 1"
+OFFLINE = "SELECT vehicle_id FROM statuses WHERE state = 'offline'"
 
 
 @pytest.mark.integration
@@ -217,7 +217,8 @@ def test_sigterm_stops_gateway_and_fleet_cleanly(tmp_path):
 
         fleet.send_signal(signal.SIGTERM)
         outputs = [fleet.communicate(timeout=30)[0]]
-        time.sleep(1)  # the gateway records the offline statuses the fleet just sent
+        wait_until(lambda: len(read_store(tmp_path / "gw.db", OFFLINE)) == 5, 10,
+                   "the gateway to record the offline statuses the fleet just sent")
         gateway.send_signal(signal.SIGTERM)
         outputs.append(gateway.communicate(timeout=30)[0])
         statuses = _retained_statuses(broker.url, 5)
@@ -309,7 +310,8 @@ def test_a_killed_fleet_is_marked_offline_by_each_vehicles_last_will(tmp_path):
 
         fleet.kill()
         fleet.wait(timeout=10)
-        time.sleep(0.5)
+        wait_until(lambda: {s.state for s in _retained_statuses(broker.url, 4)} == {"offline"},
+                   10, "the broker to publish every vehicle's last will")
         after = _retained_statuses(broker.url, 4)
 
     assert {s.state for s in online} == {"online"}

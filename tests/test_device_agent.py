@@ -348,6 +348,8 @@ def test_a_csv_log_is_replayed_to_its_end_through_the_command(tmp_path):
     assert device.returncode == 0, output
     assert "1000 readings in" in output
     assert "source counters: none" in output  # the log's gaps are missing values, not skips
+    # No gateway: the last readings waited their 10 s for a round, and stay in the vehicle.
+    assert "no round came; " in output
 
 
 def test_a_gateway_prints_a_real_vehicles_alert_with_its_utc_time_and_no_verdict():

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from devices.sources.stdin import StdinSource
-from federation.features import VEHICLE_SCHEMA
+from federation.features import VEHICLE_SCHEMA, load_schema
 from fedfleet.cli import _parser
 from tests.servers import Elm327Emulator, Mosquitto, VictoriaMetrics, free_port
 from tests.test_device_agent import _wait_for, running_gateway
@@ -143,9 +143,13 @@ def _rows(db: Path, sql: str) -> int:
 
 
 def _with_a_gateway(run: Callable[[str, Path, str], None]) -> Callable[[str, Path], None]:
-    """Run an example against a plain Mosquitto with a gateway whose rounds last a second."""
+    """Run an example against a plain Mosquitto with a gateway whose rounds last a second, on
+    the schema the example names (``--schema``), as a reader's gateway would be: a device
+    whose input ends then sends its last readings to the next round, and stops."""
     def with_gateway(block: str, tmp: Path) -> None:
-        with Mosquitto() as broker, running_gateway(broker.url, tmp / "gw.db"):
+        named = re.search(r"--schema (\S+)", block)
+        schema = {"schema": load_schema(ROOT / named.group(1))} if named else {}
+        with Mosquitto() as broker, running_gateway(broker.url, tmp / "gw.db", **schema):
             run(block, tmp, broker.url)
     return with_gateway
 
