@@ -63,8 +63,11 @@ def test_a_gateway_killed_and_a_broker_restarted_lose_no_acknowledged_alert(tmp_
             time.sleep(1.5)
             gateway.kill()  # the broker queues the gateway's alerts meanwhile
             time.sleep(1.0)
+            started_at = time.monotonic()
             gateway.start()
-            time.sleep(1.5)
+            # connected and closing rounds again before the broker goes (a loaded machine
+            # may take longer than a fixed wait to start it)
+            gateway.wait_for(r"round \d+: quorum not met", 15, since=started_at)
             restarted_at = time.monotonic()
             broker.restart()
             back_at = time.monotonic()
