@@ -345,7 +345,7 @@ def demo(settings: dict[str, Any], stop: threading.Event) -> int:
     if failure:
         raise RuntimeError(f"gateway failed: {failure[0]}")
     sent = [v.last_update for v in vehicles if v.last_update is not None]
-    model_bytes = len(messages.encode(gw.model)) if gw.model else None
+    model_bytes = len(messages.encode_binary(gw.model)) if gw.model else None
     print(progress.summary(len(sent[0].payload) if sent else None, model_bytes), flush=True)
     return 0
 

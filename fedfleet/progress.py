@@ -111,7 +111,8 @@ class Progress:
                     f"{self.classify(alert)}")
 
     def summary(self, update_bytes: int | None, model_bytes: int | None) -> str:
-        """The closing figures of a run."""
+        """The closing figures of a run; the sizes are of the messages vehicles send and get
+        (the binary forms, when they use them)."""
         merged = [e for e in self.rounds if e.model is not None]
         per_round = sum(e.record.accepted for e in merged) / len(merged) if merged else 0.0
         verdicts = [(a, self.classify(a)) for a in self.alerts]
@@ -124,7 +125,8 @@ class Progress:
             f"faults injected: {len(self.faults)}; detected with the right subsystem: "
             f"{len(detected)}",
             *self._timing_summary(verdicts),
-            f"update message: {_size(update_bytes)}; global model message: {_size(model_bytes)}",
+            f"update message: {_size(update_bytes)}; global model message (as vehicles get it): "
+            f"{_size(model_bytes)}",
             *self._privacy_summary(merged),
         ])
 

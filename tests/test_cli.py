@@ -261,7 +261,12 @@ def test_the_demo_runs_on_the_embedded_defaults_and_reports_its_figures(tmp_path
     assert head[1] == f"dashboard: open http://127.0.0.1:{http_port}/ in a browser\n", head
     assert health["status"] == "ok"
     assert "round 2: " in output
-    assert "rounds completed:" in output and "update message:" in output
+    assert "rounds completed:" in output
+    sizes = re.search(r"update message: (\d+) bytes; global model message \(as vehicles get "
+                      r"it\): (\d+) bytes", output)
+    assert sizes, output
+    # Both travel in the binary form, each under half its JSON form's ~2.2 kB.
+    assert all(int(size) < 1100 for size in sizes.groups()), sizes.group(0)
     assert (tmp_path / "fedfleet-data" / "demo.db").exists()
     rate = re.search(r"fleet alert rate on \d{4}-\d\d-\d\d, estimated from \d+ randomized "
                      r"answers: (\d+)% \(95% interval (\d+)% to (\d+)%\)", output)
