@@ -51,6 +51,7 @@ __all__ = [
     "Alert",
     "AlertReport",
     "GlobalModel",
+    "Lease",
     "Message",
     "MessageError",
     "Partial",
@@ -465,8 +466,31 @@ def _alert_report(obj: Any, vehicles: set[str]) -> tuple[str, AlertReport]:
     return vehicle, report
 
 
-Message = Status | Alert | RoundOpen | GlobalModel | Update | Partial
-M = TypeVar("M", Status, Alert, RoundOpen, GlobalModel, Update, Partial)
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The coordinator's lease, retained on ``fleet/v1/gateway/lease``: which coordinator
+    holds it, for which ``term``, and for how long without a renewal (docs/PROTOCOL.md,
+    *Coordinator failover*). ``expires_at`` (Unix seconds) is for people: coordinators time
+    a lease from when they hear it, not by each other's clocks.
+
+    >>> back = decode(Lease, encode(Lease("gateway-a", 3, 10.0, 1764000040.0)))
+    >>> back.holder, back.term, back.lease_seconds
+    ('gateway-a', 3, 10.0)
+    """
+
+    holder: str
+    term: int
+    lease_seconds: float
+    expires_at: float
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any], schema: Schema | None) -> Lease:
+        return cls(_id(_get(obj, "holder", str)), _int(obj, "term", 1),
+                   _num(obj, "lease_seconds", 0.1, 3600.0), _num(obj, "expires_at"))
+
+
+Message = Status | Alert | RoundOpen | GlobalModel | Update | Partial | Lease
+M = TypeVar("M", Status, Alert, RoundOpen, GlobalModel, Update, Partial, Lease)
 
 
 def _object(message: Message) -> dict[str, Any]:

@@ -17,6 +17,7 @@ __all__ = [
     "FORWARDED",
     "GATEWAY_PREFIX",
     "GLOBAL_PREFIX",
+    "LEASE_TOPIC",
     "MODEL_BINARY_TOPIC",
     "MODEL_TOPIC",
     "PARTIALS",
@@ -46,6 +47,7 @@ MODEL_BINARY_TOPIC = f"{MODEL_TOPIC}/binary"  # the same model, in federation.bi
 GATEWAY_PREFIX = f"{ROOT}/gateway/"
 PARTIALS = f"{GATEWAY_PREFIX}partial/+"
 FORWARDED = f"{GATEWAY_PREFIX}forwarded/+"
+LEASE_TOPIC = f"{GATEWAY_PREFIX}lease"  # which coordinator acts, retained (gateway/lease.py)
 UPDATE, ALERT, STATUS = "update", "alert", "status"
 VEHICLE_KINDS = (UPDATE, ALERT, STATUS)
 _VEHICLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -135,6 +135,13 @@ def _scaleout_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partial-grace-seconds", type=float, metavar="S",
                         help="how long past a deadline the gateway waits for missing partials "
                              "(default 2)")
+    parser.add_argument("--gateway-id", metavar="ID",
+                        help="share the fleet with other gateways (--workers K each, each its "
+                             "own ID and store): the one holding the lease acts, the others "
+                             "follow and take over when it lapses (docs/ARCHITECTURE.md)")
+    parser.add_argument("--lease-seconds", type=float, metavar="S",
+                        help="how long a gateway's lease lasts without a renewal (renewed every "
+                             "quarter of it; default 10)")
 
 
 def _http_options(parser: argparse.ArgumentParser) -> None:
@@ -238,6 +245,8 @@ def _check(settings: dict[str, Any], rules: list[Rule] | None = None) -> None:
             ("worker_id", lambda v: v == "" or _fits_an_id(v), "a name of A-Z a-z 0-9 _ . -"),
             ("share_group", lambda v: v == "" or _fits_an_id(v), "a name of A-Z a-z 0-9 _ . -"),
             ("partial_grace_seconds", lambda v: 0 <= v < math.inf, "0 or more"),
+            ("gateway_id", lambda v: v == "" or _fits_an_id(v), "a name of A-Z a-z 0-9 _ . -"),
+            ("lease_seconds", lambda v: 0.1 <= v <= 3600, "between 0.1 and 3600"),
             ("port", lambda v: 1 <= v <= 65535, "a TCP port (1-65535)"),
             ("http_port", lambda v: 0 <= v <= 65535, "a TCP port (1-65535), or 0 for none"),
             ("duration", lambda v: v >= 0, "0 or more"),

@@ -39,6 +39,7 @@ from fedfleet.privacy import budget_report, describe, ledgers, vehicle_options
 from fedfleet.progress import DeviceProgress, Progress
 from gateway.coordinator import Coordinator
 from gateway.dashboard import Dashboard
+from gateway.lease import LeaseState
 from gateway.service import Gateway
 from gateway.store import SQLiteStore, Store, open_store, sqlite_path
 from gateway.strategy import make_strategy
@@ -146,10 +147,17 @@ def _schema(settings: dict[str, Any]) -> Schema:
 def _gateway(settings: dict[str, Any], target: MqttTarget, store: Store,
              observer: Callable[[Any], None], schema: Schema = VEHICLE_SCHEMA) -> Gateway:
     make: Callable[..., Gateway] = Gateway
+    extra: dict[str, Any] = {"group": settings["share_group"] or None}
+    if settings["gateway_id"]:  # one of several coordinators sharing a lease
+        if not settings["workers"]:
+            raise ConfigError("--gateway-id needs --workers K: gateways sharing a lease take "
+                              "no share of the updates, their workers take them all")
+        extra = {"group": None, "client_id": f"fedfleet-gateway-{settings['gateway_id']}",
+                 "lease": LeaseState(settings["gateway_id"], settings["lease_seconds"],
+                                     now_s=time.monotonic())}
     if settings["workers"]:  # the coordinator of workers or region gateways
         make = functools.partial(Coordinator, workers=settings["workers"],
-                                 group=settings["share_group"] or None,
-                                 partial_grace_s=settings["partial_grace_seconds"])
+                                 partial_grace_s=settings["partial_grace_seconds"], **extra)
     gateway = make(target, store, round_seconds=settings["round_seconds"],
                       min_updates=settings["min_updates"],
                       target_updates=settings["target_updates"] or None, observer=observer,

@@ -51,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "worker_id": "",
     "share_group": "fedfleet-gateways",
     "partial_grace_seconds": 2.0,
+    # Failover: gateways with a gateway_id share a lease; the holder acts (gateway/lease.py).
+    "gateway_id": "",
+    "lease_seconds": 10.0,
     "http_host": "127.0.0.1",
     "http_port": 8080,
     # fleet

@@ -14,7 +14,7 @@ from federation.features import FEATURES
 DOC = (Path(__file__).parent.parent / "docs" / "PROTOCOL.md").read_text()
 KINDS = {"round": messages.RoundOpen, "model": messages.GlobalModel,
          "update": messages.Update, "alert": messages.Alert, "status": messages.Status,
-         "partial": messages.Partial}
+         "partial": messages.Partial, "lease": messages.Lease}
 EXAMPLES = dict(re.findall(r"```json (\w+)\n(.*?)\n```", DOC, flags=re.S))
 
 

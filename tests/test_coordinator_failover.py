@@ -1,0 +1,171 @@
+"""Two coordinators sharing a lease: the holder acts, the standby follows and takes over.
+
+The lease's logic on its own, then two ``fedfleet gateway`` processes against a real
+Mosquitto: the holder is killed with SIGKILL mid-round, the standby takes over within the
+lease's bound, closes the round in flight with every update the holder had heard (none
+lost, none twice), and the rounds go on."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from federation import messages, topics
+from federation.messages import GlobalModel, Lease, RoundOpen
+from federation.transport import MqttTarget, make_client, parse_mqtt_url
+from gateway.lease import LeaseState
+from gateway.worker import Worker
+from tests.processes import Command, wait_until
+from tests.scaleout import assert_same_model, exact, publish_updates
+from tests.servers import Mosquitto
+
+LEASE_S = 2.0
+ROUND_S = 12.0  # long enough for a loaded machine to start both, publish, and kill mid-round
+VEHICLES = 30
+
+
+# --- the lease, without a network -----------------------------------------------------------
+def test_a_standby_claims_only_once_a_whole_lease_passed_without_a_renewal():
+    standby = LeaseState("b", LEASE_S, now_s=0.0)
+    standby.heard(Lease("a", 1, LEASE_S, 0.0), now_s=1.0)
+
+    early = standby.to_send(now_s=2.9, wall_s=0.0)
+    standby.heard(Lease("a", 1, LEASE_S, 0.0), now_s=2.9)  # a renewal
+    still_early = standby.to_send(now_s=4.8, wall_s=0.0)
+    claim = standby.to_send(now_s=4.9, wall_s=0.0)
+
+    assert early is None and still_early is None
+    assert claim is not None and (claim.holder, claim.term) == ("b", 2)
+
+
+def test_a_holder_that_hears_a_higher_term_steps_down_at_once():
+    holder = LeaseState("a", LEASE_S, now_s=0.0)
+    holder.to_send(now_s=2.0, wall_s=0.0)
+    holder.acked(sent_s=2.0)
+    assert holder.holds(now_s=2.6)
+
+    stepped_down = holder.heard(Lease("b", 2, LEASE_S, 0.0), now_s=2.7)
+
+    assert stepped_down and not holder.holds(now_s=2.7)
+    assert holder.to_send(now_s=2.8, wall_s=0.0) is None  # and waits a lease before claiming
+
+
+def test_of_two_claims_of_one_term_both_sides_choose_the_lower_id():
+    a, b = LeaseState("a", LEASE_S, now_s=0.0), LeaseState("b", LEASE_S, now_s=0.0)
+    claim_b = b.to_send(now_s=2.0, wall_s=0.0)
+    claim_a = a.to_send(now_s=2.0, wall_s=0.0)
+    assert claim_a is not None and claim_b is not None
+
+    a_stepped, b_stepped = a.heard(claim_b, now_s=2.1), b.heard(claim_a, now_s=2.1)
+    a.acked(sent_s=2.0)
+    b.acked(sent_s=2.0)
+
+    assert (a_stepped, b_stepped) == (False, True)
+    assert a.holds(now_s=2.6) and not b.holds(now_s=2.6)
+
+
+def test_a_holder_whose_renewals_go_unacknowledged_stops_before_any_standby_may_start():
+    holder, standby = LeaseState("a", LEASE_S, now_s=0.0), LeaseState("b", LEASE_S, now_s=0.0)
+    claim = holder.to_send(now_s=2.0, wall_s=0.0)
+    assert claim is not None
+    holder.acked(sent_s=2.0)
+    standby.heard(claim, now_s=2.0)  # then the holder is cut off: nothing more is heard
+
+    ticks = [t / 100 for t in range(200, 600)]
+    last_acting_s = max(t for t in ticks if holder.holds(now_s=t))
+    first_claim_s = next(t for t in ticks if standby.to_send(now_s=t, wall_s=0.0) is not None)
+
+    assert last_acting_s < first_claim_s - LEASE_S / 4
+
+
+# --- against a real Mosquitto ---------------------------------------------------------------
+class Watch:
+    """What a client on the broker sees: retained rounds and models, and forwarded updates."""
+
+    def __init__(self, target: MqttTarget) -> None:
+        self.models: queue.Queue[GlobalModel] = queue.Queue()
+        self.rounds: list[RoundOpen] = []
+        self.forwarded: set[str] = set()
+        self.client = make_client("watch", target)
+        self.client.on_message = lambda c, u, msg: self._got(msg.topic, bytes(msg.payload))
+        self.client.connect(target.host, target.port)
+        self.client.subscribe([(topics.MODEL_TOPIC, 1), (topics.ROUND_TOPIC, 1),
+                               (topics.FORWARDED, 1)])
+        self.client.loop_start()
+
+    def _got(self, topic: str, payload: bytes) -> None:
+        if topic == topics.MODEL_TOPIC:
+            self.models.put(messages.decode(GlobalModel, payload))
+        elif topic == topics.ROUND_TOPIC:
+            self.rounds.append(messages.decode(RoundOpen, payload))
+        else:
+            self.forwarded.add(topic.rsplit("/", 1)[1])
+
+    def model(self, timeout_s: float) -> GlobalModel:
+        return self.models.get(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def broker() -> Iterator[Mosquitto]:
+    with Mosquitto() as server:  # its own: no retained lease or round of another test
+        yield server
+
+
+def coordinator(name: str, url: str, cwd: Path) -> Command:
+    return Command("gateway", "--workers", "1", "--gateway-id", name, "--lease-seconds",
+                   str(LEASE_S), "--round-seconds", str(ROUND_S), "--mqtt", url, "--store",
+                   f"sqlite:///{cwd / name}.db", "--partial-grace-seconds", "3", cwd=cwd)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_the_standby_takes_over_a_killed_coordinator_and_closes_its_round_with_every_update(
+        broker, tmp_path):
+    target = parse_mqtt_url(broker.url)
+    watch = Watch(target)
+    stop = threading.Event()
+    worker = Worker(target, "w0", round_seconds=ROUND_S)  # default strategy: forwards them all
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    holder = coordinator("a", broker.url, tmp_path)
+    try:
+        holder.wait_for("coordinator a holds the lease, term 1", 30)
+        standby = coordinator("b", broker.url, tmp_path)
+        standby.wait_for("following round 1", 30)
+        wait_until(lambda: worker.round is not None, 10, "round 1 at the worker")
+        first = [exact(f"veh-{i:03d}", seed=i) for i in range(VEHICLES)]
+        publish_updates(target, first)
+        wait_until(lambda: len(watch.forwarded) == VEHICLES, 20, "every update forwarded")
+        time.sleep(0.5)  # for both coordinators to take them in
+        assert time.time() < watch.rounds[-1].deadline - 1, "not mid-round: the machine lags"
+
+        killed_at = time.monotonic()
+        holder.kill()
+        took_over = standby.wait_for("coordinator b holds the lease, term 2", 3 * LEASE_S + 10)
+        model = watch.model(ROUND_S + 15)
+
+        wait_until(lambda: worker.round is not None and worker.round.number == 2, 15,
+                   "round 2, opened by the standby")
+        second = [exact(f"veh-{i:03d}", round_number=2, seed=100 + i) for i in range(10)]
+        publish_updates(target, second)
+        following = watch.model(ROUND_S + 15)
+    finally:
+        stop.set()
+        thread.join(10)
+        watch.close()
+
+    takeover_s = took_over - killed_at
+    # The bound: a lease plus a quarter (the claim standing), plus a loaded machine's lag.
+    assert takeover_s < LEASE_S * 1.25 + 2.0, f"took {takeover_s:.1f} s to take over"
+    assert (model.version, model.round) == (1, 1)
+    assert_same_model(model, first)  # all the holder had heard; none twice
+    assert (following.version, following.round, following.participants) == (2, 2, 10)
