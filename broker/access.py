@@ -10,12 +10,16 @@
     DIR/clients/ca.crt               what every client verifies the broker against
     DIR/clients/LOGIN.password       a password login (the gateway, each vehicle), or
     DIR/clients/LOGIN.crt, .key      a certificate login whose common name is the login
+    DIR/clients/bridge-REGION.conf   a region broker's bridge to this one, with its login
 
 Every client logs in over TLS; its client id is its login (``use_username_as_clientid``), so
 no login can take over another's session. The ACL gives each vehicle its own topics and the
-gateway the global ones. Paths in ``mosquitto.conf`` are absolute, into ``root`` (the
-directory as the broker sees it, by default where it is written), so the same file runs from
-a shell, a service manager or a container that mounts the directory at ``root``.
+gateway the global ones; a scaled-out deployment adds gateways that share a lease
+(``gateway-ID``), gateway workers (``worker-N``) and the bridges of region brokers
+(``bridge-REGION``), each with only what its part needs. Paths in ``mosquitto.conf`` are
+absolute, into ``root`` (the directory as the broker sees it, by default where it is
+written), so the same file runs from a shell, a service manager or a container that mounts
+the directory at ``root``.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from broker.bridge import Bridge, bridge_config
 from broker.passwords import new_password, password_line
 
 __all__ = ["AUTH_MODES", "GATEWAY_LOGIN", "MAX_QUEUED_BYTES", "MAX_QUEUED_MESSAGES",
-           "AccessSetup", "ClientLogin", "acl_text", "client_login", "default_broker_user",
-           "write_setup"]
+           "AccessSetup", "ClientLogin", "Infrastructure", "acl_text", "client_login",
+           "default_broker_user", "write_setup"]
 
 GATEWAY_LOGIN = "gateway"
 AUTH_MODES = ("password", "certificate")
@@ -47,6 +52,35 @@ def default_broker_user() -> str:
     """Who the broker runs as: whoever writes the setup, or ``mosquitto`` for root."""
     me = pwd.getpwuid(os.geteuid()).pw_name
     return "mosquitto" if me == "root" else me
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    """The logins of a scaled-out deployment besides the gateway's: ``gateways`` share the
+    gateway's lease (login ``gateway-ID``), ``workers`` take shares of the updates (login and
+    worker id ``worker-N``), ``regions`` are region brokers bridged to this one (login
+    ``bridge-REGION``; the region's gateway publishes its partial as worker id ``REGION``).
+
+    >>> Infrastructure(gateways=["a"], workers=2, regions=["north"]).logins
+    ['gateway-a', 'worker-0', 'worker-1', 'bridge-north']
+    """
+
+    gateways: Sequence[str] = ()
+    workers: int = 0
+    regions: Sequence[str] = ()
+
+    @property
+    def gateway_logins(self) -> list[str]:
+        return [f"{GATEWAY_LOGIN}-{name}" for name in self.gateways]
+
+    @property
+    def worker_logins(self) -> list[str]:
+        return [f"worker-{index}" for index in range(self.workers)]
+
+    @property
+    def logins(self) -> list[str]:
+        return [*self.gateway_logins, *self.worker_logins,
+                *(f"bridge-{region}" for region in self.regions)]
 
 
 @dataclass(frozen=True)
@@ -81,6 +115,7 @@ class AccessSetup:
     auth: Auth = "password"
     broker_user: str = field(default_factory=default_broker_user)
     root: Path | None = None
+    infrastructure: Infrastructure = Infrastructure()
 
     def path(self, *parts: str) -> Path:
         """A path as the broker and the clients see it (under ``root``)."""
@@ -88,7 +123,7 @@ class AccessSetup:
 
     @property
     def logins(self) -> list[str]:
-        return [GATEWAY_LOGIN, *self.vehicles]
+        return [GATEWAY_LOGIN, *self.infrastructure.logins, *self.vehicles]
 
 
 @dataclass(frozen=True)
@@ -113,23 +148,40 @@ def client_login(clients_dir: Path, login: str) -> ClientLogin:
                             f"(neither {password.name} nor {cert.name} and {key.name})")
 
 
-def acl_text(vehicle_kinds: Sequence[str], topic_root: str = "fleet/v1") -> str:
+def acl_text(vehicle_kinds: Sequence[str], topic_root: str = "fleet/v1",
+             infrastructure: Infrastructure = Infrastructure()) -> str:
     """The ACL: each vehicle writes its own topics (``%u`` is its login) and reads the global
-    ones; the gateway reads every vehicle's and alone writes the global ones."""
+    ones; the gateway reads every vehicle's and alone writes the global ones. A scaled-out
+    deployment's logins (:class:`Infrastructure`) get what their part needs and no more."""
     vehicle_lines = [f"pattern write {topic_root}/vehicles/%u/{kind}" for kind in vehicle_kinds]
     gateway_lines = [f"topic read {topic_root}/vehicles/+/{kind}" for kind in vehicle_kinds]
+    gateway, scaled = f"{topic_root}/gateway", infrastructure.logins
+    if scaled:  # the partials, forwarded updates and lease; the lease is the gateways' own
+        gateway_lines += [f"topic read {gateway}/#", f"topic write {gateway}/lease"]
+    sections = [[f"user {login}", *gateway_lines, f"topic write {topic_root}/global/#", ""]
+                for login in [GATEWAY_LOGIN, *infrastructure.gateway_logins]]
+    # A worker reads the updates (through the gateways' shared subscription) and publishes
+    # its own partial and the updates it forwards; it reads no status or alert.
+    sections += [[f"user {login}", f"topic read {topic_root}/vehicles/+/update",
+                  f"topic write {gateway}/partial/{login}", f"topic write {gateway}/forwarded/+",
+                  ""] for login in infrastructure.worker_logins]
+    # A bridge brings up its region's partial (its gateway's worker id is the region's name),
+    # forwarded updates, statuses and alerts; it reads the round and the model (every login
+    # may) to bring them down.
+    sections += [[f"user bridge-{region}", f"topic write {gateway}/partial/{region}",
+                  f"topic write {gateway}/forwarded/+",
+                  f"topic write {topic_root}/vehicles/+/status",
+                  f"topic write {topic_root}/vehicles/+/alert", ""]
+                 for region in infrastructure.regions]
     return "\n".join([
         "# fedfleet access control (mosquitto.conf(5), acl_file). Anything not granted is",
         "# denied. Pattern lines apply to every login, the gateway's included, so no vehicle",
-        f"# may be called {GATEWAY_LOGIN!r}. Mosquitto warns that the read pattern has no %u",
-        "# or %c: it is meant for every login.",
+        f"# may be called {GATEWAY_LOGIN!r} (or take another client's login). Mosquitto warns",
+        "# that the read pattern has no %u or %c: it is meant for every login.",
         *vehicle_lines,
         f"pattern read {topic_root}/global/#",
         "",
-        f"user {GATEWAY_LOGIN}",
-        *gateway_lines,
-        f"topic write {topic_root}/global/#",
-        "",
+        *(line for section in sections for line in section),
     ])
 
 
@@ -217,6 +269,20 @@ def _hand_to_broker_user(broker_dir: Path, user: str) -> None:
         os.chown(path, account.pw_uid, account.pw_gid)
 
 
+def _bridge_text(setup: AccessSetup, region: str,
+                 files: list[tuple[Path, str | bytes, int]]) -> str:
+    """The lines a region broker appends to its ``mosquitto.conf`` to bridge to this one."""
+    login = f"bridge-{region}"
+    password = next((str(content).strip() for path, content, _ in files
+                     if path.name == f"{login}.password"), "")
+    certificate = {} if password else {
+        "certfile": str(setup.path("clients", f"{login}.crt")),
+        "keyfile": str(setup.path("clients", f"{login}.key"))}
+    return bridge_config(Bridge(region, setup.hosts[0], setup.port, username=login,
+                                password=password, cafile=str(setup.path("clients", "ca.crt")),
+                                **certificate))
+
+
 def write_setup(setup: AccessSetup) -> list[Path]:
     """Write the whole setup into ``setup.directory``, which must be new or empty.
 
@@ -228,6 +294,9 @@ def write_setup(setup: AccessSetup) -> list[Path]:
         raise ValueError(f"{GATEWAY_LOGIN!r} is the gateway's login, not a vehicle id")
     if len(set(setup.vehicles)) != len(setup.vehicles):
         raise ValueError("vehicle ids must be unique")
+    if len(set(setup.logins)) != len(setup.logins):
+        raise ValueError("the gateways', workers' and bridges' logins must differ from each "
+                         "other and from every vehicle id")
     if setup.auth == "certificate" and setup.plain_port:
         raise ValueError("a plain listener needs password logins: certificates need TLS")
     top = setup.directory
@@ -247,7 +316,8 @@ def write_setup(setup: AccessSetup) -> list[Path]:
         (broker_dir / "ca.crt", ca.certificate_pem, _PUBLIC),
         (broker_dir / "server.crt", server.certificate_pem, _PUBLIC),
         (broker_dir / "server.key", server.key_pem, _SECRET),
-        (broker_dir / "acl", acl_text(setup.vehicle_kinds, setup.topic_root), _PRIVATE),
+        (broker_dir / "acl", acl_text(setup.vehicle_kinds, setup.topic_root,
+                                      setup.infrastructure), _PRIVATE),
         (broker_dir / "mosquitto.conf", _conf_text(setup), _PRIVATE),
         (clients_dir / "ca.crt", ca.certificate_pem, _PUBLIC),
     ]
@@ -262,6 +332,8 @@ def write_setup(setup: AccessSetup) -> list[Path]:
             issued = ca.issue_client(login)
             files += [(clients_dir / f"{login}.crt", issued.certificate_pem, _PUBLIC),
                       (clients_dir / f"{login}.key", issued.key_pem, _SECRET)]
+    files += [(clients_dir / f"bridge-{region}.conf", _bridge_text(setup, region, files),
+               _SECRET) for region in setup.infrastructure.regions]
     for path, content, mode in files:
         _write(path, content, mode)
     _hand_to_broker_user(broker_dir, setup.broker_user)

@@ -35,8 +35,10 @@ class Bridge:
     """One region's bridge: its name, the top broker, and how it logs in there.
 
     ``root`` is the protocol's topic root; ``cafile`` (a PEM CA on the region's broker host)
-    makes the bridge verify the top broker over TLS; ``username``/``password`` its login there
-    (the ACL must let it publish what goes up and read what comes down)."""
+    makes the bridge verify the top broker over TLS; ``username``/``password`` its login there,
+    or ``certfile``/``keyfile`` a client certificate whose common name is its login (the ACL
+    must let it publish what goes up and read what comes down: ``fedfleet broker-setup
+    --region NAME`` writes that login and this bridge)."""
 
     region: str
     host: str
@@ -45,6 +47,8 @@ class Bridge:
     username: str = ""
     password: str = ""
     cafile: str = ""
+    certfile: str = ""
+    keyfile: str = ""
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.region):
@@ -75,7 +79,11 @@ def bridge_config(bridge: Bridge) -> str:
         f"topic {root}/global/# in 1",
     ]
     if bridge.username:
-        lines += [f"remote_username {bridge.username}", f"remote_password {bridge.password}"]
+        lines.append(f"remote_username {bridge.username}")
+    if bridge.password:
+        lines.append(f"remote_password {bridge.password}")
     if bridge.cafile:
         lines += [f"bridge_cafile {bridge.cafile}", "bridge_insecure false"]
+    if bridge.certfile:
+        lines += [f"bridge_certfile {bridge.certfile}", f"bridge_keyfile {bridge.keyfile}"]
     return "\n".join(lines) + "\n"

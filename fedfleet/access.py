@@ -15,7 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from broker.access import AUTH_MODES, GATEWAY_LOGIN, AccessSetup, default_broker_user, write_setup
+from broker.access import (
+    AUTH_MODES,
+    GATEWAY_LOGIN,
+    AccessSetup,
+    Infrastructure,
+    default_broker_user,
+    write_setup,
+)
+from broker.bridge import Bridge
 from federation import topics
 
 __all__ = ["add_parser", "main"]
@@ -33,6 +41,14 @@ def add_parser(sub: Any) -> None:
                         help="logins for a simulated fleet of N: veh-0000 ... (default 0)")
     parser.add_argument("--id", dest="ids", action="append", default=[], metavar="VEHICLE_ID",
                         help="a login for this vehicle id (repeatable)")
+    parser.add_argument("--gateway-id", dest="gateway_ids", action="append", default=[],
+                        metavar="ID", help="a login gateway-ID for one of the gateways that "
+                        "share the lease (fedfleet gateway --gateway-id ID; repeatable)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="logins for N gateway workers: worker-0 ... (default 0)")
+    parser.add_argument("--region", dest="regions", action="append", default=[], metavar="NAME",
+                        help="a login bridge-NAME for region NAME's broker to bridge to this "
+                             "one, and that bridge's mosquitto.conf lines (repeatable)")
     parser.add_argument("--host", dest="hosts", action="append", default=[], metavar="NAME",
                         help="a name or address clients reach the broker by (repeatable; the "
                              "first goes into the clients' settings; default localhost and "
@@ -87,17 +103,36 @@ def _client_settings(setup: AccessSetup, login: str, url_login: bool) -> dict[st
     return settings
 
 
+def _infrastructure(args: argparse.Namespace) -> Infrastructure:
+    if args.workers < 0:
+        raise ValueError(f"workers must be 0 or more, got {args.workers}")
+    for name in args.gateway_ids:
+        topics.check_vehicle_id(f"{GATEWAY_LOGIN}-{name}")
+    for region in args.regions:
+        Bridge(region, "localhost", 1)  # checks the name
+    return Infrastructure(args.gateway_ids, args.workers, args.regions)
+
+
 def _write_client_settings(setup: AccessSetup, vehicles: int) -> None:
-    """``gateway.toml``, and ``fleet.toml`` for a simulated fleet, into ``clients/``."""
+    """``gateway.toml`` (one per gateway sharing the lease), one per worker, and
+    ``fleet.toml`` for a simulated fleet, into ``clients/``."""
     files = {"gateway": _client_settings(setup, GATEWAY_LOGIN, url_login=True)}
+    scaled = setup.infrastructure
+    for name, login in zip(scaled.gateways, scaled.gateway_logins, strict=True):
+        files[login] = _client_settings(setup, login, url_login=True) | {
+            "gateway_id": name, "workers": max(1, scaled.workers)}
+    for login in scaled.worker_logins:
+        files[login] = _client_settings(setup, login, url_login=True) | {
+            "role": "worker", "worker_id": login}
     if vehicles:
         files["fleet"] = _client_settings(setup, "", url_login=False)
         files["fleet"]["fleet"] = {"credentials_dir": str(setup.path("clients")),
                                    "vehicles": vehicles}
     for what, settings in files.items():
         path = setup.directory / "clients" / f"{what}.toml"
+        command = "fleet" if what == "fleet" else "gateway"
         header = (f"# fedfleet settings for the {what}, written by `fedfleet broker-setup`:\n"
-                  f"#   fedfleet {what} --config {setup.path('clients', path.name)}\n")
+                  f"#   fedfleet {command} --config {setup.path('clients', path.name)}\n")
         path.touch(mode=0o600)
         path.write_text(header + _toml(settings))
 
@@ -113,7 +148,8 @@ def main(args: argparse.Namespace) -> int:
             Path(args.directory), ids, topics.VEHICLE_KINDS, topic_root=topics.ROOT,
             hosts=args.hosts or ["localhost", "127.0.0.1"], port=args.port, bind=args.bind,
             plain_port=args.plain_port, auth=args.auth, broker_user=args.broker_user,
-            root=Path(args.root) if args.root else None)
+            root=Path(args.root) if args.root else None,
+            infrastructure=_infrastructure(args))
         write_setup(setup)
     except (ValueError, FileExistsError) as exc:
         print(f"fedfleet broker-setup: error: {exc}", file=sys.stderr)
@@ -159,6 +195,12 @@ def _summary(setup: AccessSetup, ids: list[str], simulated: int) -> str:
     ]
     if simulated:
         lines.append(f"  fleet:   fedfleet fleet --config {clients / 'fleet.toml'}")
+    scaled = setup.infrastructure
+    lines += [f"  {kind}: fedfleet gateway --config {clients / login}.toml"
+              for kind, logins in (("gateway", scaled.gateway_logins),
+                                   ("worker ", scaled.worker_logins)) for login in logins]
+    lines += [f"  region {region}'s broker: append {clients}/bridge-{region}.conf to its "
+              "mosquitto.conf" for region in scaled.regions]
     if ids:
         example = ids[-1]
         host = setup.hosts[0]
