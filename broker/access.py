@@ -60,6 +60,7 @@ class Infrastructure:
     gateway's lease (login ``gateway-ID``), ``workers`` take shares of the updates (login and
     worker id ``worker-N``), ``regions`` are region brokers bridged to this one (login
     ``bridge-REGION``; the region's gateway publishes its partial as worker id ``REGION``).
+    On a region's own broker, ``region_gateways`` are that gateway's login and worker id.
 
     >>> Infrastructure(gateways=["a"], workers=2, regions=["north"]).logins
     ['gateway-a', 'worker-0', 'worker-1', 'bridge-north']
@@ -68,6 +69,7 @@ class Infrastructure:
     gateways: Sequence[str] = ()
     workers: int = 0
     regions: Sequence[str] = ()
+    region_gateways: Sequence[str] = ()
 
     @property
     def gateway_logins(self) -> list[str]:
@@ -79,7 +81,7 @@ class Infrastructure:
 
     @property
     def logins(self) -> list[str]:
-        return [*self.gateway_logins, *self.worker_logins,
+        return [*self.gateway_logins, *self.worker_logins, *self.region_gateways,
                 *(f"bridge-{region}" for region in self.regions)]
 
 
@@ -164,7 +166,8 @@ def acl_text(vehicle_kinds: Sequence[str], topic_root: str = "fleet/v1",
     # its own partial and the updates it forwards; it reads no status or alert.
     sections += [[f"user {login}", f"topic read {topic_root}/vehicles/+/update",
                   f"topic write {gateway}/partial/{login}", f"topic write {gateway}/forwarded/+",
-                  ""] for login in infrastructure.worker_logins]
+                  ""] for login in [*infrastructure.worker_logins,
+                                    *infrastructure.region_gateways]]
     # A bridge brings up its region's partial (its gateway's worker id is the region's name),
     # forwarded updates, statuses and alerts; it reads the round and the model (every login
     # may) to bring them down.

@@ -46,6 +46,13 @@ def add_parser(sub: Any) -> None:
                         "share the lease (fedfleet gateway --gateway-id ID; repeatable)")
     parser.add_argument("--workers", type=int, default=0, metavar="N",
                         help="logins for N gateway workers: worker-0 ... (default 0)")
+    parser.add_argument("--region-gateway", dest="region_gateways", action="append", default=[],
+                        metavar="NAME", help="on a region's broker: a login NAME for the "
+                        "region's gateway (a worker of id NAME that takes every update; "
+                        "repeatable)")
+    parser.add_argument("--id-prefix", default="", metavar="P",
+                        help="name the --vehicles logins P + veh-0000, ..., as a fleet run "
+                             "with --id-prefix P names its vehicles")
     parser.add_argument("--region", dest="regions", action="append", default=[], metavar="NAME",
                         help="a login bridge-NAME for region NAME's broker to bridge to this "
                              "one, and that bridge's mosquitto.conf lines (repeatable)")
@@ -72,7 +79,7 @@ def add_parser(sub: Any) -> None:
 def _ids(args: argparse.Namespace) -> list[str]:
     if args.vehicles < 0:
         raise ValueError(f"vehicles must be 0 or more, got {args.vehicles}")
-    ids = [f"veh-{index:04d}" for index in range(args.vehicles)] + args.ids
+    ids = [f"{args.id_prefix}veh-{index:04d}" for index in range(args.vehicles)] + args.ids
     for vehicle_id in ids:
         topics.check_vehicle_id(vehicle_id)
     return ids
@@ -110,10 +117,12 @@ def _infrastructure(args: argparse.Namespace) -> Infrastructure:
         topics.check_vehicle_id(f"{GATEWAY_LOGIN}-{name}")
     for region in args.regions:
         Bridge(region, "localhost", 1)  # checks the name
-    return Infrastructure(args.gateway_ids, args.workers, args.regions)
+    for name in args.region_gateways:
+        topics.check_vehicle_id(name)
+    return Infrastructure(args.gateway_ids, args.workers, args.regions, args.region_gateways)
 
 
-def _write_client_settings(setup: AccessSetup, vehicles: int) -> None:
+def _write_client_settings(setup: AccessSetup, vehicles: int, id_prefix: str = "") -> None:
     """``gateway.toml`` (one per gateway sharing the lease), one per worker, and
     ``fleet.toml`` for a simulated fleet, into ``clients/``."""
     files = {"gateway": _client_settings(setup, GATEWAY_LOGIN, url_login=True)}
@@ -124,10 +133,14 @@ def _write_client_settings(setup: AccessSetup, vehicles: int) -> None:
     for login in scaled.worker_logins:
         files[login] = _client_settings(setup, login, url_login=True) | {
             "role": "worker", "worker_id": login}
+    for login in scaled.region_gateways:  # the only gateway on its broker: every update
+        files[login] = _client_settings(setup, login, url_login=True) | {
+            "role": "worker", "worker_id": login, "share_group": ""}
     if vehicles:
         files["fleet"] = _client_settings(setup, "", url_login=False)
         files["fleet"]["fleet"] = {"credentials_dir": str(setup.path("clients")),
-                                   "vehicles": vehicles}
+                                   "vehicles": vehicles} | (
+            {"id_prefix": id_prefix} if id_prefix else {})
     for what, settings in files.items():
         path = setup.directory / "clients" / f"{what}.toml"
         command = "fleet" if what == "fleet" else "gateway"
@@ -157,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"fedfleet broker-setup: cannot write {args.directory}: {exc}", file=sys.stderr)
         return 1
-    _write_client_settings(setup, args.vehicles)
+    _write_client_settings(setup, args.vehicles, args.id_prefix)
     print(_summary(setup, ids, args.vehicles), flush=True)
     blocked = None if args.root else _unreachable(setup.directory / "broker", args.broker_user)
     if blocked is not None:
@@ -198,7 +211,9 @@ def _summary(setup: AccessSetup, ids: list[str], simulated: int) -> str:
     scaled = setup.infrastructure
     lines += [f"  {kind}: fedfleet gateway --config {clients / login}.toml"
               for kind, logins in (("gateway", scaled.gateway_logins),
-                                   ("worker ", scaled.worker_logins)) for login in logins]
+                                   ("worker ", scaled.worker_logins),
+                                   ("region gateway", scaled.region_gateways))
+              for login in logins]
     lines += [f"  region {region}'s broker: append {clients}/bridge-{region}.conf to its "
               "mosquitto.conf" for region in scaled.regions]
     if ids:

@@ -8,8 +8,6 @@ import json
 import os
 import pwd
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ import pytest
 import yaml
 
 from gateway.store.schema import MEASUREMENTS
+from tests.compose_stack import Stack, compose_config, healthy
 from tests.servers import free_port
 
 ROOT = Path(__file__).parent.parent
@@ -33,10 +32,7 @@ ENV_EXAMPLE = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_t
 
 
 def _compose(env_file: Path) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("docker-compose")
-    assert binary, "docker-compose not found: install Debian's docker-compose (`make servers`)"
-    return subprocess.run([binary, "--env-file", str(env_file), "-f", "docker-compose.yml",
-                           "config"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return compose_config("docker-compose.yml", env_file)
 
 
 @pytest.fixture(scope="module")
@@ -173,78 +169,6 @@ def _declares(spec: Any, field: str) -> bool:
     return True
 
 
-def _local(text: str, swaps: dict[str, str]) -> str:
-    """A compose value with container addresses and paths swapped for this machine's."""
-    for container, here in swaps.items():
-        text = text.replace(container, here)
-    return text.replace("$$", "$")
-
-
-def _healthy(command: list[str], env: dict[str, str], timeout_s: float = 15.0) -> bool:
-    """Whether ``command`` (a compose health check, run here) succeeds within the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while subprocess.run(command, env=env, capture_output=True, timeout=10).returncode != 0:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
-class _Stack:
-    """The compose services run as local processes, with ``swaps`` for their addresses."""
-
-    def __init__(self, compose: dict[str, Any], swaps: dict[str, str], workdir: Path) -> None:
-        self.services = compose["services"]
-        self.swaps = swaps
-        self.workdir = workdir
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def _shell(self, name: str, **extra: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-        """Run the service's own shell script here; the process and its environment."""
-        service = self.services[name]
-        env = {**os.environ, "PATH": f"{os.environ['PATH']}:/usr/sbin", "PYTHONPATH": str(ROOT),
-               **service.get("environment", {}), **extra}
-        process = subprocess.Popen(["sh", "-c", _local(service["command"][0], self.swaps)],
-                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return process, env
-
-    def access(self, **extra: str) -> int:
-        """Write the broker's setup as the one-shot service does; its exit code."""
-        process, _ = self._shell("access", **extra)
-        return process.wait(timeout=60)
-
-    def mosquitto(self) -> dict[str, str]:
-        """Start Mosquitto with the service's own script; its environment."""
-        process, env = self._shell("mosquitto")
-        self.processes.append(process)
-        return env
-
-    def fedfleet(self, name: str, **extra: str) -> dict[str, str]:
-        """Start ``fedfleet`` as the service ``name`` does; its environment."""
-        service = self.services[name]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
-        env |= {k: _local(str(v), self.swaps)
-                for k, v in service.get("environment", {}).items() if k not in extra}
-        command = [_local(arg, self.swaps) for arg in service["command"]]
-        self.processes.append(subprocess.Popen(
-            [sys.executable, "-m", "fedfleet", *command], cwd=self.workdir, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        return env
-
-    def health_check(self, name: str) -> list[str]:
-        test = self.services[name]["healthcheck"]["test"]
-        if test[0] == "CMD-SHELL":
-            return ["sh", "-c", _local(test[1], self.swaps)]
-        return [sys.executable if test[1] == "python" else test[1],
-                *(_local(arg, self.swaps) for arg in test[2:])]
-
-    def stop(self) -> list[int]:
-        for process in reversed(self.processes):
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
-        return [process.returncode for process in self.processes]
-
-
 @pytest.mark.integration
 def test_the_stack_runs_on_this_machine_as_compose_configures_it(
         compose, victoria_metrics, tmp_path):
@@ -254,7 +178,7 @@ def test_the_stack_runs_on_this_machine_as_compose_configures_it(
     Only the broker's address differs: the name ``mosquitto`` does not resolve here."""
     port, http_port = free_port(), free_port()
     me = pwd.getpwuid(os.geteuid()).pw_name  # no switch to a "mosquitto" user
-    stack = _Stack(compose, {
+    stack = Stack(compose, {
         "/access": f"{tmp_path}/access", "/data/": f"{tmp_path}/",
         "exec fedfleet": f"exec {sys.executable} -m fedfleet",
         "--port 8883": f"--port {port} --bind 127.0.0.1", "-p 8883": f"-p {port}",
@@ -266,10 +190,10 @@ def test_the_stack_runs_on_this_machine_as_compose_configures_it(
         written = stack.access(FLEET_VEHICLES="4")
         rerun = stack.access(FLEET_VEHICLES="4")  # a restart keeps the setup it wrote
         env = stack.mosquitto()
-        assert _healthy(stack.health_check("mosquitto"), env)
+        assert healthy(stack.health_check("mosquitto"), env)
         env = stack.fedfleet("gateway", FEDFLEET_ROUND_SECONDS="1",
                              FEDFLEET_MQTT=f"mqtts://gateway@127.0.0.1:{port}")
-        assert _healthy(stack.health_check("gateway"), env)
+        assert healthy(stack.health_check("gateway"), env)
         stack.fedfleet("fleet", FEDFLEET_SPEEDUP="300", FEDFLEET_MQTT=f"mqtts://127.0.0.1:{port}")
         anonymous = subprocess.run(
             ["mosquitto_pub", "-p", str(port), "--cafile", f"{tmp_path}/access/clients/ca.crt",
