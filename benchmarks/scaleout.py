@@ -7,8 +7,10 @@ Three figures:
   ``--updates`` valid exact updates (a real vehicle's summary, each from a vehicle of its own)
   as fast as the broker takes them. The rate is the updates over the time from the first
   publish to the last update any worker merged; every update must be merged by one worker.
-  Then the same through two region brokers bridged to a top one (``broker/bridge.py``), a
-  region gateway on each, half the updates published to each region.
+  With it, the CPU each worker process and each broker spent per update (``psutil``).
+  Then the same through two region brokers bridged to a top one (``broker/bridge.py``), with
+  1, 2 or 4 region gateways on each (a shared subscription on the region's broker when more
+  than one), half the updates published to each region.
 - **A worker's cost per update** (no broker): decoding, checking and merging one update; and
   one gateway's, which also stores it.
 - **The coordinator's cost per partial** (no broker): decoding a partial of ``M`` vehicles,
@@ -19,6 +21,9 @@ part here runs ``mean`` (``--strategy mean``); the default clips exact updates c
 needs every vector at once, and its workers forward them to the gateway instead.
 
     python -m benchmarks.scaleout --updates 20000 --workers 1 2 4
+
+(``--workers 1 2 4`` runs 1, 2 and 4 workers on one broker, then 1, 2 and 4 region gateways
+on each of two bridged region brokers.)
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import psutil
 
 from benchmarks.gateway_rate import updates
 from benchmarks.report import print_report
@@ -56,13 +62,16 @@ MERGING = make_strategy("mean")  # the strategy whose merge of exact updates dec
 
 
 def member(url: str, worker_id: str, group: str | None, ready: Any, results: Any) -> None:
-    """One worker process: merge its share; report how many and when the last one came."""
-    counted = {"n": 0, "last": 0.0}
+    """One worker process: merge its share; report how many, when the last one came, and the
+    CPU seconds the process spent from its first update on."""
+    counted = {"n": 0, "last": 0.0, "cpu_s": 0.0}
     worker = Worker(parse_mqtt_url(url), worker_id, group=group, strategy=MERGING,
                     send=lambda topic, payload: None)
     handle = worker.handle
 
     def timed(topic: str, payload: bytes) -> None:
+        if topic != topics.ROUND_TOPIC and not counted["n"]:
+            counted["cpu_s"] = time.process_time()
         handle(topic, payload)
         if topic != topics.ROUND_TOPIC:
             counted["n"] += 1
@@ -75,10 +84,12 @@ def member(url: str, worker_id: str, group: str | None, ready: Any, results: Any
     runner.start()
     while counted["n"] == 0 or time.monotonic() - counted["last"] < IDLE_S:
         time.sleep(0.1)
+    cpu_s = time.process_time() - counted["cpu_s"]  # the idle wait costs no CPU
     stop.set()
     runner.join(10)
     merged = len(worker.round.accepted) if worker.round else 0
-    results.put((worker_id, counted["n"], merged, counted["last"], dict(worker.rejected)))
+    results.put((worker_id, counted["n"], merged, counted["last"], dict(worker.rejected),
+                 cpu_s))
 
 
 def _publisher(url: str) -> mqtt.Client:
@@ -91,10 +102,16 @@ def _publisher(url: str) -> mqtt.Client:
     return client
 
 
+def _cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user and system) the processes ``pids`` have spent so far."""
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
 def _flood(count: int, top: str, members: list[tuple[str, str | None]],
-           entries: list[str]) -> dict[str, Any]:
+           entries: list[str], brokers: list[int]) -> dict[str, Any]:
     """Open round 1 on ``top``; start a worker process on each ``(url, group)`` of
-    ``members``; publish ``count`` updates spread over the ``entries`` brokers; time them."""
+    ``members``; publish ``count`` updates spread over the ``entries`` brokers; time them,
+    and the CPU the ``brokers`` (process ids) spent meanwhile."""
     context = multiprocessing.get_context("spawn")
     publishers = [_publisher(url) for url in entries]
     now = time.time()
@@ -110,11 +127,13 @@ def _flood(count: int, top: str, members: list[tuple[str, str | None]],
         if not ready.acquire(timeout=60):
             raise TimeoutError("a worker did not subscribe within 60 s")
     stream = updates(count, 1)
+    broker_cpu_s = _cpu_s(brokers)
     began = time.monotonic()
     for index, (topic, payload) in enumerate(stream):
         publishers[index % len(publishers)].publish(topic, payload, qos=1)
     published = time.monotonic()
     reports = [results.get(timeout=600) for _ in processes]
+    broker_cpu_s = _cpu_s(brokers) - broker_cpu_s
     for process in processes:
         process.join(30)
     for client in [*publishers, announcer]:
@@ -126,6 +145,8 @@ def _flood(count: int, top: str, members: list[tuple[str, str | None]],
         "publish_per_s": round(count / (published - began)),
         "merged_per_s": round(merged / (max(r[3] for r in reports) - began)),
         "shares": sorted(r[1] for r in reports),
+        "worker_cpu_us_per_update": round(sum(r[5] for r in reports) / max(1, merged) * 1e6),
+        "broker_cpu_us_per_update": round(broker_cpu_s / count * 1e6),
         "rejected": {k: v for r in reports for k, v in r[4].items()},
     }
 
@@ -133,23 +154,30 @@ def _flood(count: int, top: str, members: list[tuple[str, str | None]],
 def through_broker(count: int, workers: int) -> dict[str, Any]:
     """Updates merged a second by ``workers`` worker processes on one Mosquitto."""
     with Mosquitto(options={"max_queued_messages": "0"}) as broker:
-        return _flood(count, broker.url, [(broker.url, GROUP)] * workers, [broker.url])
+        assert broker.pid is not None
+        return _flood(count, broker.url, [(broker.url, GROUP)] * workers, [broker.url],
+                      [broker.pid])
 
 
-def through_regions(count: int, regions: int) -> dict[str, Any]:
-    """Updates merged a second by a region gateway on each of ``regions`` Mosquitto brokers
-    bridged to a top one (the round comes down the bridges), the vehicles spread evenly."""
+def through_regions(count: int, regions: int, per_region: int = 1) -> dict[str, Any]:
+    """Updates merged a second by ``per_region`` region gateways on each of ``regions``
+    Mosquitto brokers bridged to a top one (the round comes down the bridges), the vehicles
+    spread evenly."""
     with contextlib.ExitStack() as stack:
         top = stack.enter_context(Mosquitto())
-        urls = []
+        urls, pids = [], [top.pid]
         for index in range(regions):
             port = free_port()
             conf = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "region.conf"
             conf.write_text(f"listener {port} {HOST}\nallow_anonymous true\n"
                             f"max_queued_messages 0\nuser {pwd.getpwuid(os.geteuid()).pw_name}\n"
                             + bridge_config(Bridge(f"r{index}", HOST, top.port)))
-            urls.append(stack.enter_context(Mosquitto(port, conf=conf)).url)
-        return _flood(count, top.url, [(url, None) for url in urls], urls)
+            region = stack.enter_context(Mosquitto(port, conf=conf))
+            urls.append(region.url)
+            pids.append(region.pid)
+        group = GROUP if per_region > 1 else None
+        return _flood(count, top.url, [(url, group) for url in urls for _ in range(per_region)],
+                      urls, [pid for pid in pids if pid is not None])
 
 
 def worker_cost_us(count: int) -> float:
@@ -210,8 +238,9 @@ def main() -> None:
     for workers in args.workers:
         for key, value in through_broker(args.updates, workers).items():
             report[f"k{workers}_{key}"] = value
-    for key, value in through_regions(args.updates, 2).items():
-        report[f"regions2_{key}"] = value
+    for workers in args.workers:
+        for key, value in through_regions(args.updates, 2, workers).items():
+            report[f"regions2_k{workers}_{key}"] = value
     print_report(report)
 
 

@@ -38,7 +38,7 @@ from federation import messages, topics
 from federation.messages import GlobalModel, Lease, MessageError, Partial, RoundOpen
 from gateway.lease import LeaseState
 from gateway.rounds import Round
-from gateway.service import Gateway
+from gateway.service import PASS_S, Gateway
 from gateway.store import INVALID, OpenRound, RoundRecord, Traffic
 from gateway.worker import GROUP
 
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 PARTIAL_GRACE_S = 2.0  # how long past a deadline the coordinator waits for missing partials
 _PARTIAL_PREFIX = topics.PARTIALS.removesuffix("+")
+_IDLE_S = PASS_S / 5  # the shortest wait for a message, past a deadline
 _LEASED_TOPICS = (topics.LEASE_TOPIC, topics.ROUND_TOPIC, topics.MODEL_TOPIC)
 
 
@@ -131,6 +132,11 @@ class Coordinator(Gateway):
             return False
         late_s = self.clock() - self.round.info.deadline
         return len(self.round.partials) >= self.workers or late_s >= self.partial_grace_s
+
+    def _drain(self, timeout_s: float, pass_s: float = PASS_S) -> None:
+        # Past a deadline the coordinator waits for partials (and a standby for the holder's
+        # close): each pass still waits a little for messages, rather than spinning.
+        super()._drain(max(timeout_s, _IDLE_S), max(pass_s, _IDLE_S))
 
     def handle(self, topic: str, payload: bytes) -> None:
         """A partial, a forwarded update (as if it came from its vehicle), the lease, the
