@@ -19,6 +19,7 @@ from federation import messages, topics
 from federation.messages import GlobalModel, Lease, RoundOpen
 from federation.transport import MqttTarget, make_client, parse_mqtt_url
 from gateway.lease import LeaseState
+from gateway.strategy import make_strategy
 from gateway.worker import Worker
 from tests.processes import Command, wait_until
 from tests.scaleout import assert_same_model, exact, publish_updates
@@ -95,7 +96,7 @@ class Watch:
         self.client.on_message = lambda c, u, msg: self._got(msg.topic, bytes(msg.payload))
         self.client.connect(target.host, target.port)
         self.client.subscribe([(topics.MODEL_TOPIC, 1), (topics.ROUND_TOPIC, 1),
-                               (topics.FORWARDED, 1)])
+                               (topics.FORWARDED, 1), (topics.PARTIALS, 1)])
         self.client.loop_start()
 
     def _got(self, topic: str, payload: bytes) -> None:
@@ -103,7 +104,7 @@ class Watch:
             self.models.put(messages.decode(GlobalModel, payload))
         elif topic == topics.ROUND_TOPIC:
             self.rounds.append(messages.decode(RoundOpen, payload))
-        else:
+        else:  # a forwarded update, or a partial: who sent it
             self.forwarded.add(topic.rsplit("/", 1)[1])
 
     def model(self, timeout_s: float) -> GlobalModel:
@@ -120,10 +121,12 @@ def broker() -> Iterator[Mosquitto]:
         yield server
 
 
-def coordinator(name: str, url: str, cwd: Path) -> Command:
-    return Command("gateway", "--workers", "1", "--gateway-id", name, "--lease-seconds",
-                   str(LEASE_S), "--round-seconds", str(ROUND_S), "--mqtt", url, "--store",
-                   f"sqlite:///{cwd / name}.db", "--partial-grace-seconds", "3", cwd=cwd)
+def coordinator(name: str, url: str, cwd: Path, *options: str) -> Command:
+    return Command("gateway", "--gateway-id", name, "--lease-seconds", str(LEASE_S),
+                   "--round-seconds", str(ROUND_S), "--mqtt", url, "--store",
+                   f"sqlite:///{cwd / name}.db", *(options or ("--workers", "1",
+                                                               "--partial-grace-seconds", "3")),
+                   cwd=cwd)
 
 
 @pytest.mark.integration
@@ -169,3 +172,38 @@ def test_the_standby_takes_over_a_killed_coordinator_and_closes_its_round_with_e
     assert (model.version, model.round) == (1, 1)
     assert_same_model(model, first)  # all the holder had heard; none twice
     assert (following.version, following.round, following.participants) == (2, 2, 10)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_a_partial_the_killed_holder_had_received_counts_in_the_standbys_close(broker, tmp_path):
+    """Workers that merge (``--strategy mean``): the holder waits past the deadline for a
+    second worker that never comes, is killed while it waits, and the standby closes the
+    round with the partial the holder had received, which no worker sends again."""
+    target = parse_mqtt_url(broker.url)
+    watch = Watch(target)
+    stop = threading.Event()
+    worker = Worker(target, "w0", round_seconds=ROUND_S, strategy=make_strategy("mean"))
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    waiting = ("--workers", "2", "--partial-grace-seconds", "20", "--strategy", "mean")
+    holder = coordinator("a", broker.url, tmp_path, *waiting)
+    try:
+        holder.wait_for("coordinator a holds the lease, term 1", 30)
+        standby = coordinator("b", broker.url, tmp_path, *waiting)
+        standby.wait_for("following round 1", 30)
+        wait_until(lambda: worker.round is not None, 10, "round 1 at the worker")
+        updates = [exact(f"veh-{i:03d}", seed=i) for i in range(VEHICLES)]
+        publish_updates(target, updates)
+        wait_until(lambda: "w0" in watch.forwarded, ROUND_S + 10, "the worker's partial")
+        time.sleep(0.5)  # for both coordinators to take it in
+        holder.kill()
+        model = watch.model(3 * LEASE_S + 30)
+    finally:
+        stop.set()
+        thread.join(10)
+        watch.close()
+
+    assert (model.version, model.round) == (1, 1)
+    assert_same_model(model, updates, make_strategy("mean"))
+    assert not holder.matching("round 1:.*merged")  # the holder never closed it
