@@ -92,9 +92,11 @@ def member(url: str, worker_id: str, group: str | None, ready: Any, results: Any
                  cpu_s))
 
 
-def _publisher(url: str) -> mqtt.Client:
+def _publisher(url: str, role: str = "publisher") -> mqtt.Client:
+    """A client of its own id: two clients with one id take the connection from each other,
+    and each reconnect sends the unacknowledged updates again (duplicates)."""
     target = parse_mqtt_url(url)
-    client = make_client(f"bench-publisher-{target.port}", target)
+    client = make_client(f"bench-{role}-{target.port}", target)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.connect(target.host, target.port)
@@ -115,7 +117,7 @@ def _flood(count: int, top: str, members: list[tuple[str, str | None]],
     context = multiprocessing.get_context("spawn")
     publishers = [_publisher(url) for url in entries]
     now = time.time()
-    announcer = _publisher(top)
+    announcer = _publisher(top, "announcer")
     announcer.publish(topics.ROUND_TOPIC, messages.encode(
         RoundOpen(1, now, now + 3600, 1, 0)), qos=1, retain=True).wait_for_publish(10)
     ready, results = context.Semaphore(0), context.Queue()
