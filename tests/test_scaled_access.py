@@ -36,7 +36,8 @@ class Setup:
         clients = self.directory / "clients"
         found = client_login(clients, login)
         return MqttTarget(HOST, self.broker.port, tls=True, ca_file=str(clients / "ca.crt"),
-                          username=found.username, password=found.password)
+                          username=found.username, password=found.password,
+                          cert_file=found.cert_file, key_file=found.key_file)
 
     def client(self, login: str) -> Client:
         connected = Client(self.target(login), login)
@@ -44,13 +45,14 @@ class Setup:
         return connected
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    directory = tmp_path_factory.mktemp("scaled") / "setup"
+@pytest.fixture(scope="module", params=["password", "certificate"])
+def setup(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    directory = tmp_path_factory.mktemp(f"scaled-{request.param}") / "setup"
     port = free_port()
     assert main(["broker-setup", str(directory), "--vehicles", "2", "--gateway-id", "a",
                  "--workers", "2", "--region", "north", "--host", HOST, "--port", str(port),
-                 "--bind", HOST, "--broker-user", ME]) == 0
+                 "--bind", HOST, "--broker-user", ME, "--auth", request.param]) == 0
     with Mosquitto(port, conf=directory / "broker" / "mosquitto.conf", tls=True) as broker:
         yield Setup(directory, broker)
 
