@@ -83,6 +83,13 @@ def _fedfleet(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
         (["demo", "--max-reading-rate", "0"], "max-reading-rate must be a finite number"),
         (["gateway", "--max-reading-rate", "inf"], "max-reading-rate must be a finite number"),
         (["gateway", "--rollback", "-2"], "rollback must be a model version"),
+        (["gateway", "--gateway-id", "a"], "--gateway-id needs --workers K"),
+        (["gateway", "--workers", "1", "--lease-seconds", "0"],
+         "lease-seconds must be between 0.1 and 3600"),
+        (["broker-setup", "setup", "--workers", "-1"], "workers must be 0 or more"),
+        (["broker-setup", "setup", "--region", "a/b"], "invalid region name"),
+        (["broker-setup", "setup", "--workers", "1", "--id", "worker-0"],
+         "logins must differ from each other and from every vehicle id"),
     ],
 )
 def test_usage_errors_exit_2_with_a_clear_message(args, message, tmp_path):
