@@ -16,13 +16,17 @@ from pathlib import Path
 import pytest
 
 from federation import messages, topics
-from federation.messages import GlobalModel, Lease, RoundOpen
+from federation.features import FEATURE_NAMES
+from federation.messages import GlobalModel, Lease, Partial, RoundOpen
+from federation.summary import ModelSummary
 from federation.transport import MqttTarget, make_client, parse_mqtt_url
+from gateway.coordinator import Coordinator
 from gateway.lease import LeaseState
+from gateway.store import SQLiteStore
 from gateway.strategy import make_strategy
 from gateway.worker import Worker
 from tests.processes import Command, wait_until
-from tests.scaleout import assert_same_model, exact, publish_updates
+from tests.scaleout import assert_same_model, exact, publish_updates, single_gateway_model
 from tests.servers import Mosquitto
 
 LEASE_S = 2.0
@@ -82,6 +86,73 @@ def test_a_holder_whose_renewals_go_unacknowledged_stops_before_any_standby_may_
     first_claim_s = next(t for t in ticks if standby.to_send(now_s=t, wall_s=0.0) is not None)
 
     assert last_acting_s < first_claim_s - LEASE_S / 4
+
+
+# --- a coordinator under a lease, without a network ------------------------------------------
+def standby(now_s: float = 5.0) -> Coordinator:
+    """A standby coordinator (no broker: it neither claims nor publishes) at ``now_s``."""
+    return Coordinator(MqttTarget("127.0.0.1", 1), SQLiteStore(":memory:"), workers=1,
+                       group=None, lease=LeaseState("b", LEASE_S, now_s=time.monotonic()),
+                       round_seconds=10.0, clock=lambda: now_s)
+
+
+def take_over(hub: Coordinator) -> None:
+    """Make ``hub`` the lease's holder, as a claim the broker acknowledged would."""
+    assert hub.lease is not None
+    hub.lease.heard(Lease("a", 1, LEASE_S, 0.0), now_s=-10.0)  # the old holder's, long ago
+    now = time.monotonic()
+    hub.lease.term, hub.lease.leader, hub.lease.claimed_at = 2, "b", now - 1.0
+    hub.lease.acked(sent_s=now)
+
+
+def test_a_standby_follows_the_holders_round_and_publishes_nothing(monkeypatch):
+    hub = standby()
+    sent: list[str] = []
+    monkeypatch.setattr(hub._client, "publish", lambda topic, *a, **k: sent.append(topic))
+    hub._connected.set()  # as if the broker were there: what it publishes is recorded
+
+    hub.handle(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 10.0, 1, 0)))
+    hub.handle(topics.forwarded_topic("veh-001"), messages.encode(exact("veh-001")))
+    hub._send_model(single_gateway_model([exact("veh-002")]))  # as run() does at its start
+    hub._open_round()
+    due = hub._due()
+
+    assert hub.round is not None and hub.round.number == 1 and list(hub.round.accepted) == [
+        "veh-001"]
+    assert not due and sent == []
+
+
+def test_a_standby_taking_over_closes_the_round_in_flight_with_what_it_heard():
+    hub = standby(now_s=10.5)
+    hub.handle(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 10.0, 1, 0)))
+    for vehicle in ("veh-001", "veh-002"):
+        hub.handle(topics.forwarded_topic(vehicle), messages.encode(exact(vehicle)))
+    hub.handle(topics.partial_topic("w0"), messages.encode(
+        Partial("w0", 1, 0, (), ModelSummary.empty(FEATURE_NAMES), 10.0)))
+
+    take_over(hub)
+    due = hub._due()
+    hub._close_round()
+
+    assert due and hub.model is not None
+    assert (hub.model.version, hub.model.round, hub.model.participants) == (1, 1, 2)
+
+
+def test_a_round_whose_model_the_holder_published_is_never_closed_again():
+    hub = standby(now_s=10.5)
+    hub.handle(topics.ROUND_TOPIC, messages.encode(RoundOpen(1, 0.0, 10.0, 1, 0)))
+    hub.handle(topics.forwarded_topic("veh-001"), messages.encode(exact("veh-001")))
+    published = single_gateway_model([exact("veh-001")])  # the holder's close, then it died
+    hub.handle(topics.MODEL_TOPIC, messages.encode(published))
+
+    take_over(hub)
+    due = hub._due()
+    hub._open_round()
+
+    assert not due and hub.model is not None
+    assert (hub.model.version, hub.model.round, hub.model.summary.n) == (
+        1, 1, published.summary.n)
+    assert hub.round is not None and hub.round.number == 2 and not hub.round.accepted
 
 
 # --- against a real Mosquitto ---------------------------------------------------------------
