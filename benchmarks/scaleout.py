@@ -94,7 +94,7 @@ def member(url: str, worker_id: str, group: str | None, ready: Any, results: Any
 
 def _publisher(url: str, role: str = "publisher") -> mqtt.Client:
     """A client of its own id: two clients with one id take the connection from each other,
-    and each reconnect sends the unacknowledged updates again (duplicates)."""
+    and each reconnect sends the unacknowledged updates again (copies of them)."""
     target = parse_mqtt_url(url)
     client = make_client(f"bench-{role}-{target.port}", target)
     client.max_inflight_messages_set(1000)
