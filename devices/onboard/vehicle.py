@@ -266,6 +266,8 @@ class Vehicle:
 
     def _finite(self, values: dict[str, float]) -> dict[str, float]:
         """Drop NaN and infinite values: the channel counts as missing for this reading."""
+        if all(map(math.isfinite, values.values())):  # nearly always: no copy
+            return values
         finite = {k: v for k, v in values.items() if math.isfinite(v)}
         if len(finite) < len(values):
             self.rejections.reject("not_finite", f"{self.vehicle_id}: a reading with NaN or "
