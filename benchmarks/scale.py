@@ -44,6 +44,7 @@ import psutil
 from river import covariance
 
 from benchmarks.releases import PRIVACY, release_ms
+from devices.onboard.detector import make_pipeline
 from devices.runners.fleet import simulated_vehicles
 from tests.processes import Command, open_round, read_store, wait_until
 from tests.servers import Mosquitto
@@ -62,11 +63,12 @@ def anchors(readings: int, seed: int) -> dict[str, float]:
     per_vehicle = readings // len(vehicles)
     rows = [[reading.values for _ in range(per_vehicle)
              if (reading := vehicle.source.read()) is not None] for vehicle in vehicles]
+    pipelines = [make_pipeline(vehicle.detector) for vehicle in vehicles]
     began = time.process_time()
-    for vehicle, readings_of in zip(vehicles, rows, strict=True):
+    for pipeline, readings_of in zip(pipelines, rows, strict=True):
         for values in readings_of:
-            vehicle.pipeline.score_one(values)
-            vehicle.pipeline.learn_one(values)
+            pipeline.score_one(values)
+            pipeline.learn_one(values)
     detector_s = time.process_time() - began
     began = time.process_time()
     for vehicle, readings_of in zip(vehicles, rows, strict=True):
