@@ -44,6 +44,7 @@ import psutil
 from river import covariance
 
 from benchmarks.releases import PRIVACY, release_ms
+from devices.onboard.detector import make_pipeline
 from devices.runners.fleet import simulated_vehicles
 from tests.processes import Command, open_round, read_store, wait_until
 from tests.servers import Mosquitto
@@ -62,11 +63,12 @@ def anchors(readings: int, seed: int) -> dict[str, float]:
     per_vehicle = readings // len(vehicles)
     rows = [[reading.values for _ in range(per_vehicle)
              if (reading := vehicle.source.read()) is not None] for vehicle in vehicles]
+    pipelines = [make_pipeline(vehicle.detector) for vehicle in vehicles]
     began = time.process_time()
-    for vehicle, readings_of in zip(vehicles, rows, strict=True):
+    for pipeline, readings_of in zip(pipelines, rows, strict=True):
         for values in readings_of:
-            vehicle.pipeline.score_one(values)
-            vehicle.pipeline.learn_one(values)
+            pipeline.score_one(values)
+            pipeline.learn_one(values)
     detector_s = time.process_time() - began
     began = time.process_time()
     for vehicle, readings_of in zip(vehicles, rows, strict=True):
@@ -154,7 +156,8 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
     """One fleet size against its own broker and gateway."""
     work.mkdir()
     db = work / "gw.db"
-    with Mosquitto(options={"max_inflight_messages": str(args.inflight)}) as broker:
+    with Mosquitto(options={"max_inflight_messages": str(args.inflight),
+                            "max_queued_messages": str(args.queued)}) as broker:
         assert broker.pid is not None
         gateway = Command("gateway", "--mqtt", broker.url, "--round-seconds",
                           str(args.round_seconds), "--min-updates", "1", "--http-port", "0",
@@ -267,6 +270,9 @@ def main() -> None:
                         "one a round) rather than at 300, 900 and 2,700")
     parser.add_argument("--inflight", type=int, default=20,
                         help="Mosquitto's max_inflight_messages (its default: 20)")
+    parser.add_argument("--queued", type=int, default=1000,
+                        help="Mosquitto's max_queued_messages for a client that is behind, the "
+                        "gateway (its default: 1,000; `fedfleet broker-setup` writes 100,000)")
     parser.add_argument("--connect-timeout-s", type=float, default=300.0)
     parser.add_argument("--anchor-readings", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)

@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-from scipy import stats
 
 from federation.messages import GlobalModel, Update
 from federation.privacy import PUBLIC_CLIP_FACTOR
@@ -195,6 +194,10 @@ def _noise_norms(size: int, laplace: bool) -> tuple[float, float]:
     >>> [round(q, 2) for q in _noise_norms(54, laplace=False)]
     [3.57, 11.88]
     """
+    # Imported here: scipy.stats costs every process that imports the gateway (the fleet's
+    # among them, through the command line) tens of MiB, and only noised releases need it.
+    from scipy import stats
+
     if laplace:
         norm = stats.gamma(size)
         return float(norm.ppf(NOISE_TAIL)), float(norm.isf(NOISE_TAIL))

@@ -62,6 +62,20 @@ def test_a_lone_sensor_off_does_not_carry_a_four_sensor_subsystem():
     assert policy.level == 2.0
 
 
+def test_the_level_kept_from_each_reading_is_the_largest_subsystem_level():
+    policy, rng = AlertPolicy(threshold=2.5, alpha=0.3), np.random.default_rng(4)
+
+    kept, computed = [], []
+    for t_s in range(200):
+        policy.observe(float(t_s), dict(zip(VEHICLE_SCHEMA.health,
+                                            rng.normal(0.0, 2.0, 5).tolist(), strict=True)))
+        kept.append(policy.level)
+        computed.append(max(policy.levels().values()))
+
+    assert kept == computed
+    assert AlertPolicy(smoothed={"battery_v": -3.0}).level == 3.0
+
+
 def _scaled(schema: Schema, reading: dict[str, float], offset: float) -> dict[str, float]:
     return schema.scale(reading | {k: v + offset for k, v in reading.items() if k != "load_pct"})
 

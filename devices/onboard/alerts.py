@@ -69,6 +69,7 @@ class AlertPolicy:
     observed: int = 0
     baseline_level: float = 0.0
     _last_alert_s: dict[str, float] = field(default_factory=dict, repr=False)
+    _level: float | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha <= 1 or not self.threshold > 0:
@@ -78,16 +79,24 @@ class AlertPolicy:
 
     @property
     def level(self) -> float:
-        """The largest subsystem level: root mean square of its sensors' smoothed residuals."""
-        return max(self.levels().values(), default=0.0)
+        """The largest subsystem level: root mean square of its sensors' smoothed residuals
+        (kept from the last :meth:`observe`, which computed it)."""
+        if self._level is None:
+            self._level = max(self.levels().values(), default=0.0)
+        return self._level
 
     def levels(self) -> dict[str, float]:
         """Each subsystem's level, in standard deviations."""
-        out = {}
+        out, smoothed = {}, self.smoothed
         for subsystem, sensors in self.schema.subsystems.items():
-            values = [self.smoothed[name] ** 2 for name in sensors if name in self.smoothed]
-            if values:
-                out[subsystem] = math.sqrt(sum(values) / len(values))
+            # A loop, not a list a subsystem: this runs for every reading of every vehicle.
+            squares, count = 0.0, 0
+            for name in sensors:
+                if name in smoothed:
+                    squares += smoothed[name] ** 2
+                    count += 1
+            if count:
+                out[subsystem] = math.sqrt(squares / count)
         return out
 
     def observe(self, ts_s: float, residuals: dict[str, float]) -> str | None:
@@ -96,7 +105,8 @@ class AlertPolicy:
             previous = self.smoothed.get(name, 0.0)
             self.smoothed[name] = previous + self.alpha * (z - previous)
         levels = self.levels()
-        self._calibrate(max(levels.values(), default=0.0))
+        self._level = max(levels.values(), default=0.0)
+        self._calibrate(self._level)
         subsystem = max(levels, key=levels.__getitem__, default="")
         if not subsystem or levels[subsystem] <= self.threshold:
             return None

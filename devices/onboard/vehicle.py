@@ -12,11 +12,12 @@ import math
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any, cast
 
 from devices.onboard.alerts import AlertPolicy
-from devices.onboard.detector import FleetGaussian, make_pipeline
+from devices.onboard.detector import FleetGaussian
 from devices.onboard.ledger import Answer, LedgerError, PrivacyLedger, Release
 from devices.sources import SensorSource
 from federation import messages, topics
@@ -161,7 +162,6 @@ class Vehicle:
         self.source = source
         self.detector = detector or FleetGaussian()
         self.schema = self.detector.schema
-        self.pipeline = make_pipeline(self.detector)
         self.policy = policy or AlertPolicy(schema=self.schema)
         self.mechanism = mechanism
         self.privacy = "off" if mechanism is None else "central" if central else "local"
@@ -219,13 +219,15 @@ class Vehicle:
         if reading is None:
             return []
         out = []
-        values = self._finite(reading.values)
-        self.pipeline.score_one(values)
+        # Scaled once for both: what make_pipeline(detector) does in score_one and again in
+        # learn_one.
+        values = cast("dict[Hashable, Any]", self.schema.scale(self._finite(reading.values)))
+        self.detector.score_one(values)
         subsystem = self.policy.observe(reading.ts_s, self.detector.residuals())
         # After its burn-in, a vehicle under suspicion learns nothing: a slow fault is not
         # absorbed into what it takes as normal.
         if self.readings < self.burn_in_readings or self.policy.level < self.learn_below:
-            self.pipeline.learn_one(values)
+            self.detector.learn_one(values)
         self.readings += 1
         self._day = int(reading.ts_s // _DAY_S)
         if subsystem is not None:
@@ -266,6 +268,8 @@ class Vehicle:
 
     def _finite(self, values: dict[str, float]) -> dict[str, float]:
         """Drop NaN and infinite values: the channel counts as missing for this reading."""
+        if all(map(math.isfinite, values.values())):  # nearly always: no copy
+            return values
         finite = {k: v for k, v in values.items() if math.isfinite(v)}
         if len(finite) < len(values):
             self.rejections.reject("not_finite", f"{self.vehicle_id}: a reading with NaN or "

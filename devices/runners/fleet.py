@@ -24,7 +24,7 @@ import paho.mqtt.client as mqtt
 from devices.onboard.ledger import GroupCommit, LedgerError, PrivacyLedger
 from devices.onboard.vehicle import Outgoing, Vehicle
 from devices.runners.mux import ClientMux
-from devices.sim.simulator import make_fleet
+from devices.sim.lanes import fleet_lanes
 from federation import topics
 from federation.messages import Alert, Update
 from federation.privacy import Mechanism
@@ -74,13 +74,14 @@ def simulated_vehicles(
     goes before every id (``veh-0000`` becomes ``depot2-veh-0000``), so that fleets sharing
     a broker have ids, client ids and ledgers of their own. ``indices`` builds only those
     vehicles of the ``count`` (a process's share: the same vehicles as in the whole fleet).
+    Their simulator steps them together, on arrays (:mod:`devices.sim.lanes`).
 
     >>> [v.vehicle_id for v in simulated_vehicles(2, 0, None, id_prefix="depot2-")]
     ['depot2-veh-0000', 'depot2-veh-0001']
     """
     start = time.time() if start_ts_s is None else start_ts_s
-    sources = make_fleet(count, seed, fault_fraction=fault_fraction, start_ts_s=start,
-                         indices=indices)
+    sources = fleet_lanes(count, seed, fault_fraction=fault_fraction, start_ts_s=start,
+                          indices=indices)
     ids = [f"{id_prefix}{source.vehicle_id}" for source in sources]
     return [
         Vehicle(vehicle_id, source, mechanism=mechanism,

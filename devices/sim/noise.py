@@ -40,7 +40,7 @@ class NoiseBlocks:
     """
 
     def __init__(self, rngs: Sequence[np.random.Generator], channels: int,
-                 block_steps: int = 64) -> None:
+                 block_steps: int = 16) -> None:
         if channels < 1 or block_steps < 1:
             raise ValueError(f"channels and block_steps must be at least 1, got {channels} and "
                              f"{block_steps}")

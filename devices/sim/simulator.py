@@ -85,7 +85,7 @@ class SimulatedFleet:
         faults: Mapping[str, FaultSpec] | None = None,
         period_s: float | Sequence[float] = 1.0,
         start_ts_s: float | Sequence[float] = 0.0,
-        block_steps: int = 64,
+        block_steps: int = 16,
     ) -> None:
         faults = faults or {}
         self.vehicle_ids = tuple(vehicle_ids)
