@@ -233,7 +233,10 @@ class Mechanism(abc.ABC):
 
     def clip_all(self, summaries: Sequence[ModelSummary], centre: ModelSummary) -> np.ndarray:
         """Each of ``summaries`` as :meth:`clip` makes it, one row each, in one pass."""
-        vectors = Whitening(centre).pack_all(summaries)
+        return self.clip_rows(Whitening(centre).pack_all(summaries))
+
+    def clip_rows(self, vectors: np.ndarray) -> np.ndarray:
+        """Each row of ``vectors`` (summaries packed already) clipped to ``clip_norm``."""
         norms = np.linalg.norm(vectors, ord=self.order, axis=1)
         return vectors * np.minimum(1.0, self.clip_norm / np.maximum(norms, 1e-300))[:, None]
 

@@ -421,6 +421,7 @@ class Gateway:
     def _start(self, current: Round) -> None:
         """Make ``current`` the open round: in the store first, then on the broker."""
         current.expected |= self.online - self.exhausted
+        current.prepare(self.model, self.strategy, self.schema)
         self.store.record_open_round(current.info)
         self.store.flush()  # its number is taken before any vehicle hears of it
         self.round, self._round_number = current, current.number
