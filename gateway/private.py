@@ -162,8 +162,14 @@ class Packed:
         return kept
 
     def vectors(self, group: _Group) -> np.ndarray:
-        """The rows of ``group``'s updates."""
-        return self._rows[np.array(group.rows, dtype=np.intp)]
+        """The rows of ``group``'s updates (read only: a view when they are consecutive, as
+        they are in a round of one group)."""
+        rows = group.rows  # increasing: consecutive if the last is as far as their count
+        if rows and rows[-1] - rows[0] == len(rows) - 1:
+            view = self._rows[rows[0]:rows[-1] + 1]
+            view.flags.writeable = False
+            return view
+        return self._rows[np.array(rows, dtype=np.intp)]
 
 
 def pieces(updates: Sequence[Update], centre: ModelSummary, noise: NoiseSource,
