@@ -4,13 +4,18 @@ Starts a fresh Mosquitto (Debian's; ``--inflight`` is its ``max_inflight_message
 sends a client before that client acknowledges: 20 by default), ``fedfleet gateway`` (SQLite
 store, one long round) and a bare paho subscriber in a process of its own, both on QoS 1. Then
 one client publishes ``--updates`` valid updates (a real vehicle's exact summary, each from a
-vehicle of its own) as fast as the broker takes them. It prints, as a table and as JSON, how
+vehicle of its own, in the binary form vehicles send or, with ``--form json``, as JSON) as
+fast as the broker takes them. It prints, as a table and as JSON, how
 long each side took from the first publish to the last update (the gateway: accepted and
 committed to its store; the subscriber: received), each as updates per second, and the
 gateway's share of the subscriber's rate: a ratio within one run, which is what to compare
 on a shared machine.
 
     python -m benchmarks.gateway_rate --updates 20000 --inflight 20
+    python -m benchmarks.gateway_rate --updates 20000 --form json
+
+Keep ``--updates`` times the update's size under the gateway's inbox (64 MiB): past it the
+gateway refuses what it cannot hold (``overloaded``) and the benchmark never ends.
 """
 
 from __future__ import annotations
@@ -35,15 +40,17 @@ from tests.processes import Command, open_round, read_store, wait_until
 from tests.servers import Mosquitto
 
 
-def updates(count: int, round_number: int) -> list[tuple[str, bytes]]:
-    """``count`` valid exact updates for ``round_number``, each from a vehicle of its own."""
+def updates(count: int, round_number: int, form: str = "json") -> list[tuple[str, bytes]]:
+    """``count`` valid exact updates for ``round_number``, each from a vehicle of its own, as
+    JSON or in the binary ``form``."""
     vehicle = simulated_vehicles(1, 0, None, clock=lambda: 0.0)[0]
     vehicle.on_message(topics.ROUND_TOPIC, messages.encode(RoundOpen(round_number, 0.0, 1e12,
                                                                      1, 0)))
     sent = [out for _ in range(vehicle.min_readings_per_update) for out in vehicle.step()]
     update = messages.decode(Update, sent[-1].payload)
     ids = [f"rate-{index:06d}" for index in range(count)]
-    return [(topics.update_topic(vid), messages.encode(dataclasses.replace(update, vehicle_id=vid)))
+    encode = messages.encode_binary if form == "binary" else messages.encode
+    return [(topics.update_topic(vid), encode(dataclasses.replace(update, vehicle_id=vid)))
             for vid in ids]
 
 
@@ -86,7 +93,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         try:
             wait_until(lambda: open_round(db)[0] >= 1, 30, "the gateway's first round")
             wait_until(ready.is_set, 30, "the bare subscriber's subscription")
-            stream = updates(args.updates, open_round(db)[0])
+            stream = updates(args.updates, open_round(db)[0], args.form)
             publisher.max_inflight_messages_set(1000)
             publisher.max_queued_messages_set(0)
             publisher.connect(target.host, target.port)
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             gateway.stop(60)
     gateway_s, bare_s = gateway_done - began, bare_done - began
     return {
-        "updates": args.updates, "update_bytes": len(stream[0][1]),
+        "updates": args.updates, "form": args.form, "update_bytes": len(stream[0][1]),
         "broker_max_inflight_messages": args.inflight,
         "publish_per_s": round(args.updates / (published - began)),
         "bare_subscriber_per_s": round(args.updates / bare_s),
@@ -127,6 +134,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=20_000)
     parser.add_argument("--inflight", type=int, default=20,
                         help="Mosquitto's max_inflight_messages (its default: 20)")
+    parser.add_argument("--form", choices=("binary", "json"), default="binary",
+                        help="the updates' form (vehicles send binary)")
     args = parser.parse_args()
     report = run(args, Path(tempfile.mkdtemp(prefix="fedfleet-gateway-rate-")))
     print_report(report)

@@ -18,7 +18,7 @@ its own ``MessageError`` (reason ``bad_binary``).
 >>> len(payload), payload[:2]
 (69, b'\\xff\\x01')
 >>> obj = unpack(payload, ("a", "b"))
->>> obj["round"], obj["features"], obj["state"]["n"], obj["state"]["cov"]
+>>> obj["round"], obj["features"], obj["state"]["n"], obj["state"]["cov"].tolist()
 (3, ['a', 'b'], 30.0, [[0.01, 0.0], [0.0, 0.01]])
 >>> unpack(payload[:-8], ("a", "b"))
 Traceback (most recent call last):
@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -61,8 +62,9 @@ def pack(header: dict[str, Any], n: float, mean: np.ndarray, cov: np.ndarray) ->
 
 def unpack(payload: bytes, features: Sequence[str]) -> dict[str, Any]:
     """The message's JSON object back from ``payload``, its summary over ``features``:
-    ``"features"`` and ``"state"`` filled in, every other field as the header gave it.
-    Raises :class:`BinaryError` for a payload of another version, length or layout."""
+    ``"features"`` and ``"state"`` filled in (the mean and covariance as float64 arrays,
+    never lists: a gateway takes thousands a second), every other field as the header gave
+    it. Raises :class:`BinaryError` for a payload of another version, length or layout."""
     if payload[:2] != MAGIC:
         raise BinaryError(f"unknown binary form {payload[:2]!r}")
     if len(payload) < len(MAGIC) + _LENGTH.size:
@@ -81,8 +83,19 @@ def unpack(payload: bytes, features: Sequence[str]) -> dict[str, Any]:
     if len(body) != need:
         raise BinaryError(f"the summary needs {need} bytes, got {len(body)}")
     numbers = np.frombuffer(body, dtype=_FLOAT).astype(float)
-    cov = np.zeros((d, d))
-    cov[np.triu_indices(d)] = numbers[1 + d:]
-    cov = cov + np.triu(cov, 1).T
-    state = {"n": float(numbers[0]), "mean": numbers[1:1 + d].tolist(), "cov": cov.tolist()}
+    cov = numbers[1 + d:][_symmetric(d)]
+    state = {"n": float(numbers[0]), "mean": numbers[1:1 + d], "cov": cov}
     return header | {"features": list(features), "state": state}
+
+
+@lru_cache(maxsize=16)
+def _symmetric(d: int) -> np.ndarray:
+    """For each entry of a ``d`` x ``d`` symmetric matrix, its index in the upper triangle
+    as :func:`pack` writes it (row by row).
+
+    >>> _symmetric(2).tolist()
+    [[0, 1], [1, 2]]
+    """
+    index = np.zeros((d, d), dtype=np.intp)
+    index[np.triu_indices(d)] = np.arange(d * (d + 1) // 2)
+    return np.maximum(index, index.T)

@@ -205,8 +205,9 @@ def _summary(obj: dict[str, Any], schema: Schema | None) -> tuple[ModelSummary, 
     state = _get(obj, "state", dict)
     d = len(features)
     n = _num(state, "n", 0, MAX_READINGS_PER_UPDATE * 1e6)
-    mean = _array(_get(state, "mean", list), (d,), "mean")
-    cov = _array(_get(state, "cov", list), (d, d), "cov")
+    # Lists from JSON; arrays from the binary form (federation.binary), never from JSON.
+    mean = _array(_get(state, "mean", (list, np.ndarray)), (d,), "mean")
+    cov = _array(_get(state, "cov", (list, np.ndarray)), (d, d), "cov")
     # np.allclose's test, written out: for a 9 x 9 matrix, a fifth of its cost.
     if (np.abs(cov - cov.T) > 1e-12 + 1e-9 * np.abs(cov.T)).any():
         raise MessageError("bad_shape", "'cov' must be symmetric")
@@ -557,28 +558,32 @@ def _versioned(obj: Any) -> dict[str, Any]:
     return obj
 
 
-def _load_binary(kind: type[M], payload: bytes, schema: Schema | None) -> dict[str, Any]:
-    """The JSON object of a binary payload: only updates and models have one, and only about
-    a known schema (the payload names its features by the schema's digest alone)."""
+def _load_binary(kind: type[M], payload: bytes,
+                 features: tuple[str, ...] | None) -> dict[str, Any]:
+    """The JSON object of a binary payload: only updates and models have one, and only over
+    known ``features`` (the payload names them by the schema's digest alone)."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise MessageError("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
-    if kind not in (Update, GlobalModel) or schema is None:
+    if kind not in (Update, GlobalModel) or features is None:
         raise MessageError("bad_binary", f"no binary form of {kind.__name__} "
-                           f"{'without a schema' if schema is None else 'exists'}")
+                           f"{'without a schema' if features is None else 'exists'}")
     try:
-        return _versioned(binary.unpack(payload, schema.names))
+        return _versioned(binary.unpack(payload, features))
     except binary.BinaryError as exc:
         raise MessageError("bad_binary", str(exc)[:120]) from None
 
 
-def decode(kind: type[M], payload: bytes, schema: Schema | None = VEHICLE_SCHEMA) -> M:
+def decode(kind: type[M], payload: bytes, schema: Schema | None = VEHICLE_SCHEMA,
+           features: tuple[str, ...] | None = None) -> M:
     """Validate ``payload`` (JSON, or for an update or model the binary form of
     :mod:`federation.binary`) and build a message of ``kind``; raise :class:`MessageError`.
 
     Feature names and the schema digest must be the fleet's ``schema``'s. ``schema=None``
-    checks only their form: for reading back records a component wrote itself.
+    checks only their form: for reading back records a component wrote itself (a binary
+    one over ``features``, which its payload does not name).
     """
-    obj = (_load_binary(kind, payload, schema) if binary.is_binary(payload)
+    names = schema.names if schema is not None else features
+    obj = (_load_binary(kind, payload, names) if binary.is_binary(payload)
            else load_object(payload, getattr(kind, "max_bytes", MAX_PAYLOAD_BYTES)))
     parse: Callable[[dict[str, Any], Schema | None], M] = kind._parse  # type: ignore[attr-defined]
     try:

@@ -26,13 +26,17 @@ sensitivity.
 
 Exact updates (``"off"``) pass through unchanged, to be merged by the exact rule, when the
 strategy is the mean; a robust strategy combines them as vectors about the base model too.
+
+Packing is most of a close's work, and the base model is known when the round opens: the
+gateway packs each update as it is accepted (:class:`Packed`, in blocks), so that the close
+only clips and combines rows that are ready.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,9 +52,10 @@ from federation.summary import ModelSummary
 from federation.whitening import Whitening
 from gateway.strategy import Strategy, make_strategy
 
-__all__ = ["CLIP_NORM", "Piece", "pieces"]
+__all__ = ["CLIP_NORM", "Packed", "Piece", "pieces"]
 
 CLIP_NORM = 4.0  # the gateway's clip norm, in whitened units (fedfleet/config.py)
+PACK_BLOCK = 1024  # updates packed at once: enough to spread each array step's fixed cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +67,118 @@ class Piece:
     noise_std: float
 
 
+@dataclass
+class _Group:
+    """Accepted updates combined together: their rows of :class:`Packed`, and readings."""
+
+    updates: list[Update] = field(default_factory=list)
+    readings: list[float] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+
+
+class Packed:
+    """A round's updates, grouped as :func:`pieces` combines them and packed about its base
+    model ``centre`` as they are accepted, in blocks of :data:`PACK_BLOCK`, into rows of one
+    growing array (all but exact updates under an exact ``strategy``, merged as they came).
+
+    >>> import numpy as np
+    >>> from federation.privacy import public_centre
+    >>> names = ("a", "b")
+    >>> mine = ModelSummary.from_array(names, np.array([[0.4, 0.6], [0.6, 0.4]]))
+    >>> packed = Packed(public_centre(names), make_strategy())
+    >>> packed.add(Update("veh-1", 1, 0, mine, 1.0, 1e-5, 1.0, 0.0, privacy="central"))
+    >>> [(key, len(group.updates)) for key, group in packed.groups().items()]
+    [(('central', 'gaussian', 1.0, 1e-05), 1)]
+    >>> rows = packed.vectors(packed.groups()[("central", "gaussian", 1.0, 1e-5)])
+    >>> bool(np.array_equal(rows, Whitening(packed.centre).pack_all([mine])))
+    True
+    """
+
+    def __init__(self, centre: ModelSummary, strategy: Strategy) -> None:
+        self.centre = centre
+        self._whitening = Whitening(centre)
+        self._exact = strategy.under("off").exact
+        self._rows = np.empty((PACK_BLOCK, self._whitening.size))
+        self._count = 0
+        self._groups: dict[tuple[str, str, float, float], _Group] = {}
+        self._members: dict[str, Update] = {}  # by vehicle
+        self._pending: list[tuple[_Group, Update]] = []
+        self._dropped = False
+
+    def fits(self, centre: ModelSummary, vehicles: Collection[str]) -> bool:
+        """Whether the rows are packed about ``centre`` and hold exactly ``vehicles``."""
+        mine = self.centre
+        return (mine.features == centre.features and mine.n == centre.n
+                and np.array_equal(mine.mean, centre.mean)
+                and np.array_equal(mine.cov, centre.cov) and self._members.keys() == vehicles)
+
+    def add(self, update: Update) -> None:
+        """Take an accepted update; a full block of them is packed at once."""
+        central = update.privacy == "central"
+        key = (update.privacy, update.mechanism if central else "",
+               update.epsilon if central else 0.0, update.delta if central else 0.0)
+        group = self._groups.setdefault(key, _Group())
+        group.updates.append(update)
+        group.readings.append(update.summary.n)
+        self._members[update.vehicle_id] = update
+        if update.privacy != "off" or not self._exact:
+            self._pending.append((group, update))
+            if len(self._pending) >= PACK_BLOCK:
+                self.pack()
+
+    def drop(self, vehicle: str) -> None:
+        """Leave out ``vehicle``'s update (a partial holds it)."""
+        if self._members.pop(vehicle, None) is not None:
+            self._dropped = True
+
+    def pack(self) -> None:
+        """Pack the updates taken since the last pack."""
+        if not self._pending:
+            return
+        vectors = self._whitening.pack_all([u.summary for _, u in self._pending])
+        end = self._count + len(vectors)
+        if end > len(self._rows):
+            grown = np.empty((max(end, 2 * len(self._rows)), self._rows.shape[1]))
+            grown[:self._count] = self._rows[:self._count]
+            self._rows = grown
+        self._rows[self._count:end] = vectors
+        for row, (group, _) in enumerate(self._pending, self._count):
+            group.rows.append(row)
+        self._count, self._pending = end, []
+
+    def groups(self) -> dict[tuple[str, str, float, float], _Group]:
+        """The groups by (privacy, and for central updates mechanism, epsilon and delta), in
+        the order each first came, packed; without the updates dropped."""
+        self.pack()
+        if not self._dropped:
+            return self._groups
+        kept = {}
+        for key, group in self._groups.items():
+            keep = [i for i, u in enumerate(group.updates) if self._members.get(u.vehicle_id) is u]
+            if keep:
+                kept[key] = _Group([group.updates[i] for i in keep],
+                                   [group.readings[i] for i in keep],
+                                   [group.rows[i] for i in keep] if group.rows else [])
+        return kept
+
+    def vectors(self, group: _Group) -> np.ndarray:
+        """The rows of ``group``'s updates (read only: a view when they are consecutive, as
+        they are in a round of one group)."""
+        rows = group.rows  # increasing: consecutive if the last is as far as their count
+        if rows and rows[-1] - rows[0] == len(rows) - 1:
+            view = self._rows[rows[0]:rows[-1] + 1]
+            view.flags.writeable = False
+            return view
+        return self._rows[np.array(rows, dtype=np.intp)]
+
+
 def pieces(updates: Sequence[Update], centre: ModelSummary, noise: NoiseSource,
-           strategy: Strategy | None = None, clip_norm: float = CLIP_NORM) -> list[Piece]:
+           strategy: Strategy | None = None, clip_norm: float = CLIP_NORM,
+           packed: Packed | None = None) -> list[Piece]:
     """The round's summaries as pieces to merge: the combination of the local updates, one
     noised combination per group of central updates (each clipped again to ``clip_norm``),
     and the exact updates, each as it came (mean) or combined (a robust ``strategy``).
+    ``packed``, the same updates packed already about ``centre``, is taken as it is.
 
     >>> import numpy as np
     >>> from federation.privacy import SeededNoise, public_centre
@@ -81,32 +193,36 @@ def pieces(updates: Sequence[Update], centre: ModelSummary, noise: NoiseSource,
     0.1499
     """
     chosen = strategy or make_strategy()
-    groups: dict[tuple[str, float, float], list[Update]] = {}
-    exact = [u.summary for u in updates if u.privacy == "off"]
-    local = [u for u in updates if u.privacy == "local"]
+    if packed is None:
+        packed = Packed(centre, chosen)
+        for update in updates:
+            packed.add(update)
+    groups = packed.groups()
     made = []
     strategy = chosen.under("off")
+    exact = groups.get(("off", "", 0.0, 0.0))
     if exact and strategy.exact:
-        made = [Piece(summary, 0.0) for summary in exact]
+        made = [Piece(u.summary, 0.0) for u in exact.updates]
     elif exact:
-        made.append(Piece(_combined(strategy, exact, centre, 0.0), 0.0))
-    for update in updates:
-        if update.privacy == "central":
-            groups.setdefault((update.mechanism, update.epsilon, update.delta), []).append(update)
+        made.append(Piece(_combined(strategy, packed.vectors(exact), exact.readings, centre,
+                                    0.0), 0.0))
+    local = groups.get(("local", "", 0.0, 0.0))
     if local:
-        noise_std = math.sqrt(sum(u.noise_std ** 2 for u in local)) / len(local)
-        made.append(_piece(_combined(chosen.under("local"), [u.summary for u in local], centre,
-                                     noise_std), centre, noise_std))
+        noise_std = math.sqrt(sum(u.noise_std ** 2 for u in local.updates)) / len(local.updates)
+        made.append(_piece(_combined(chosen.under("local"), packed.vectors(local),
+                                     local.readings, centre, noise_std), centre, noise_std))
     strategy = chosen.under("central")
-    for (name, epsilon, delta), group in groups.items():
+    for (privacy, name, epsilon, delta), group in groups.items():
+        if privacy != "central":
+            continue
         mechanism = make_mechanism(name, epsilon, delta, clip_norm)
-        vectors = mechanism.clip_all([u.summary for u in group], centre)
+        vectors = mechanism.clip_rows(packed.vectors(group))
         # The mechanism's noise multiplier, times how far one vehicle moves the combination.
-        ratio = strategy.sensitivity(len(group), clip_norm, mechanism.order) / (
+        ratio = strategy.sensitivity(len(group.updates), clip_norm, mechanism.order) / (
             mechanism.sensitivity)
         noisy = mechanism.add_noise(strategy.combine(vectors), noise, mechanism.scale * ratio)
         noise_std = mechanism.noise_std * ratio
-        readings = strategy.readings(np.array([u.summary.n for u in group]))
+        readings = strategy.readings(np.array(group.readings))
         aggregate = Whitening(centre).unpack(noisy, readings, floor=resolvable(noise_std))
         made.append(_piece(aggregate, centre, noise_std))
     return [piece for piece in made if piece.summary.n > 0]
@@ -121,11 +237,11 @@ def _piece(aggregate: ModelSummary, centre: ModelSummary, noise_std: float) -> P
                  relative_noise(noise_std, aggregate, centre))
 
 
-def _combined(strategy: Strategy, summaries: Sequence[ModelSummary], centre: ModelSummary,
-              noise_std: float) -> ModelSummary:
-    """``summaries`` combined by ``strategy`` as vectors about ``centre``, unpacked (no
-    direction narrower than ``noise_std`` resolves: :func:`~federation.privacy.resolvable`)."""
-    whitening = Whitening(centre)
-    vector = strategy.combine(whitening.pack_all(summaries))
-    readings = strategy.readings(np.array([s.n for s in summaries]))
-    return whitening.unpack(vector, readings, floor=resolvable(noise_std))
+def _combined(strategy: Strategy, vectors: np.ndarray, counts: Sequence[float],
+              centre: ModelSummary, noise_std: float) -> ModelSummary:
+    """Summaries of ``counts`` readings, packed about ``centre`` as ``vectors``, combined by
+    ``strategy`` and unpacked (no direction narrower than ``noise_std`` resolves:
+    :func:`~federation.privacy.resolvable`)."""
+    vector = strategy.combine(vectors)
+    readings = strategy.readings(np.array(counts))
+    return Whitening(centre).unpack(vector, readings, floor=resolvable(noise_std))

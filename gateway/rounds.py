@@ -11,7 +11,7 @@ from federation.features import Schema
 from federation.messages import GlobalModel, Partial, RoundOpen, Update
 from federation.privacy import PUBLIC_CLIP_FACTOR, NoiseSource, SecureNoise, public_centre
 from federation.summary import ModelSummary
-from gateway.private import CLIP_NORM, Piece, pieces
+from gateway.private import CLIP_NORM, Packed, Piece, pieces
 from gateway.strategy import Strategy
 from gateway.validation import Plausibility
 
@@ -49,6 +49,7 @@ class Round:
     left: set[str] = field(default_factory=set)
     partials: dict[str, Partial] = field(default_factory=dict)  # by worker: merged elsewhere
     held: set[str] = field(default_factory=set)  # the vehicles the partials hold
+    packed: Packed | None = None  # the accepted updates packed for the close: prepare()
 
     @property
     def number(self) -> int:
@@ -76,6 +77,8 @@ class Round:
             return "duplicate"
         for vehicle in self.accepted.keys() & set(partial.vehicles):
             del self.accepted[vehicle]
+            if self.packed is not None:
+                self.packed.drop(vehicle)
             self.rejected["duplicate"] += 1
         self.partials[partial.worker_id] = partial
         self.held.update(partial.vehicles)
@@ -112,6 +115,8 @@ class Round:
                                     late_allowed=update.privacy != "off")
         if reason is None:
             self.accepted[update.vehicle_id] = update
+            if self.packed is not None:
+                self.packed.add(update)
         else:
             self.rejected[reason] += 1
         return reason
@@ -134,6 +139,14 @@ class Round:
         update; sorted."""
         return tuple(sorted((self.expected & self.left) - self.senders - set(excused)))
 
+    def prepare(self, previous: GlobalModel | None, strategy: Strategy, schema: Schema) -> None:
+        """Pack each update as it is accepted (:class:`~gateway.private.Packed`) about the
+        centre :meth:`merge` will combine them about, with ``previous`` and ``strategy``: the
+        close then only combines. Without it, or if the centre changed, the close packs."""
+        self.packed = Packed(_centre(previous, schema), strategy)
+        for update in self.accepted.values():
+            self.packed.add(update)
+
     def merge(
         self, previous: GlobalModel | None, strategy: Strategy, schema: Schema, created_at: float,
         noise: NoiseSource | None = None, clip_norm: float = CLIP_NORM,
@@ -144,10 +157,12 @@ class Round:
         ``strategy`` (and those that ask for central privacy clipped again to ``clip_norm``, or
         :data:`~federation.privacy.PUBLIC_CLIP_FACTOR` times it about the public centre, and
         noised, with ``noise``, default secure noise): :mod:`gateway.private`."""
-        centre = previous.summary if previous else public_centre(schema.names)
         bound = clip_norm if previous else clip_norm * PUBLIC_CLIP_FACTOR
+        centre, packed = _centre(previous, schema), self.packed
+        if packed is not None and not packed.fits(centre, self.accepted.keys()):
+            packed = None  # packed about another model, or the updates changed behind it
         made = pieces(list(self.accepted.values()), centre, noise or SecureNoise(), strategy,
-                      bound)
+                      bound, packed)
         made += [Piece(p.summary, 0.0) for p in self.partials.values() if p.vehicles]
         # A private release summarises all its vehicle learned: what its last one did counts
         # in the previous model already, and now counts in this round's instead.
@@ -164,6 +179,11 @@ class Round:
             noise_std=_merged_noise_std(previous, kept, made, summary.n),
             schema_digest=schema.digest,
         )
+
+
+def _centre(previous: GlobalModel | None, schema: Schema) -> ModelSummary:
+    """What a round's releases are packed about: its base model, or the public centre."""
+    return previous.summary if previous else public_centre(schema.names)
 
 
 def _merged_noise_std(previous: GlobalModel | None, kept: float, pieces: list[Piece],

@@ -26,7 +26,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from federation import binary, messages, topics
+from federation import messages, topics
 from federation.features import VEHICLE_SCHEMA, Schema
 from federation.messages import Alert, GlobalModel, MessageError, RoundOpen, Status, Update
 from federation.privacy import NoiseSource, SecureNoise
@@ -357,8 +357,8 @@ class Gateway:
         if self.round is not None:
             self.round.expected.add(vehicle)  # heard from while the round is open
         try:
-            if isinstance(message, Update):  # kept as it came, if it came as JSON
-                self._on_update(vehicle, message, None if binary.is_binary(payload) else payload)
+            if isinstance(message, Update):  # kept as it came
+                self._on_update(vehicle, message, payload)
             elif isinstance(message, Alert):
                 self._on_alert(vehicle, message)
             else:
@@ -421,6 +421,7 @@ class Gateway:
     def _start(self, current: Round) -> None:
         """Make ``current`` the open round: in the store first, then on the broker."""
         current.expected |= self.online - self.exhausted
+        current.prepare(self.model, self.strategy, self.schema)
         self.store.record_open_round(current.info)
         self.store.flush()  # its number is taken before any vehicle hears of it
         self.round, self._round_number = current, current.number

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from federation.privacy import row_norms
 from federation.summary import ModelSummary
 
 NORM_BOUND = 4.0  # whitened units: the default clip norm (docs/SECURITY.md)
@@ -190,7 +191,7 @@ class NormBoundedMean(Strategy):
         self.bound = bound
 
     def combine(self, vectors: np.ndarray) -> np.ndarray:
-        return np.asarray(_shrunk(vectors, self.bound).mean(axis=0))
+        return np.asarray(_shrinking(vectors, self.bound) @ vectors / len(vectors))
 
     def readings(self, counts: np.ndarray) -> float:
         return _capped_sum(counts)
@@ -239,8 +240,8 @@ class CentredClipping(Strategy):
         estimate = np.zeros(vectors.shape[1])
         for _ in range(self.passes):
             offsets = vectors - estimate
-            radius = self.factor * float(np.median(np.linalg.norm(offsets, axis=1)))
-            step = _shrunk(offsets, radius).mean(axis=0)
+            radius = self.factor * float(np.median(row_norms(offsets)))
+            step = _shrinking(offsets, radius) @ offsets / len(offsets)
             estimate = estimate + step
             if np.linalg.norm(step) <= CLIP_SETTLED * (1.0 + np.linalg.norm(estimate)):
                 break
@@ -286,10 +287,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
                         CentredClipping)}
 
 
-def _shrunk(vectors: np.ndarray, bound: float) -> np.ndarray:
-    """Each row of ``vectors`` shrunk to L2 norm ``bound`` if it is longer."""
-    norms = np.linalg.norm(vectors, axis=1)
-    return np.asarray(vectors * np.minimum(1.0, bound / np.maximum(norms, 1e-300))[:, None])
+def _shrinking(vectors: np.ndarray, bound: float) -> np.ndarray:
+    """The factor that shrinks each row of ``vectors`` to L2 norm ``bound`` if it is longer
+    (times the rows, the rows shrunk; their mean as one product, without a copy of them)."""
+    return np.minimum(1.0, bound / np.maximum(row_norms(vectors), 1e-300))
 
 
 def _capped_sum(counts: np.ndarray) -> float:

@@ -11,7 +11,7 @@ import pytest
 
 from federation import messages, topics
 from federation.features import FEATURE_NAMES, VEHICLE_SCHEMA
-from federation.messages import MessageError, Update
+from federation.messages import GlobalModel, MessageError, Partial, RoundOpen, Update
 from federation.privacy import (
     PUBLIC_CLIP_FACTOR,
     GaussianMechanism,
@@ -29,7 +29,7 @@ from gateway.private import pieces
 from gateway.rounds import Round
 from gateway.service import Gateway
 from gateway.store import SQLiteStore
-from gateway.strategy import ExactMerge
+from gateway.strategy import ExactMerge, make_strategy
 from tests import factories
 
 VEHICLES = 10
@@ -172,3 +172,46 @@ def test_a_round_of_one_noisy_release_barely_moves_a_model_of_many_readings():
     assert np.all((spreads > 0.99) & (spreads < 1.01)), spreads
     assert merged.summary.n < 1e6 + 27  # its 2,700 readings count for about 1 %
     assert merged.noise_std < 0.02
+
+
+def _mixed_round(prepared_about: GlobalModel | str | None) -> Round:
+    """A round of central, local and exact updates, one of them then held by a partial;
+    packed as they arrive about ``prepared_about``'s centre, unless it is ``"unprepared"``."""
+    current = Round(RoundOpen(1, 0.0, 30.0, 1, 0))
+    if prepared_about != "unprepared":
+        current.prepare(prepared_about, make_strategy(), VEHICLE_SCHEMA)  # type: ignore[arg-type]
+    for i in range(VEHICLES):
+        privacy = ("central", "local", "off")[i % 3]
+        update = _update(i, QUIET, privacy, SeededNoise(i))
+        if privacy == "off":
+            update = replace(update, summary=factories.summary(rows=60, seed=i), noise_std=0.0)
+        current.offer(update.vehicle_id, update)
+    current.add_partial(Partial("worker-1", 1, 0, ("veh-0004",), factories.summary(), 0.0))
+    return current
+
+
+@pytest.mark.parametrize("previous", [None, factories.summary(rows=500, seed=99)],
+                         ids=["public-centre", "global-model"])
+def test_a_round_packed_as_its_updates_arrive_merges_as_one_packed_at_its_close(
+        monkeypatch, previous):
+    monkeypatch.setattr("gateway.private.PACK_BLOCK", 3)  # several blocks, and a remainder
+    model = previous and GlobalModel(1, 1, 5, previous, 0.0)
+
+    packed = _mixed_round(model).merge(model, make_strategy(), VEHICLE_SCHEMA, 1.0,
+                                       SeededNoise(5))
+    unpacked = _mixed_round("unprepared").merge(model, make_strategy(), VEHICLE_SCHEMA, 1.0,
+                                                SeededNoise(5))
+
+    assert packed.participants == unpacked.participants == VEHICLES
+    assert packed.summary.n == pytest.approx(unpacked.summary.n, rel=1e-12)
+    np.testing.assert_allclose(packed.summary.mean, unpacked.summary.mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(packed.summary.cov, unpacked.summary.cov, rtol=0, atol=1e-12)
+
+
+def test_a_round_packed_about_another_centre_is_packed_again_at_its_close():
+    model = GlobalModel(1, 1, 5, factories.summary(rows=500, seed=99), 0.0)
+
+    stale = _mixed_round(None).merge(model, make_strategy(), VEHICLE_SCHEMA, 1.0, SeededNoise(5))
+    fresh = _mixed_round(model).merge(model, make_strategy(), VEHICLE_SCHEMA, 1.0, SeededNoise(5))
+
+    np.testing.assert_allclose(stale.summary.cov, fresh.summary.cov, rtol=0, atol=1e-12)

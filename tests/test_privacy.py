@@ -107,10 +107,10 @@ def test_secure_gaussian_noise_on_its_grid_is_no_less_private_than_exact_noise(
     import opendp.prelude as dp
 
     scale = multiplier * sensitivity
+    on_grid = _opendp_gaussian(scale, 54)  # first: it enables OpenDP's "contrib" features
+
     exact = dp.m.make_gaussian(dp.vector_domain(dp.atom_domain(T=float, nan=False)),
                                dp.l2_distance(T=float), scale=scale)
-
-    on_grid = _opendp_gaussian(scale, 54)
 
     # OpenDP's own privacy maps (zero-concentrated rho at the sensitivity): the grid's rounding
     # is counted, and the raised standard deviation pays for it.

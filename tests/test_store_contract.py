@@ -182,11 +182,13 @@ def test_an_open_round_comes_back_with_its_accepted_updates_until_it_closes(stor
     assert store.rounds(1)[0].dropped == ("veh-0003",)
 
 
-def test_an_accepted_update_kept_as_it_arrived_comes_back_as_sent(store):
+@pytest.mark.parametrize("encode", [messages.encode, messages.encode_binary],
+                         ids=["json", "binary"])
+def test_an_accepted_update_kept_as_it_arrived_comes_back_as_sent(store, encode):
     update = factories.update("veh-0001", 7)
     store.record_open_round(RoundOpen(7, 1.0, 31.0, 1, 0))
 
-    store.record_accepted(update, messages.encode(update))
+    store.record_accepted(update, encode(update))
 
     [back] = store.open_round().accepted
     assert messages.encode(back) == messages.encode(update)

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from federation import messages
+from federation import binary, messages
 from federation.messages import Alert, GlobalModel, RoundOpen, Status, Update
 from gateway.store.base import (
     Budget,
@@ -114,20 +114,24 @@ class SQLiteStore(Store):
                              (info.round, messages.encode(info).decode()))
 
     def record_accepted(self, update: Update, payload: bytes | None = None) -> None:
+        # JSON as text; the binary form as it came, a BLOB (encoding it as JSON again would
+        # cost more than decoding it did).
+        kept = payload or messages.encode(update)
         self._write("INSERT OR REPLACE INTO accepted_updates VALUES (?,?,?)",
                     (update.round, update.vehicle_id,
-                     (payload or messages.encode(update)).decode()))
+                     kept if binary.is_binary(kept) else kept.decode()))
 
     def open_round(self) -> OpenRound | None:
         rows = self._read("SELECT round, payload FROM open_round")
         if not rows:
             return None
         number, payload = rows[0]
+        info = messages.decode(RoundOpen, payload.encode(), schema=None)
         updates = self._read("SELECT payload FROM accepted_updates WHERE round = ? "
                              "ORDER BY vehicle_id", (number,))
-        return OpenRound(messages.decode(RoundOpen, payload.encode(), schema=None),
-                         tuple(messages.decode(Update, u.encode(), schema=None)
-                               for u, in updates))
+        return OpenRound(info, tuple(
+            messages.decode(Update, u if isinstance(u, bytes) else u.encode(), schema=None,
+                            features=info.features) for u, in updates))
 
     def record_round(self, record: RoundRecord) -> None:
         with self._lock:
