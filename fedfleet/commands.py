@@ -35,10 +35,11 @@ from federation.transport import (
 from fedfleet import scaleout
 from fedfleet.config import ConfigError
 from fedfleet.parallel import run_parts, shares
-from fedfleet.privacy import budget_report, describe, ledgers, vehicle_options
+from fedfleet.privacy import budget_report, describe, ledgers, secure_epsilon, vehicle_options
 from fedfleet.progress import DeviceProgress, Progress
 from gateway.coordinator import Coordinator
 from gateway.dashboard import Dashboard
+from gateway.secure import SecureGateway
 from gateway.service import Gateway
 from gateway.store import SQLiteStore, Store, open_store, sqlite_path
 from gateway.strategy import make_strategy
@@ -146,7 +147,12 @@ def _schema(settings: dict[str, Any]) -> Schema:
 def _gateway(settings: dict[str, Any], target: MqttTarget, store: Store,
              observer: Callable[[Any], None], schema: Schema = VEHICLE_SCHEMA) -> Gateway:
     make: Callable[..., Gateway] = Gateway
-    if settings["workers"]:  # the coordinator of workers or region gateways
+    if settings["privacy"] == "secagg":
+        if settings["workers"]:
+            raise ConfigError("--privacy secagg runs on one gateway: drop --workers")
+        make = functools.partial(SecureGateway, epsilon=secure_epsilon(settings),
+                                 delta=settings["delta"])
+    elif settings["workers"]:  # the coordinator of workers or region gateways
         make = functools.partial(Coordinator, workers=settings["workers"],
                                  group=settings["share_group"] or None,
                                  partial_grace_s=settings["partial_grace_seconds"])

@@ -28,7 +28,6 @@ import paho.mqtt.client as mqtt
 
 from devices.onboard.vehicle import Outgoing, Vehicle
 from devices.sources import Reading, SensorSource
-from federation import topics
 from federation.messages import MAX_PAYLOAD_BYTES, Alert, Update
 from federation.transport import MqttTarget, make_client
 
@@ -309,7 +308,7 @@ class DeviceAgent:
         if rc.is_failure:
             self._refused = str(rc)
             return
-        client.subscribe([(topics.ROUND_TOPIC, 1), (topics.MODEL_BINARY_TOPIC, 1)])
+        client.subscribe(self.vehicle.subscriptions())
         self._publish(self.vehicle.status("online"))
         self._connected.set()
         self._unreachable_logged = False

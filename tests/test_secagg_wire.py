@@ -1,0 +1,262 @@
+"""Secure rounds over a real Mosquitto: the gateway's phases, dropouts, refused messages, and
+a fleet of real vehicles releasing through them."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devices.onboard.ledger import PrivacyLedger
+from devices.onboard.secure import SecureReleases
+from devices.runners.fleet import Fleet, simulated_vehicles
+from federation import topics
+from federation.privacy import GaussianMechanism
+from federation.secagg import SecAggClient, messages
+from federation.secagg.messages import Roster, SecureRound, SharesRelay, UnmaskRequest
+from federation.secagg.noise import SeededIntegerNoise
+from federation.secagg.randomness import SeededBytes
+from federation.secagg.server import Aggregate
+from federation.transport import MqttTarget, make_client, parse_mqtt_url
+from gateway.rounds import Round
+from gateway.secure import SecureGateway
+from gateway.service import RoundClosed
+from gateway.store import SQLiteStore
+from tests.processes import wait_until
+from tests.servers import Mosquitto
+
+pytestmark = pytest.mark.integration
+
+ROUND_S = 3.0  # four phases, each closing early once every vehicle still in it has answered
+PHASES = ("advertise", "share", "input", "unmask")
+
+
+class Gateway(SecureGateway):
+    """The secure gateway, keeping each round's unmasked sum and merged round for the test."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.sums: list[Aggregate] = []
+        self.closed: list[RoundClosed] = []
+        self.observer = self.closed.append
+
+    def _take(self, current: Round, aggregate: Aggregate) -> None:
+        self.sums.append(aggregate)
+        super()._take(current, aggregate)
+
+
+class Vehicles:
+    """Test vehicles on one MQTT client: each answers every phase with its ``vectors`` entry
+    through its own :class:`SecAggClient`, but those in ``dropouts`` stop before the phase
+    named for them."""
+
+    def __init__(self, target: MqttTarget, vectors: dict[str, np.ndarray],
+                 dropouts: dict[str, str] | None = None) -> None:
+        self.vectors, self.dropouts = vectors, dropouts or {}
+        self.clients: dict[str, SecAggClient] = {}
+        self.sent: list[tuple[str, bytes]] = []
+        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.client = make_client("test-vehicles", target)
+        self.client.on_connect = lambda c, *_: c.subscribe(
+            [(topics.SECAGG_ROUND_TOPIC, 1), (f"{topics.ROOT}/{topics.SECAGG}/+", 1)])
+        self.client.on_message = lambda c, u, m: self.inbox.put((m.topic, bytes(m.payload)))
+        self.client.connect(target.host, target.port)
+        self.client.loop_start()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def publish(self, vehicle: str, payload: bytes) -> None:
+        self.client.publish(topics.secagg_topic(vehicle), payload, qos=1)
+
+    def _live(self, vehicle: str, phase: str) -> bool:
+        gone = self.dropouts.get(vehicle)
+        return gone is None or PHASES.index(gone) > PHASES.index(phase)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                topic, payload = self.inbox.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            for vehicle, reply in self._answers(topic, payload):
+                self.sent.append((vehicle, reply))
+                self.publish(vehicle, reply)
+
+    def _answers(self, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
+        if topic == topics.SECAGG_ROUND_TOPIC:
+            announced = messages.decode(SecureRound, payload)
+            if any(c.round == announced.round for c in self.clients.values()):
+                return []  # the retained announcement again
+            self.clients = {v: SecAggClient(v, announced.round, announced.config,
+                                            noise=SeededIntegerNoise(i),
+                                            random_bytes=SeededBytes((announced.round, i)))
+                            for i, v in enumerate(sorted(self.vectors))}
+            return [(v, messages.encode(c.advertise())) for v, c in self.clients.items()
+                    if self._live(v, "advertise")]
+        vehicle = topic.rsplit("/", 1)[1]
+        client = self.clients[vehicle]
+        if client.phase == "share" and self._live(vehicle, "share"):
+            reply = client.share_keys(messages.decode(Roster, payload))
+        elif client.phase == "input" and self._live(vehicle, "input"):
+            relay = messages.decode(SharesRelay, payload)
+            reply = client.masked_input(relay, self.vectors[vehicle])
+        elif client.phase == "unmask" and self._live(vehicle, "unmask"):
+            reply = client.unmask(messages.decode(UnmaskRequest, payload))
+        else:
+            return []
+        return [(vehicle, messages.encode(reply))]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class Secure:
+    """A secure gateway on its own thread against ``url``."""
+
+    def __init__(self, url: str, vehicles: int, epsilon: float = 0.0, **kwargs: object) -> None:
+        self.target = parse_mqtt_url(url)
+        self.gateway = Gateway(self.target, SQLiteStore(":memory:"), round_seconds=ROUND_S,
+                               target_updates=vehicles, epsilon=epsilon, **kwargs)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.gateway.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+        wait_until(lambda: self.gateway.round is not None, 10, "the first round")
+
+    def first_close(self) -> RoundClosed:
+        wait_until(lambda: bool(self.gateway.closed), 3 * ROUND_S, "the first round's close")
+        return self.gateway.closed[0]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def broker() -> Iterator[Mosquitto]:
+    with Mosquitto() as server:  # its own: no retained round of another test's gateway
+        yield server
+
+
+def vectors_of(count: int, dimension: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Vectors of norm below the public clip norm (16) in every dimension."""
+    rng = np.random.default_rng(seed)
+    return {f"veh-{i:03d}": rng.uniform(-0.5, 0.5, dimension) for i in range(count)}
+
+
+def run_round(url: str, count: int, dropouts: dict[str, str] | None = None,
+              ) -> tuple[Gateway, dict[str, np.ndarray], RoundClosed]:
+    secure = Secure(url, count)
+    try:
+        announced = secure.gateway.secure
+        assert announced is not None
+        vectors = vectors_of(count, announced.announced.dimension)
+        vehicles = Vehicles(secure.target, vectors, dropouts)
+        try:
+            closed = secure.first_close()
+        finally:
+            vehicles.close()
+    finally:
+        secure.close()
+    return secure.gateway, vectors, closed
+
+
+def test_the_unmasked_sum_of_a_secure_round_over_mosquitto_is_the_plain_sum(broker):
+    gateway, vectors, closed = run_round(broker.url, 12)
+
+    (aggregate,) = gateway.sums
+    plain = np.sum(list(vectors.values()), axis=0)
+    assert aggregate.inputs == 12 and aggregate.noise_std == 0
+    assert np.abs(aggregate.total - plain).max() <= 12 * aggregate.resolution
+    assert closed.model is not None and closed.model.participants == 12
+    assert closed.record.quorum_met and closed.record.accepted == 12
+
+
+@pytest.mark.parametrize(("share", "phase"), [
+    (0.1, "share"), (0.1, "unmask"), (0.33, "input"), (0.33, "unmask")])
+def test_a_secure_round_finishes_with_up_to_a_third_dropping_out_at_a_phase(broker, share,
+                                                                             phase):
+    gone = {f"veh-{i:03d}": phase for i in range(round(30 * share))}
+
+    gateway, vectors, closed = run_round(broker.url, 30, gone)
+
+    (aggregate,) = gateway.sums
+    kept = [v for k, v in vectors.items() if k not in gone or phase == "unmask"]
+    assert aggregate.inputs == len(kept)
+    assert np.abs(aggregate.total - np.sum(kept, axis=0)).max() <= 30 * aggregate.resolution
+    assert closed.model is not None and closed.record.accepted == len(kept)
+
+
+@pytest.mark.parametrize("phase", ["share", "input"])
+def test_a_secure_round_with_sixty_percent_dropping_out_is_refused(broker, phase):
+    gone = {f"veh-{i:03d}": phase for i in range(18)}
+
+    gateway, _, closed = run_round(broker.url, 30, gone)
+
+    assert gateway.sums == [] and closed.model is None
+    assert not closed.record.quorum_met
+
+
+def test_replayed_and_forged_phase_messages_are_refused_and_counted(broker):
+    secure = Secure(broker.url, 8)
+    try:
+        announced = secure.gateway.secure
+        assert announced is not None
+        vectors = vectors_of(8, announced.announced.dimension, seed=1)
+        vehicles = Vehicles(secure.target, vectors)
+        try:
+            wait_until(lambda: len(vehicles.sent) >= 8, 5, "the keys advertised")
+            first, advert = vehicles.sent[0]
+            vehicles.publish(first, advert)  # replayed in its own phase
+            vehicles.publish("veh-007", advert)  # another vehicle's, on this one's topic
+            vehicles.publish(first, b'{"v":1,"kind":"advertise","vehicle_id":"' + first.encode()
+                             + b'","round":1,"cipher_key":"AA==","mask_key":"AA=="}')
+            vehicles.publish(first, b"\xff not json")
+            closed = secure.first_close()
+            vehicles.publish(first, advert)  # a phase of a round that is over
+            wait_until(lambda: secure.gateway.rejected["wrong_round"] >= 1, 5,
+                       "the late message refused")
+        finally:
+            vehicles.close()
+    finally:
+        secure.close()
+
+    assert {k: secure.gateway.rejected[k] for k in (
+        "duplicate", "topic_mismatch", "bad_shape", "not_json", "wrong_round")} == {
+        "duplicate": 1, "topic_mismatch": 1, "bad_shape": 1, "not_json": 1, "wrong_round": 1}
+    assert closed.model is not None and len(secure.gateway.sums) == 1
+    assert secure.gateway.sums[0].inputs == 8
+
+
+def test_a_fleet_of_vehicles_releases_through_secure_rounds_paid_for_in_their_ledgers(
+        broker, tmp_path: Path):
+    mechanism = GaussianMechanism(epsilon=4.0, delta=1e-5, clip_norm=4.0)
+    releases = SecureReleases(epsilon_budget=8.0, releases=3, delta=1e-5,
+                              noise=SeededIntegerNoise(0), random_bytes=SeededBytes(0))
+    vehicles = simulated_vehicles(
+        10, 0, mechanism, secure=releases, first_release_readings=30,
+        ledger_for=lambda v: PrivacyLedger(tmp_path / f"{v}.jsonl", budget=8.0, delta=1e-5))
+    secure = Secure(broker.url, 10, epsilon=releases.epsilon)
+    fleet = Fleet(secure.target, vehicles, speedup=50.0)
+    thread = threading.Thread(target=fleet.run, args=(secure.stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: any(c.model for c in secure.gateway.closed), 6 * ROUND_S,
+                   "a round merged from secure releases")
+    finally:
+        secure.close()
+        thread.join(10)
+
+    merged = next(c for c in secure.gateway.closed if c.model)
+    assert merged.record.accepted == 10 and merged.model is not None
+    assert secure.gateway.sums[0].noise_std > 0
+    spends = [s for v in vehicles for e in v.ledger.entries for s in e.spends]
+    assert spends and {s.kind for s in spends} == {"zcdp"}
+    assert all(v.privacy == "secagg" and v.updates_sent >= 1 for v in vehicles)
