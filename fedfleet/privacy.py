@@ -106,11 +106,35 @@ def budget_report(store: Store) -> str:
     if private:
         spent = [b.epsilon_total for b in private]
         lines.append(f"epsilon spent: max {max(spent):.3g}, mean {sum(spent) / len(spent):.3g}")
+    lines.append(_round_modes(store))
     model = store.latest_model()
     lines.append("global model: none yet" if model is None else
                  f"global model v{model.version} (round {model.round}, {model.summary.n:,.0f} "
                  f"readings): privacy noise std {model.noise_std:.3g} per coordinate")
     return "\n".join(lines)
+
+
+def _round_modes(store: Store, limit: int = 100) -> str:
+    """How the last ``limit`` rounds' releases were protected, newest mode first.
+
+    >>> from gateway.store import RoundRecord, SQLiteStore
+    >>> store = SQLiteStore(":memory:")
+    >>> for n, mode in enumerate(["central", "secagg", "secagg", ""], 1):
+    ...     store.record_round(RoundRecord(n, 0.0, 1.0, 3, 0, mode != "", n, privacy=mode))
+    >>> _round_modes(store)
+    'last 4 rounds by privacy: none 1, secagg 2 (2 merged), central 1 (1 merged)'
+    """
+    rounds = store.rounds(limit)
+    if not rounds:
+        return "rounds: none closed yet"
+    counts: dict[str, list[int]] = {}
+    for r in rounds:
+        seen = counts.setdefault(r.privacy or "none", [0, 0])
+        seen[0] += 1
+        seen[1] += r.quorum_met
+    parts = [f"{mode} {n}" + (f" ({merged} merged)" if merged else "")
+             for mode, (n, merged) in counts.items()]
+    return f"last {len(rounds)} rounds by privacy: {', '.join(parts)}"
 
 
 def _row(b: Budget) -> str:

@@ -137,6 +137,9 @@ class SecureGateway(Gateway):
         current.held.update(aggregate.vehicle_ids)
         current.senders.update(aggregate.vehicle_ids)
 
+    def _privacy_of(self, current: Round) -> str:
+        return "secagg"
+
     def _close_round(self) -> None:
         super()._close_round()
         self.secure = None

@@ -148,7 +148,8 @@ class SecureReleases:
         masked = replace(masked, readings=summary.n,
                          replaces_readings=min(vehicle.released_readings, summary.n))
         vehicle.released(joined.announced.round, summary.n)
-        return [self._out(vehicle, masked)]
+        # The status says what the vehicle has spent: a secure release carries no total.
+        return [self._out(vehicle, masked), vehicle.status("online")]
 
     @staticmethod
     def _out(vehicle: Vehicle, message: messages.SecAggMessage) -> Outgoing:
