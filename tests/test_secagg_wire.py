@@ -3,7 +3,6 @@ a fleet of real vehicles releasing through them."""
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,25 +13,22 @@ import pytest
 from devices.onboard.ledger import PrivacyLedger
 from devices.onboard.secure import SecureReleases
 from devices.runners.fleet import Fleet, simulated_vehicles
-from federation import topics
 from federation.privacy import GaussianMechanism
-from federation.secagg import SecAggClient, messages
-from federation.secagg.messages import Roster, SecureRound, SharesRelay, UnmaskRequest
 from federation.secagg.noise import SeededIntegerNoise
 from federation.secagg.randomness import SeededBytes
 from federation.secagg.server import Aggregate
-from federation.transport import MqttTarget, make_client, parse_mqtt_url
+from federation.transport import parse_mqtt_url
 from gateway.rounds import Round
 from gateway.secure import SecureGateway
 from gateway.service import RoundClosed
 from gateway.store import SQLiteStore
 from tests.processes import wait_until
+from tests.secagg_clients import Vehicles
 from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.integration
 
 ROUND_S = 3.0  # four phases, each closing early once every vehicle still in it has answered
-PHASES = ("advertise", "share", "input", "unmask")
 
 
 class Gateway(SecureGateway):
@@ -47,75 +43,6 @@ class Gateway(SecureGateway):
     def _take(self, current: Round, aggregate: Aggregate) -> None:
         self.sums.append(aggregate)
         super()._take(current, aggregate)
-
-
-class Vehicles:
-    """Test vehicles on one MQTT client: each answers every phase with its ``vectors`` entry
-    through its own :class:`SecAggClient`, but those in ``dropouts`` stop before the phase
-    named for them."""
-
-    def __init__(self, target: MqttTarget, vectors: dict[str, np.ndarray],
-                 dropouts: dict[str, str] | None = None) -> None:
-        self.vectors, self.dropouts = vectors, dropouts or {}
-        self.clients: dict[str, SecAggClient] = {}
-        self.sent: list[tuple[str, bytes]] = []
-        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.client = make_client("test-vehicles", target)
-        self.client.on_connect = lambda c, *_: c.subscribe(
-            [(topics.SECAGG_ROUND_TOPIC, 1), (f"{topics.ROOT}/{topics.SECAGG}/+", 1)])
-        self.client.on_message = lambda c, u, m: self.inbox.put((m.topic, bytes(m.payload)))
-        self.client.connect(target.host, target.port)
-        self.client.loop_start()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def publish(self, vehicle: str, payload: bytes) -> None:
-        self.client.publish(topics.secagg_topic(vehicle), payload, qos=1)
-
-    def _live(self, vehicle: str, phase: str) -> bool:
-        gone = self.dropouts.get(vehicle)
-        return gone is None or PHASES.index(gone) > PHASES.index(phase)
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                topic, payload = self.inbox.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            for vehicle, reply in self._answers(topic, payload):
-                self.sent.append((vehicle, reply))
-                self.publish(vehicle, reply)
-
-    def _answers(self, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
-        if topic == topics.SECAGG_ROUND_TOPIC:
-            announced = messages.decode(SecureRound, payload)
-            if any(c.round == announced.round for c in self.clients.values()):
-                return []  # the retained announcement again
-            self.clients = {v: SecAggClient(v, announced.round, announced.config,
-                                            noise=SeededIntegerNoise(i),
-                                            random_bytes=SeededBytes((announced.round, i)))
-                            for i, v in enumerate(sorted(self.vectors))}
-            return [(v, messages.encode(c.advertise())) for v, c in self.clients.items()
-                    if self._live(v, "advertise")]
-        vehicle = topic.rsplit("/", 1)[1]
-        client = self.clients[vehicle]
-        if client.phase == "share" and self._live(vehicle, "share"):
-            reply = client.share_keys(messages.decode(Roster, payload))
-        elif client.phase == "input" and self._live(vehicle, "input"):
-            relay = messages.decode(SharesRelay, payload)
-            reply = client.masked_input(relay, self.vectors[vehicle])
-        elif client.phase == "unmask" and self._live(vehicle, "unmask"):
-            reply = client.unmask(messages.decode(UnmaskRequest, payload))
-        else:
-            return []
-        return [(vehicle, messages.encode(reply))]
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 class Secure:
