@@ -115,7 +115,8 @@ def client_login(clients_dir: Path, login: str) -> ClientLogin:
 
 def acl_text(vehicle_kinds: Sequence[str], topic_root: str = "fleet/v1") -> str:
     """The ACL: each vehicle writes its own topics (``%u`` is its login) and reads the global
-    ones; the gateway reads every vehicle's and alone writes the global ones."""
+    ones and the gateway's answers to it in secure rounds; the gateway reads every vehicle's
+    and alone writes the global ones and those answers."""
     vehicle_lines = [f"pattern write {topic_root}/vehicles/%u/{kind}" for kind in vehicle_kinds]
     gateway_lines = [f"topic read {topic_root}/vehicles/+/{kind}" for kind in vehicle_kinds]
     return "\n".join([
@@ -125,10 +126,12 @@ def acl_text(vehicle_kinds: Sequence[str], topic_root: str = "fleet/v1") -> str:
         "# or %c: it is meant for every login.",
         *vehicle_lines,
         f"pattern read {topic_root}/global/#",
+        f"pattern read {topic_root}/secagg/%u",
         "",
         f"user {GATEWAY_LOGIN}",
         *gateway_lines,
         f"topic write {topic_root}/global/#",
+        f"topic write {topic_root}/secagg/#",
         "",
     ])
 
