@@ -84,6 +84,8 @@ class SecureGateway(Gateway):
             if self.secure is None:
                 raise SecAggError("wrong_round", "no secure round is open")
             self.secure.receive(vehicle, payload)
+            if self.round is not None:
+                self.round.expected.add(vehicle)  # heard from while the round is open
         except SecAggError as exc:
             if self.round is not None:
                 self.round.rejected[exc.reason] += 1
@@ -99,9 +101,9 @@ class SecureGateway(Gateway):
         now, deadline = self.clock(), current.info.deadline
         centre, bound = self._centre()
         config = SecAggConfig(Whitening(centre).size, bound, *self._secure_config)
-        phases = tuple(now + share * (deadline - now) for share in PHASE_SHARES)
+        advertise, share, masked = (now + s * (deadline - now) for s in PHASE_SHARES)
         announced = SecureRound.about(current.number, self.sent.version if self.sent else 0,
-                                      config, (*phases, deadline))  # type: ignore[arg-type]
+                                      config, (advertise, share, masked, deadline))
         self.secure = SecureRun(announced, self.target_updates)
         self._publish(topics.SECAGG_ROUND_TOPIC, messages.encode(announced), retain=True,
                       kind=topics.SECAGG)

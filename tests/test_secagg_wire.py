@@ -12,9 +12,13 @@ import pytest
 
 from devices.onboard.ledger import PrivacyLedger
 from devices.onboard.secure import SecureReleases
+from devices.onboard.vehicle import Vehicle
+from devices.runners.agent import DeviceAgent
 from devices.runners.fleet import Fleet, simulated_vehicles
+from devices.sim.simulator import SimulatedVehicle
 from federation.privacy import GaussianMechanism
 from federation.secagg.noise import SeededIntegerNoise
+from federation.secagg.params import release_epsilon
 from federation.secagg.randomness import SeededBytes
 from federation.secagg.server import Aggregate
 from federation.transport import parse_mqtt_url
@@ -46,12 +50,13 @@ class Gateway(SecureGateway):
 
 
 class Secure:
-    """A secure gateway on its own thread against ``url``."""
+    """A secure gateway on its own thread against ``url``; its advertise phase closes once
+    ``vehicles`` have advertised (``None``: at its deadline)."""
 
-    def __init__(self, url: str, vehicles: int, epsilon: float = 0.0, **kwargs: object) -> None:
+    def __init__(self, url: str, vehicles: int | None, epsilon: float = 0.0) -> None:
         self.target = parse_mqtt_url(url)
         self.gateway = Gateway(self.target, SQLiteStore(":memory:"), round_seconds=ROUND_S,
-                               target_updates=vehicles, epsilon=epsilon, **kwargs)
+                               target_updates=vehicles, epsilon=epsilon)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.gateway.run, args=(self.stop,), daemon=True)
         self.thread.start()
@@ -132,7 +137,7 @@ def test_a_secure_round_with_sixty_percent_dropping_out_is_refused(broker, phase
 
 
 def test_replayed_and_forged_phase_messages_are_refused_and_counted(broker):
-    secure = Secure(broker.url, 8)
+    secure = Secure(broker.url, None)  # the advertise phase stays open for the replays
     try:
         announced = secure.gateway.secure
         assert announced is not None
@@ -187,3 +192,27 @@ def test_a_fleet_of_vehicles_releases_through_secure_rounds_paid_for_in_their_le
     spends = [s for v in vehicles for e in v.ledger.entries for s in e.spends]
     assert spends and {s.kind for s in spends} == {"zcdp"}
     assert all(v.privacy == "secagg" and v.updates_sent >= 1 for v in vehicles)
+
+
+def test_device_agents_release_through_a_secure_round(broker, tmp_path: Path):
+    agents = [DeviceAgent(parse_mqtt_url(broker.url), Vehicle(
+        vehicle_id, SimulatedVehicle(vehicle_id, seed=i), first_release_readings=30,
+        mechanism=GaussianMechanism(epsilon=4.0, delta=1e-5, clip_norm=4.0),
+        ledger=PrivacyLedger(tmp_path / f"{vehicle_id}.jsonl", budget=8.0, delta=1e-5),
+        secure=SecureReleases(epsilon_budget=8.0, releases=3, delta=1e-5)))
+        for i, vehicle_id in enumerate(f"dev-{i}" for i in range(4))]
+    secure = Secure(broker.url, 4, epsilon=release_epsilon(8.0, 3, 1e-5))
+    threads = [threading.Thread(target=a.run, args=(secure.stop,), daemon=True) for a in agents]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: any(c.model for c in secure.gateway.closed), 6 * ROUND_S,
+                   "a round merged from the devices' secure releases")
+    finally:
+        secure.close()
+        for thread in threads:
+            thread.join(15)
+
+    merged = next(c for c in secure.gateway.closed if c.model)
+    assert merged.record.accepted == 4 and merged.record.privacy == "secagg"
+    assert all(a.vehicle.ledger.entries and a.vehicle.updates_sent >= 1 for a in agents)

@@ -89,14 +89,20 @@ class SecureReleases:
         joined = self._joined.get(vehicle.vehicle_id)
         if joined is None:
             raise SecAggError("wrong_round", f"{vehicle.vehicle_id} is in no secure round")
-        client, kind = joined.client, payload[:200]
-        if b'"roster"' in kind:
+        client = joined.client  # what it takes now follows from its phase
+        if client.phase == "share":
             return [self._out(vehicle, client.share_keys(messages.decode(Roster, payload)))]
-        if b'"shares_relay"' in kind:
+        if client.phase == "input":
             return self._masked_input(vehicle, joined, messages.decode(SharesRelay, payload))
         unmask = client.unmask(messages.decode(UnmaskRequest, payload))
         del self._joined[vehicle.vehicle_id]
         return [self._out(vehicle, unmask)]
+
+    def joined(self, vehicle: Vehicle) -> bool:
+        """Whether ``vehicle`` is in a secure round it has yet to finish, before its
+        deadline (a round refused at the gateway sends it nothing more)."""
+        entry = self._joined.get(vehicle.vehicle_id)
+        return entry is not None and vehicle.clock() < entry.announced.deadline
 
     def take_part(self, vehicle: Vehicle) -> list[Outgoing]:
         """Advertise keys to the announced round, if the vehicle owes a release, holds the

@@ -79,6 +79,9 @@ class Participation(Protocol):
     def take_part(self, vehicle: Vehicle) -> list[Outgoing]:
         """What ``vehicle`` sends now of its own accord (say, to join the open round)."""
 
+    def joined(self, vehicle: Vehicle) -> bool:
+        """Whether ``vehicle`` is in a round it has yet to finish, before its deadline."""
+
 
 class Vehicle:
     """A vehicle's detector, alerting and round participation.
@@ -228,6 +231,11 @@ class Vehicle:
     def rejected(self) -> Counter[str]:
         """Messages and readings rejected, by reason."""
         return self.rejections.counts
+
+    @property
+    def in_secure_round(self) -> bool:
+        """Whether the vehicle is in a secure round it has yet to finish answering."""
+        return self.secure is not None and self.secure.joined(self)
 
     def subscriptions(self) -> list[tuple[str, int]]:
         """The topics (and QoS) the vehicle listens on."""

@@ -222,7 +222,8 @@ class DeviceAgent:
             owed = self.vehicle.take_part()
             for out in owed:
                 self._send(out)
-            if owed or not self.vehicle.owes_update:
+            # A secure round goes on over four phases: the vehicle answers them all.
+            if (owed or not self.vehicle.owes_update) and not self.vehicle.in_secure_round:
                 return
             remaining = end - time.monotonic()
             if remaining <= 0:
