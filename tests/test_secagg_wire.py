@@ -4,7 +4,7 @@ a fleet of real vehicles releasing through them."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +167,21 @@ def test_replayed_and_forged_phase_messages_are_refused_and_counted(broker):
     assert secure.gateway.sums[0].inputs == 8
 
 
+def first_merge(secure: Secure, runs: list[Callable[[threading.Event], object]]) -> RoundClosed:
+    """Run each of ``runs`` on a thread of its own until ``secure`` has merged a round."""
+    threads = [threading.Thread(target=run, args=(secure.stop,), daemon=True) for run in runs]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: any(c.model for c in secure.gateway.closed), 6 * ROUND_S,
+                   "a round merged from secure releases")
+    finally:
+        secure.close()
+        for thread in threads:
+            thread.join(15)
+    return next(c for c in secure.gateway.closed if c.model)
+
+
 def test_a_fleet_of_vehicles_releases_through_secure_rounds_paid_for_in_their_ledgers(
         broker, tmp_path: Path):
     mechanism = GaussianMechanism(epsilon=4.0, delta=1e-5, clip_norm=4.0)
@@ -176,17 +191,9 @@ def test_a_fleet_of_vehicles_releases_through_secure_rounds_paid_for_in_their_le
         10, 0, mechanism, secure=releases, first_release_readings=30,
         ledger_for=lambda v: PrivacyLedger(tmp_path / f"{v}.jsonl", budget=8.0, delta=1e-5))
     secure = Secure(broker.url, 10, epsilon=releases.epsilon)
-    fleet = Fleet(secure.target, vehicles, speedup=50.0)
-    thread = threading.Thread(target=fleet.run, args=(secure.stop,), daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: any(c.model for c in secure.gateway.closed), 6 * ROUND_S,
-                   "a round merged from secure releases")
-    finally:
-        secure.close()
-        thread.join(10)
 
-    merged = next(c for c in secure.gateway.closed if c.model)
+    merged = first_merge(secure, [Fleet(secure.target, vehicles, speedup=50.0).run])
+
     assert merged.record.accepted == 10 and merged.model is not None
     assert secure.gateway.sums[0].noise_std > 0
     spends = [s for v in vehicles for e in v.ledger.entries for s in e.spends]
@@ -202,17 +209,8 @@ def test_device_agents_release_through_a_secure_round(broker, tmp_path: Path):
         secure=SecureReleases(epsilon_budget=8.0, releases=3, delta=1e-5)))
         for i, vehicle_id in enumerate(f"dev-{i}" for i in range(4))]
     secure = Secure(broker.url, 4, epsilon=release_epsilon(8.0, 3, 1e-5))
-    threads = [threading.Thread(target=a.run, args=(secure.stop,), daemon=True) for a in agents]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_until(lambda: any(c.model for c in secure.gateway.closed), 6 * ROUND_S,
-                   "a round merged from the devices' secure releases")
-    finally:
-        secure.close()
-        for thread in threads:
-            thread.join(15)
 
-    merged = next(c for c in secure.gateway.closed if c.model)
+    merged = first_merge(secure, [agent.run for agent in agents])
+
     assert merged.record.accepted == 4 and merged.record.privacy == "secagg"
     assert all(a.vehicle.ledger.entries and a.vehicle.updates_sent >= 1 for a in agents)
