@@ -30,7 +30,8 @@ from analytics.metrics import detection, lead_time, lead_times, wins
 from analytics.replay import CLIP_NORM, Progress, Run, Schedule, run_online, tuning_for
 from analytics.vectorized import run_vectorized
 from devices.onboard.tuning import Tuning
-from federation.privacy import calibrated
+from federation.privacy import GaussianMechanism, Mechanism, calibrated
+from federation.secagg.params import SecAggConfig, central_epsilon, release_epsilon
 from gateway.strategy import DEFAULT_STRATEGY, make_strategy
 
 __all__ = ["REPLAYS", "dp_regime", "evaluate"]
@@ -38,6 +39,19 @@ __all__ = ["REPLAYS", "dp_regime", "evaluate"]
 ONLINE = ("local", "federated", "centralized")
 # The per-reading replay through the devices' own River code, and the same on arrays.
 REPLAYS = {"vectorized": run_vectorized, "per-reading": run_online}
+
+
+def _mechanism(privacy: str, mechanism: str, budget: float, releases: int, delta: float,
+               clip_norm: float, devices: int, features: int) -> Mechanism:
+    """The mechanism of a noised regime: ``releases`` of it compose to ``budget``. A secure
+    round (``privacy="secagg"``) is not run: it is modelled as a central round whose Gaussian
+    noise is the protocol's at full participation (zCDP calibration, shares sized for the
+    tolerated dropout and colluders; :func:`~federation.secagg.params.central_epsilon`)."""
+    if privacy != "secagg":
+        return calibrated(mechanism, budget, releases, delta, clip_norm)
+    dimension = features + features * (features + 1) // 2
+    config = SecAggConfig(dimension, clip_norm, release_epsilon(budget, releases, delta), delta)
+    return GaussianMechanism(central_epsilon(config, max(devices, 4)), delta, clip_norm)
 
 
 def dp_regime(epsilon: float) -> str:
@@ -72,8 +86,10 @@ def evaluate(
 
     Each of ``epsilons`` is a device's budget over the whole run, for one noised regime with
     ``mechanism`` noise added at the gateway (``privacy="central"``) or on the devices
-    (``"local"``). Each release spends what makes the most releases any device makes (before
-    its last reading, on the tuning's schedule) compose to the budget. ``replay`` names how
+    (``"local"``), or, for ``"secagg"``, a secure round modelled as central Gaussian noise
+    scaled by the protocol's noise factor (:func:`_mechanism`). Each release spends what
+    makes the most releases any device makes (before its last reading, on the tuning's
+    schedule) compose to the budget. ``replay`` names how
     the online regimes are replayed (:data:`REPLAYS`: the same scores either way). The
     gateway combines with ``strategy`` (:mod:`gateway.strategy`); with ``attack``, every
     federated regime is run again with ``attackers`` of the devices poisoning their updates
@@ -95,18 +111,23 @@ def evaluate(
     budget_of = {dp_regime(epsilon): epsilon for epsilon in epsilons}
     for epsilon in epsilons:
         name = dp_regime(epsilon)
-        chosen = calibrated(mechanism, epsilon, releases, delta, clip_norm)
+        chosen = _mechanism(privacy, mechanism, epsilon, releases, delta, clip_norm,
+                            len(dataset.streams), len(dataset.schema))
         runs[name] = run(dataset, schedule, name, seed=seed, mechanism=chosen,
-                         central=privacy == "central", budget=epsilon, tuning=tuning,
+                         central=privacy != "local", budget=epsilon, tuning=tuning,
                          progress=progress)
         noised[name] = {"epsilon_per_release": round(chosen.epsilon, 6),
                         "noise_std_per_release": round(chosen.noise_std, 6),
                         "clip_norm": chosen.clip_norm}
+        if privacy == "secagg":
+            noised[name]["secagg_epsilon_per_release"] = round(
+                release_epsilon(epsilon, releases, delta), 6)
     if hostile is not None:
         for name in [n for n in runs if n.startswith("federated")]:
-            options = {"mechanism": calibrated(mechanism, budget_of[name], releases, delta,
-                                               clip_norm),
-                       "central": privacy == "central", "budget": budget_of[name]} if (
+            options = {"mechanism": _mechanism(privacy, mechanism, budget_of[name], releases,
+                                               delta, clip_norm, len(dataset.streams),
+                                               len(dataset.schema)),
+                       "central": privacy != "local", "budget": budget_of[name]} if (
                 name in budget_of) else {}
             runs[f"{name}+{attack}"] = run(dataset, schedule, f"{name}+{attack}", seed=seed,
                                            tuning=tuning, progress=progress, attack=hostile,

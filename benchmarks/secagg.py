@@ -36,7 +36,7 @@ EPSILON = 0.548  # one of three releases of a lifetime budget of 1 (docs/PRIVACY
 PAPER_COORDINATES = 2**20
 
 
-def _releases(vehicles: int, seed: int) -> tuple[dict[str, np.ndarray], bytes]:
+def releases(vehicles: int, seed: int) -> tuple[dict[str, np.ndarray], bytes]:
     """Each vehicle's clipped whitened release about the public centre, and one vehicle's
     plain central ``update`` carrying the same release."""
     rng = np.random.default_rng(seed)
@@ -56,7 +56,7 @@ def _releases(vehicles: int, seed: int) -> tuple[dict[str, np.ndarray], bytes]:
 
 
 def _measure(vehicles: int, dropout: float, seed: int) -> dict[str, float]:
-    vectors, update = _releases(vehicles, seed)
+    vectors, update = releases(vehicles, seed)
     dimension = len(next(iter(vectors.values())))
     config = SecAggConfig(dimension=dimension, clip_norm=CLIP_NORM, epsilon=EPSILON)
     plan = RoundPlan.make(config, vehicles)

@@ -153,14 +153,16 @@ def client_login(clients_dir: Path, login: str) -> ClientLogin:
 def acl_text(vehicle_kinds: Sequence[str], topic_root: str = "fleet/v1",
              infrastructure: Infrastructure = Infrastructure()) -> str:
     """The ACL: each vehicle writes its own topics (``%u`` is its login) and reads the global
-    ones; the gateway reads every vehicle's and alone writes the global ones. A scaled-out
-    deployment's logins (:class:`Infrastructure`) get what their part needs and no more."""
+    ones and the gateway's answers to it in secure rounds; the gateway reads every vehicle's
+    and alone writes the global ones and those answers. A scaled-out deployment's logins
+    (:class:`Infrastructure`) get what their part needs and no more."""
     vehicle_lines = [f"pattern write {topic_root}/vehicles/%u/{kind}" for kind in vehicle_kinds]
     gateway_lines = [f"topic read {topic_root}/vehicles/+/{kind}" for kind in vehicle_kinds]
     gateway, scaled = f"{topic_root}/gateway", infrastructure.logins
     if scaled:  # the partials, forwarded updates and lease; the lease is the gateways' own
         gateway_lines += [f"topic read {gateway}/#", f"topic write {gateway}/lease"]
-    sections = [[f"user {login}", *gateway_lines, f"topic write {topic_root}/global/#", ""]
+    sections = [[f"user {login}", *gateway_lines, f"topic write {topic_root}/global/#",
+                 f"topic write {topic_root}/secagg/#", ""]
                 for login in [GATEWAY_LOGIN, *infrastructure.gateway_logins]]
     # A worker reads the updates (through the gateways' shared subscription) and publishes
     # its own partial and the updates it forwards; it reads no status or alert.
@@ -183,6 +185,7 @@ def acl_text(vehicle_kinds: Sequence[str], topic_root: str = "fleet/v1",
         "# that the read pattern has no %u or %c: it is meant for every login.",
         *vehicle_lines,
         f"pattern read {topic_root}/global/#",
+        f"pattern read {topic_root}/secagg/%u",
         "",
         *(line for section in sections for line in section),
     ])

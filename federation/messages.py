@@ -47,6 +47,7 @@ from federation.topics import check_vehicle_id
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "PRIVACY_MODES",
+    "VEHICLE_PRIVACY_MODES",
     "VERSION",
     "Alert",
     "AlertReport",
@@ -74,7 +75,9 @@ MAX_ABS_VALUE = 1e6
 # Integers with more digits than this are refused as they are parsed: no field needs more,
 # and a longer one would overflow a float or reach Python's integer-conversion limit.
 MAX_INT_DIGITS = 18
-PRIVACY_MODES = ("local", "central", "off")
+PRIVACY_MODES = ("local", "central", "off")  # an update's
+# A vehicle's, in its status: secure aggregation releases by no update (federation/secagg/).
+VEHICLE_PRIVACY_MODES = (*PRIVACY_MODES, "secagg")
 _MECHANISMS = ("gaussian", "laplace", "none")
 
 
@@ -239,7 +242,7 @@ class Status:
     def _parse(cls, obj: dict[str, Any], schema: Schema | None) -> Status:
         return cls(
             _vehicle(obj), _choice(obj, "state", ("online", "offline")), _num(obj, "ts"),
-            _optional(obj, "privacy", "off", _choice, PRIVACY_MODES),
+            _optional(obj, "privacy", "off", _choice, VEHICLE_PRIVACY_MODES),
             _optional(obj, "epsilon_total", 0.0, _num, 0),
             _optional(obj, "epsilon_budget", 0.0, _num, 0),
             _optional(obj, "exhausted", False, _bool),

@@ -23,6 +23,8 @@ __all__ = [
     "PARTIALS",
     "ROOT",
     "ROUND_TOPIC",
+    "SECAGG",
+    "SECAGG_ROUND_TOPIC",
     "STATUS",
     "UPDATE",
     "VEHICLE_KINDS",
@@ -30,8 +32,11 @@ __all__ = [
     "check_vehicle_id",
     "forwarded_topic",
     "parse_forwarded_topic",
+    "parse_secagg_topic",
     "parse_vehicle_topic",
     "partial_topic",
+    "secagg_reply_topic",
+    "secagg_topic",
     "shared",
     "status_topic",
     "subscription",
@@ -43,6 +48,10 @@ GLOBAL_PREFIX = f"{ROOT}/global/"
 ROUND_TOPIC = f"{GLOBAL_PREFIX}round"
 MODEL_TOPIC = f"{GLOBAL_PREFIX}model"
 MODEL_BINARY_TOPIC = f"{MODEL_TOPIC}/binary"  # the same model, in federation.binary's form
+# Secure rounds (docs/PROTOCOL.md): the announcement (retained), each vehicle's phase
+# messages up, and the gateway's answers down to each vehicle on a topic of its own.
+SECAGG = "secagg"
+SECAGG_ROUND_TOPIC = f"{GLOBAL_PREFIX}{SECAGG}"
 # What gateway workers and region gateways send the coordinator (docs/PROTOCOL.md).
 GATEWAY_PREFIX = f"{ROOT}/gateway/"
 PARTIALS = f"{GATEWAY_PREFIX}partial/+"
@@ -128,3 +137,30 @@ def parse_forwarded_topic(topic: str) -> str | None:
     prefix = f"{GATEWAY_PREFIX}forwarded/"
     vehicle = topic[len(prefix):] if topic.startswith(prefix) else ""
     return vehicle if _VEHICLE_ID.fullmatch(vehicle) else None
+
+
+def secagg_topic(vehicle_id: str) -> str:
+    """Where ``vehicle_id`` sends its messages of a secure round's phases.
+
+    >>> parse_secagg_topic(secagg_topic("veh-0007"))
+    'veh-0007'
+    """
+    return _vehicle_topic(vehicle_id, SECAGG)
+
+
+def parse_secagg_topic(topic: str) -> str | None:
+    """The vehicle id of a secure round's uplink topic; ``None`` if it is not one."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != f"{ROOT}/vehicles" or parts[4] != SECAGG:
+        return None
+    return parts[3] if _VEHICLE_ID.fullmatch(parts[3]) else None
+
+
+def secagg_reply_topic(vehicle_id: str) -> str:
+    """Where the gateway answers ``vehicle_id`` in a secure round (roster, relayed shares,
+    unmask request): a topic only that vehicle reads.
+
+    >>> secagg_reply_topic("veh-0007")
+    'fleet/v1/secagg/veh-0007'
+    """
+    return f"{ROOT}/{SECAGG}/{check_vehicle_id(vehicle_id)}"

@@ -158,7 +158,8 @@ def main(args: argparse.Namespace) -> int:
             if not 0 <= port <= 65535 or (name == "port" and port == 0):
                 raise ValueError(f"{name} must be a TCP port (1-65535), got {port}")
         setup = AccessSetup(
-            Path(args.directory), ids, topics.VEHICLE_KINDS, topic_root=topics.ROOT,
+            Path(args.directory), ids, (*topics.VEHICLE_KINDS, topics.SECAGG),
+            topic_root=topics.ROOT,
             hosts=args.hosts or ["localhost", "127.0.0.1"], port=args.port, bind=args.bind,
             plain_port=args.plain_port, auth=args.auth, broker_user=args.broker_user,
             root=Path(args.root) if args.root else None,

@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="republish the stored model VERSION as the newest version "
                               "(retained), then run on: undoes a poisoned model")
     _gateway_options(gateway)
+    _gateway_privacy_options(gateway)
     _scaleout_options(gateway)
     _http_options(gateway)
     _login_options(gateway)
@@ -184,14 +185,20 @@ def _privacy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--federation", choices=["on", "off"],
                         help="off: vehicles neither use the fleet's model nor send updates, "
                              "each learning alone (to see what federation buys; default on)")
-    parser.add_argument("--privacy", choices=["local", "central", "off"],
+    parser.add_argument("--privacy", choices=list(PRIVACY_CHOICES),
                         help="let the gateway noise the aggregate of the vehicles' clipped "
-                             "releases (central, the default), noise each release on the "
-                             "vehicle (local: trusts no one, needs far more vehicles or "
-                             "budget), or send exact summaries (off)")
+                             "releases (central, the default), mask them so that the gateway "
+                             "learns only their noised sum (secagg: secure aggregation, "
+                             "docs/PRIVACY.md), noise each release on the vehicle (local: "
+                             "trusts no one, needs far more vehicles or budget), or send exact "
+                             "summaries (off)")
     parser.add_argument("--mechanism", choices=["gaussian", "laplace"],
                         help="the noise: Gaussian for (epsilon, delta) (default), Laplace for "
                              "pure epsilon")
+    _budget_options(parser)
+
+
+def _budget_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epsilon-budget", type=float, metavar="E",
                         help="each vehicle's privacy budget over its life (default 1)")
     parser.add_argument("--releases", type=int, metavar="N",
@@ -201,11 +208,22 @@ def _privacy_options(parser: argparse.ArgumentParser) -> None:
                         help="delta of the total (default 1e-5)")
 
 
+def _gateway_privacy_options(parser: argparse.ArgumentParser) -> None:
+    """The gateway runs secure rounds with ``--privacy secagg``; it then announces the
+    release's epsilon from the vehicles' budget, which it must be given alike."""
+    parser.add_argument("--privacy", choices=list(PRIVACY_CHOICES),
+                        help="secagg: every round is a secure round, whose releases the "
+                             "gateway sees only summed (docs/PRIVACY.md); any other: the "
+                             "gateway takes each update's own mode (default central)")
+    _budget_options(parser)
+
+
 Rule = tuple[str, Callable[[Any], bool], str]
 # Past this an epsilon protects nothing (the noise is negligible): --privacy off says so honestly.
 MAX_EPSILON = 1e5
 _EPSILON_RANGE = f"greater than 0 and at most {MAX_EPSILON:,.0f} (beyond it, use --privacy off)"
 MAX_RELEASES = 1000
+PRIVACY_CHOICES = ("central", "secagg", "local", "off")
 
 
 def _privacy_rules(settings: dict[str, Any]) -> list[Rule]:
@@ -215,7 +233,7 @@ def _privacy_rules(settings: dict[str, Any]) -> list[Rule]:
         ("releases", lambda v: 1 <= v <= MAX_RELEASES, f"between 1 and {MAX_RELEASES}"),
         ("delta", lambda v: 0 < v < 1, "strictly between 0 and 1"),
         ("mechanism", lambda v: v in ("gaussian", "laplace"), "gaussian or laplace"),
-        ("privacy", lambda v: v in ("local", "central", "off"), "local, central or off"),
+        ("privacy", lambda v: v in PRIVACY_CHOICES, ", ".join(PRIVACY_CHOICES)),
         ("federation", lambda v: v in ("on", "off"), "on or off"),
     ]
 

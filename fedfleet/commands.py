@@ -35,11 +35,12 @@ from federation.transport import (
 from fedfleet import scaleout
 from fedfleet.config import ConfigError
 from fedfleet.parallel import run_parts, shares
-from fedfleet.privacy import budget_report, describe, ledgers, vehicle_options
+from fedfleet.privacy import budget_report, describe, ledgers, secure_epsilon, vehicle_options
 from fedfleet.progress import DeviceProgress, Progress
 from gateway.coordinator import Coordinator
 from gateway.dashboard import Dashboard
 from gateway.lease import LeaseState
+from gateway.secure import SecureGateway
 from gateway.service import Gateway
 from gateway.store import SQLiteStore, Store, open_store, sqlite_path
 from gateway.strategy import make_strategy
@@ -155,7 +156,12 @@ def _gateway(settings: dict[str, Any], target: MqttTarget, store: Store,
         extra = {"group": None, "client_id": f"fedfleet-gateway-{settings['gateway_id']}",
                  "lease": LeaseState(settings["gateway_id"], settings["lease_seconds"],
                                      now_s=time.monotonic())}
-    if settings["workers"]:  # the coordinator of workers or region gateways
+    if settings["privacy"] == "secagg":
+        if settings["workers"]:
+            raise ConfigError("--privacy secagg runs on one gateway: drop --workers")
+        make = functools.partial(SecureGateway, epsilon=secure_epsilon(settings),
+                                 delta=settings["delta"])
+    elif settings["workers"]:  # the coordinator of workers or region gateways
         make = functools.partial(Coordinator, workers=settings["workers"],
                                  partial_grace_s=settings["partial_grace_seconds"], **extra)
     gateway = make(target, store, round_seconds=settings["round_seconds"],

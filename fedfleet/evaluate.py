@@ -33,11 +33,13 @@ def add_parser(sub: Any) -> None:
                         action="append", default=[], metavar="E",
                         help="also run federation with privacy noise at this per-device "
                              "budget over the whole run (repeatable: one regime each)")
-    parser.add_argument("--privacy", choices=["local", "central", "off"],
+    parser.add_argument("--privacy", choices=["local", "central", "secagg", "off"],
                         default=DEFAULTS["privacy"],
                         help="for the --epsilon regimes: noise the aggregate at the gateway "
-                             "(central, the default) or each release on the device (local); "
-                             "off runs no noised regime")
+                             "(central, the default), each release on the device (local), or "
+                             "secure aggregation, modelled as central noise scaled by the "
+                             "protocol's noise factor at full participation (secagg: the "
+                             "protocol itself is not run); off runs no noised regime")
     parser.add_argument("--mechanism", choices=["gaussian", "laplace"],
                         default=DEFAULTS["mechanism"],
                         help="Gaussian noise for (epsilon, delta) (default) or Laplace noise "

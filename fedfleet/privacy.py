@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from devices.onboard.ledger import PrivacyLedger
+from devices.onboard.secure import SecureReleases
 from federation.privacy import Mechanism, calibrated
 from federation.randomized_response import RandomizedResponse
+from federation.secagg.params import release_epsilon
 from gateway.store import Budget, Store
 
-__all__ = ["budget_report", "describe", "ledgers", "vehicle_options"]
+__all__ = ["budget_report", "describe", "ledgers", "secure_epsilon", "vehicle_options"]
 
 
 def mechanism(settings: dict[str, Any]) -> Mechanism | None:
@@ -26,11 +28,16 @@ def mechanism(settings: dict[str, Any]) -> Mechanism | None:
 
 def vehicle_options(settings: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for :class:`devices.onboard.vehicle.Vehicle`: the mechanism, central or
-    local noise, and randomized alert answers."""
+    local noise or secure aggregation (one :class:`~devices.onboard.secure.SecureReleases`
+    for all the vehicles these options make), and randomized alert answers."""
     mech = mechanism(settings)
     rr_epsilon = settings["alert_report_epsilon"]
     kwargs: dict[str, Any] = {"mechanism": mech, "central": settings["privacy"] == "central",
                               "federate": settings["federation"] == "on"}
+    if settings["privacy"] == "secagg":
+        kwargs["secure"] = SecureReleases(epsilon_budget=settings["epsilon_budget"],
+                                          releases=settings["releases"],
+                                          delta=settings["delta"])
     for key in ("first_release_readings", "release_growth"):  # 0: the device tuning's
         if settings[key]:
             kwargs[key] = settings[key]
@@ -64,6 +71,12 @@ def describe(settings: dict[str, Any]) -> str:
     mech = mechanism(settings)
     if mech is None:
         return "off: exact summaries, no privacy guarantee"
+    if settings["privacy"] == "secagg":
+        return (f"secagg: vehicles mask their releases, the gateway unmasks only their sum, "
+                f"which carries their shares of discrete Gaussian noise; budget "
+                f"{settings['epsilon_budget']:g} per vehicle at delta {mech.delta:g}, for "
+                f"{settings['releases']} releases (epsilon {secure_epsilon(settings):.3g} "
+                f"each, zCDP); clip norm {mech.clip_norm:g}")
     central = settings["privacy"] == "central"
     where = ("central: the gateway noises the aggregate with" if central
              else "local: each vehicle noises its releases with")
@@ -72,6 +85,11 @@ def describe(settings: dict[str, Any]) -> str:
             f"delta {mech.delta:g}, for {settings['releases']} releases (epsilon "
             f"{mech.epsilon:.3g} each); clip norm {mech.clip_norm:g}, noise std "
             f"{mech.noise_std:.3g} per release{spread}")
+
+
+def secure_epsilon(settings: dict[str, Any]) -> float:
+    """One secure release's epsilon: the lifetime budget over the releases, in zCDP."""
+    return release_epsilon(settings["epsilon_budget"], settings["releases"], settings["delta"])
 
 
 def budget_report(store: Store) -> str:
@@ -88,11 +106,35 @@ def budget_report(store: Store) -> str:
     if private:
         spent = [b.epsilon_total for b in private]
         lines.append(f"epsilon spent: max {max(spent):.3g}, mean {sum(spent) / len(spent):.3g}")
+    lines.append(_round_modes(store))
     model = store.latest_model()
     lines.append("global model: none yet" if model is None else
                  f"global model v{model.version} (round {model.round}, {model.summary.n:,.0f} "
                  f"readings): privacy noise std {model.noise_std:.3g} per coordinate")
     return "\n".join(lines)
+
+
+def _round_modes(store: Store, limit: int = 100) -> str:
+    """How the last ``limit`` rounds' releases were protected, newest mode first.
+
+    >>> from gateway.store import RoundRecord, SQLiteStore
+    >>> store = SQLiteStore(":memory:")
+    >>> for n, mode in enumerate(["central", "secagg", "secagg", ""], 1):
+    ...     store.record_round(RoundRecord(n, 0.0, 1.0, 3, 0, mode != "", n, privacy=mode))
+    >>> _round_modes(store)
+    'last 4 rounds by privacy: none 1, secagg 2 (2 merged), central 1 (1 merged)'
+    """
+    rounds = store.rounds(limit)
+    if not rounds:
+        return "rounds: none closed yet"
+    counts: dict[str, list[int]] = {}
+    for r in rounds:
+        seen = counts.setdefault(r.privacy or "none", [0, 0])
+        seen[0] += 1
+        seen[1] += r.quorum_met
+    parts = [f"{mode} {n}" + (f" ({merged} merged)" if merged else "")
+             for mode, (n, merged) in counts.items()]
+    return f"last {len(rounds)} rounds by privacy: {', '.join(parts)}"
 
 
 def _row(b: Budget) -> str:

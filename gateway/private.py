@@ -52,7 +52,7 @@ from federation.summary import ModelSummary
 from federation.whitening import Whitening
 from gateway.strategy import Strategy, make_strategy
 
-__all__ = ["CLIP_NORM", "Packed", "Piece", "pieces"]
+__all__ = ["CLIP_NORM", "Packed", "Piece", "pieces", "unmasked_piece"]
 
 CLIP_NORM = 4.0  # the gateway's clip norm, in whitened units (fedfleet/config.py)
 PACK_BLOCK = 1024  # updates packed at once: enough to spread each array step's fixed cost
@@ -223,9 +223,17 @@ def pieces(updates: Sequence[Update], centre: ModelSummary, noise: NoiseSource,
         noisy = mechanism.add_noise(strategy.combine(vectors), noise, mechanism.scale * ratio)
         noise_std = mechanism.noise_std * ratio
         readings = strategy.readings(np.array(group.readings))
-        aggregate = Whitening(centre).unpack(noisy, readings, floor=resolvable(noise_std))
-        made.append(_piece(aggregate, centre, noise_std))
+        made.append(unmasked_piece(noisy, readings, centre, noise_std))
     return [piece for piece in made if piece.summary.n > 0]
+
+
+def unmasked_piece(mean: np.ndarray, readings: float, centre: ModelSummary,
+                   noise_std: float) -> Piece:
+    """The piece of a secure round: the unmasked average of its whitened releases about
+    ``centre``, with ``noise_std`` of noise in the centre's whitened units, standing for
+    ``readings``; unpacked and weighed as a central group's noised combination is."""
+    aggregate = Whitening(centre).unpack(mean, readings, floor=resolvable(noise_std))
+    return _piece(aggregate, centre, noise_std)
 
 
 def _piece(aggregate: ModelSummary, centre: ModelSummary, noise_std: float) -> Piece:

@@ -50,6 +50,10 @@ class Round:
     partials: dict[str, Partial] = field(default_factory=dict)  # by worker: merged elsewhere
     held: set[str] = field(default_factory=set)  # the vehicles the partials hold
     packed: Packed | None = None  # the accepted updates packed for the close: prepare()
+    # Combined elsewhere (a secure round's unmasked sum: gateway/secure.py), and the readings
+    # of earlier releases they replace.
+    unmasked: list[Piece] = field(default_factory=list)
+    unmasked_replaces_readings: float = 0.0
 
     @property
     def number(self) -> int:
@@ -164,9 +168,11 @@ class Round:
         made = pieces(list(self.accepted.values()), centre, noise or SecureNoise(), strategy,
                       bound, packed)
         made += [Piece(p.summary, 0.0) for p in self.partials.values() if p.vehicles]
+        made += self.unmasked
         # A private release summarises all its vehicle learned: what its last one did counts
         # in the previous model already, and now counts in this round's instead.
-        replaced = sum(u.replaces_readings for u in self.accepted.values())
+        replaced = (sum(u.replaces_readings for u in self.accepted.values())
+                    + self.unmasked_replaces_readings)
         kept = max(0.0, previous.summary.n - replaced) if previous else 0.0
         base = previous.summary.weighted(kept) if previous else ModelSummary.empty(schema.names)
         summary = strategy.aggregate(base, [p.summary for p in made]).feasible()

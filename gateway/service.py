@@ -469,6 +469,7 @@ class Gateway:
             current.number, current.info.opened_at, self.clock(), current.participants,
             sum(current.rejected.values()), current.quorum_met,
             self.model.version if self.model else 0, current.dropped(self.exhausted),
+            self._privacy_of(current),
         )
         self.store.record_round(record)
         self.store.flush()
@@ -479,6 +480,11 @@ class Gateway:
                       MODEL_CHANGE, self.sent.version if self.sent else 0)
         self._flush_counters()  # committed with the next pass
         self.observer(RoundClosed(record, model, len(self.online), self.alert_rate.latest()))
+
+    def _privacy_of(self, current: Round) -> str:
+        """How ``current``'s releases were protected (:class:`RoundRecord`'s ``privacy``)."""
+        modes = {u.privacy for u in current.accepted.values()}
+        return "+".join(sorted(modes | ({"off"} if current.held else set())))
 
     def _merge(self, current: Round) -> GlobalModel:
         self.model = current.merge(self.model, self.strategy, self.schema, self.clock(),

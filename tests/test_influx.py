@@ -80,7 +80,7 @@ def test_every_measurement_tag_and_field_reaches_the_server(victoria_metrics, tm
                     sensors=(("coolant_temp_c", 8.5), ("intake_temp_c", -2.25)))
     update = replace(factories.update("veh-0003", 7), noise_std=0.03, epsilon_total=7.0)
 
-    store.record_round(RoundRecord(7, 1.7e9, 1.7e9 + 30.5, 3, 1, True, 4))
+    store.record_round(RoundRecord(7, 1.7e9, 1.7e9 + 30.5, 3, 1, True, 4, privacy="secagg"))
     store.record_model(model)
     store.record_alert(alert)                                  # received at +10
     store.record_status(Status("veh-0002", "offline", 99.0))   # +11
@@ -93,7 +93,7 @@ def test_every_measurement_tag_and_field_reaches_the_server(victoria_metrics, tm
     ms = lambda offset_s: round((1.7e9 + offset_s) * 1000)  # noqa: E731
     state = points.pop(("model", (("schema_digest", VEHICLE_SCHEMA.digest),), ms(5)))
     expected = {
-        ("round", (), ms(30.5)): {
+        ("round", (("privacy", "secagg"),), ms(30.5)): {
             "round": 7, "duration_s": 30.5, "accepted_updates": 3, "rejected_updates": 1,
             "quorum_met": 1, "model_version": 4},
         ("alert", (("subsystem", "cooling"), ("vehicle_id", "veh-0002")), ms(10)): {

@@ -14,7 +14,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from devices.onboard.alerts import AlertPolicy
 from devices.onboard.detector import FleetGaussian
@@ -35,8 +35,9 @@ from federation.messages import (
 from federation.privacy import Mechanism, NoiseSource, SecureNoise, public_centre
 from federation.randomized_response import RandomizedResponse
 from federation.rejections import RejectionLog
+from federation.secagg.messages import MaskedInput, SecAggMessage
 
-__all__ = ["Outgoing", "Vehicle"]
+__all__ = ["Outgoing", "Participation", "Vehicle"]
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,38 @@ class Outgoing:
     """A message to publish: where, the message itself, and its encoded payload."""
 
     topic: str
-    message: Message
+    message: Message | SecAggMessage
     payload: bytes
     retain: bool = False
     qos: int = 1
 
+    @property
+    def paid_for(self) -> bool:
+        """Whether it carries a release whose cost is in the ledger: it is published only
+        once the ledger is on disk."""
+        return isinstance(self.message, Update | MaskedInput)
+
     @classmethod
     def of(cls, topic: str, message: Message, retain: bool = False) -> Outgoing:
         return cls(topic, message, messages.encode(message), retain)
+
+
+class Participation(Protocol):
+    """Another way to take part in rounds than plain updates (secure aggregation:
+    :mod:`devices.onboard.secure`): its own topics, and what it answers to them."""
+
+    def subscriptions(self, vehicle_id: str) -> list[tuple[str, int]]:
+        """The topics (and QoS) it listens on for ``vehicle_id``."""
+
+    def on_message(self, vehicle: Vehicle, topic: str, payload: bytes) -> list[Outgoing] | None:
+        """What ``vehicle`` answers a message on ``topic``; ``None`` if the topic is not its
+        own. Raises :class:`~federation.messages.MessageError` for a bad message."""
+
+    def take_part(self, vehicle: Vehicle) -> list[Outgoing]:
+        """What ``vehicle`` sends now of its own accord (say, to join the open round)."""
+
+    def joined(self, vehicle: Vehicle) -> bool:
+        """Whether ``vehicle`` is in a round it has yet to finish, before its deadline."""
 
 
 class Vehicle:
@@ -117,6 +142,9 @@ class Vehicle:
         Where rejected messages and readings are counted and logged (default: the vehicle's
         own). Vehicles of one process share one, so that a message sent to all of them is
         logged once, not once per vehicle.
+    secure
+        Release by secure aggregation instead of updates (``privacy = "secagg"``): it joins
+        the rounds and answers their phases, and this vehicle sends no plain update.
 
     Examples
     --------
@@ -151,6 +179,7 @@ class Vehicle:
         rejections: RejectionLog | None = None,
         federate: bool = True,
         stagger: float = 0.0,
+        secure: Participation | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.vehicle_id = topics.check_vehicle_id(vehicle_id)
@@ -164,7 +193,10 @@ class Vehicle:
         self.schema = self.detector.schema
         self.policy = policy or AlertPolicy(schema=self.schema)
         self.mechanism = mechanism
-        self.privacy = "off" if mechanism is None else "central" if central else "local"
+        self.privacy = ("off" if mechanism is None else "secagg" if secure is not None
+                        else "central" if central else "local")
+        self.secure = secure
+        self._answers_due: list[Outgoing] = []  # secure phases' answers, sent with the next step
         self.ledger = ledger or PrivacyLedger(
             None, budget=math.inf, delta=mechanism.delta if mechanism else 0.5)
         self.noise = noise or SecureNoise()
@@ -173,7 +205,7 @@ class Vehicle:
         self.first_release_readings = first_release_readings
         self.release_growth = release_growth
         # Releases made so far, counted from the ledger: a restarted vehicle goes on from them.
-        self.releases = sum(any(s.kind in ("gaussian", "laplace") for s in entry.spends)
+        self.releases = sum(any(s.kind in ("gaussian", "laplace", "zcdp") for s in entry.spends)
                             for entry in self.ledger.entries)
         self._released_readings = 0.0  # what this process's last release summarised
         self.learn_below = learn_below
@@ -200,6 +232,16 @@ class Vehicle:
         return self.rejections.counts
 
     @property
+    def in_secure_round(self) -> bool:
+        """Whether the vehicle is in a secure round it has yet to finish answering."""
+        return self.secure is not None and self.secure.joined(self)
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """The topics (and QoS) the vehicle listens on."""
+        own = self.secure.subscriptions(self.vehicle_id) if self.secure else []
+        return [(topics.ROUND_TOPIC, 1), (topics.MODEL_BINARY_TOPIC, 1), *own]
+
+    @property
     def model_version(self) -> int:
         return self.global_model.version if self.global_model else 0
 
@@ -217,7 +259,7 @@ class Vehicle:
         """Read one reading (if any), score it, learn it; return what to publish."""
         reading = self.source.read()
         if reading is None:
-            return []
+            return self._secure_part()
         out = []
         # Scaled once for both: what make_pipeline(detector) does in score_one and again in
         # learn_one.
@@ -241,10 +283,19 @@ class Vehicle:
         :meth:`step` sends updates as readings come; a vehicle whose source has ended calls
         this as rounds arrive, so that its last readings still reach the fleet.
         """
+        if self.secure is not None:
+            return self._secure_part()
         again = self._paid_for()
         if again is not None:
             return [again]
         return [self._update()] if self._should_update() else []
+
+    def _secure_part(self) -> list[Outgoing]:
+        """The secure phases' answers due, and whatever the vehicle sends of its accord."""
+        if self.secure is None:
+            return []
+        due, self._answers_due = self._answers_due, []
+        return due + self.secure.take_part(self)
 
     def _paid_for(self) -> Outgoing | None:
         """The update the ledger kept from before a restart, once, while its round is open."""
@@ -285,7 +336,10 @@ class Vehicle:
         if not self.federate:
             return
         try:
-            if topic == topics.ROUND_TOPIC:
+            answers = self.secure.on_message(self, topic, payload) if self.secure else None
+            if answers is not None:
+                self._answers_due += answers
+            elif topic == topics.ROUND_TOPIC:
                 self.round = messages.decode(RoundOpen, payload, self.schema)
             elif topic in (topics.MODEL_BINARY_TOPIC, topics.MODEL_TOPIC):
                 self._adopt(messages.decode(GlobalModel, payload, self.schema))
@@ -386,6 +440,18 @@ class Vehicle:
             self._released_readings = update.summary.n
         self.last_update = out
         return out
+
+    @property
+    def released_readings(self) -> float:
+        """The readings this process's last release summarised (0 before any)."""
+        return self._released_readings
+
+    def released(self, round_number: int, readings: float) -> None:
+        """Count a release made another way than an update (a secure round's input)."""
+        self.last_sent_round = round_number
+        self.updates_sent += 1
+        self.releases += 1
+        self._released_readings = readings
 
     def _report(self) -> tuple[AlertReport | None, Answer | None]:
         """Today's randomized alert answer, and the answer if it was drawn just now (and so

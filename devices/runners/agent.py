@@ -28,7 +28,6 @@ import paho.mqtt.client as mqtt
 
 from devices.onboard.vehicle import Outgoing, Vehicle
 from devices.sources import Reading, SensorSource
-from federation import topics
 from federation.messages import MAX_PAYLOAD_BYTES, Alert, Update
 from federation.transport import MqttTarget, make_client
 
@@ -223,7 +222,8 @@ class DeviceAgent:
             owed = self.vehicle.take_part()
             for out in owed:
                 self._send(out)
-            if owed or not self.vehicle.owes_update:
+            # A secure round goes on over four phases: the vehicle answers them all.
+            if (owed or not self.vehicle.owes_update) and not self.vehicle.in_secure_round:
                 return
             remaining = end - time.monotonic()
             if remaining <= 0:
@@ -309,7 +309,7 @@ class DeviceAgent:
         if rc.is_failure:
             self._refused = str(rc)
             return
-        client.subscribe([(topics.ROUND_TOPIC, 1), (topics.MODEL_BINARY_TOPIC, 1)])
+        client.subscribe(self.vehicle.subscriptions())
         self._publish(self.vehicle.status("online"))
         self._connected.set()
         self._unreachable_logged = False

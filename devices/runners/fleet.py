@@ -25,8 +25,7 @@ from devices.onboard.ledger import GroupCommit, LedgerError, PrivacyLedger
 from devices.onboard.vehicle import Outgoing, Vehicle
 from devices.runners.mux import ClientMux
 from devices.sim.lanes import fleet_lanes
-from federation import topics
-from federation.messages import Alert, Update
+from federation.messages import Alert
 from federation.privacy import Mechanism
 from federation.rejections import RejectionLog
 from federation.transport import MqttTarget, make_client
@@ -234,7 +233,7 @@ class Fleet:
         if rc.is_failure:
             self._refuse(vehicle.vehicle_id, str(rc))
             return
-        client.subscribe([(topics.ROUND_TOPIC, 1), (topics.MODEL_BINARY_TOPIC, 1)])
+        client.subscribe(vehicle.subscriptions())
         self._send(client, vehicle.status("online"))
 
     def _refuse(self, vehicle_id: str, why: str) -> None:
@@ -256,7 +255,7 @@ class Fleet:
         updates: list[tuple[Vehicle, Outgoing]] = []
         for vehicle in self.vehicles:
             for out in vehicle.step():
-                if isinstance(out.message, Update):
+                if out.paid_for:
                     updates.append((vehicle, out))
                     continue
                 self._send(self._clients[vehicle.vehicle_id], out)

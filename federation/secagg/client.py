@@ -74,6 +74,11 @@ class SecAggClient:
         self._neighbours: tuple[Neighbour, ...] = ()
         self._held: dict[int, tuple[bytes, bytes]] = {}  # neighbour index: its two shares
 
+    @property
+    def plan(self) -> RoundPlan:
+        """The round's plan, known once the vehicle has its roster."""
+        return self._current_plan()
+
     def advertise(self) -> Advertise:
         """Phase 1: the vehicle's public keys."""
         self._check_phase("advertise")
@@ -176,7 +181,8 @@ class SecAggClient:
         return plan
 
     def _current_plan(self) -> RoundPlan:
-        assert self._plan is not None  # set in the share phase, before any later one
+        if self._plan is None:  # set in the share phase, before any later one
+            raise SecAggError("wrong_phase", "the round's plan comes with the roster")
         return self._plan
 
     def _check_phase(self, phase: str) -> None:

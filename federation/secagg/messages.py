@@ -1,6 +1,8 @@
 """The four phases' messages and their one codec (JSON, ``"v": 1``, binary fields in base64).
 
-A round runs in four phases, each a message from every vehicle to the gateway and (but the
+The gateway announces a secure round with :class:`SecureRound` (to every vehicle: the
+fleet's :class:`~federation.secagg.params.SecAggConfig` for it and the phases' deadlines). The
+round then runs in four phases, each a message from every vehicle to the gateway and (but the
 last) one back to every vehicle:
 
 1. **advertise keys**: :class:`Advertise` (vehicle → gateway), then :class:`Roster`
@@ -39,15 +41,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from federation.messages import VERSION, MessageError, _get, _int, _vehicle, load_object
+from federation.messages import (
+    VERSION,
+    MessageError,
+    _get,
+    _int,
+    _num,
+    _optional,
+    _vehicle,
+    load_object,
+)
 from federation.secagg.errors import SecAggError
 from federation.secagg.keys import KEY_BYTES, SEAL_OVERHEAD
-from federation.secagg.params import MAX_VEHICLES
+from federation.secagg.params import MAX_DIMENSION, MAX_VEHICLES, SecAggConfig
 from federation.secagg.shamir import SHARE_BYTES
 
 __all__ = ["MAX_NEIGHBOURS", "SEALED_BYTES", "Advertise", "MaskedInput", "Neighbour",
-           "Roster", "SecAggMessage", "ShareKeys", "SharesRelay", "UnmaskRequest",
-           "UnmaskShares", "decode", "encode"]
+           "Roster", "SecAggMessage", "SecureRound", "ShareKeys", "SharesRelay",
+           "UnmaskRequest", "UnmaskShares", "decode", "encode"]
 
 MAX_NEIGHBOURS = 400
 # A sealed share holds two shares: of the self-mask seed and of the mask key.
@@ -86,6 +97,59 @@ def _flags(obj: dict[str, Any], key: str) -> tuple[bool, ...]:
     if not 1 <= len(text) <= MAX_NEIGHBOURS or set(text) - {"0", "1"}:
         raise SecAggError("wrong_type", f"{key!r} must be 1 to {MAX_NEIGHBOURS} of 0 and 1")
     return tuple(c == "1" for c in text)
+
+
+@dataclass(frozen=True, slots=True)
+class SecureRound:
+    """The gateway → every vehicle (retained): round ``round`` is secure, about the model
+    ``model_version``, under the fleet's config for it; each phase closes at its deadline
+    (unix seconds: ``advertise_until``, ``share_until``, ``input_until``, then ``deadline``,
+    the round's own), or earlier once every vehicle still in it has answered."""
+
+    round: int
+    model_version: int
+    dimension: int
+    clip_norm: float
+    epsilon: float
+    delta: float
+    tolerated_dropout: float
+    tolerated_colluders: float
+    ring_bits: int
+    advertise_until: float
+    share_until: float
+    input_until: float
+    deadline: float
+
+    @classmethod
+    def about(cls, round_number: int, model_version: int, config: SecAggConfig,
+              deadlines: tuple[float, float, float, float]) -> SecureRound:
+        """The announcement of ``config`` for a round with these four phase deadlines."""
+        return cls(round_number, model_version, config.dimension, config.clip_norm,
+                   config.epsilon, config.delta, config.tolerated_dropout,
+                   config.tolerated_colluders, config.ring_bits, *deadlines)
+
+    @property
+    def config(self) -> SecAggConfig:
+        return SecAggConfig(self.dimension, self.clip_norm, self.epsilon, self.delta,
+                            self.tolerated_dropout, self.tolerated_colluders, self.ring_bits)
+
+    @classmethod
+    def _parse(cls, obj: dict[str, Any]) -> SecureRound:
+        times = [_num(obj, key, 0.0) for key in ("advertise_until", "share_until",
+                                                 "input_until", "deadline")]
+        if times != sorted(times):
+            raise SecAggError("out_of_range", "the phases' deadlines must follow each other")
+        announced = cls(_int(obj, "round", 1), _int(obj, "model_version"),
+                        _int(obj, "dimension", 1, MAX_DIMENSION), _num(obj, "clip_norm", 0.0),
+                        _num(obj, "epsilon", 0.0), _num(obj, "delta", 0.0, 1.0),
+                        _num(obj, "tolerated_dropout", 0.0, 1.0),
+                        _num(obj, "tolerated_colluders", 0.0, 1.0),
+                        _int(obj, "ring_bits", 1, 64), *times)
+        try:
+            _ = announced.config
+        except ValueError as exc:
+            raise SecAggError("bad_params", str(exc)) from None
+        return announced
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,17 +239,25 @@ class SharesRelay:
 @dataclass(frozen=True, slots=True)
 class MaskedInput:
     """Phase 3, vehicle → gateway: its masked vector (ring elements, little-endian) and the
-    commitment to its self-mask seed."""
+    commitment to its self-mask seed; in the clear beside them, as in any release, the
+    readings the vector summarises and those of the vehicle's last release it replaces."""
 
     vehicle_id: str
     round: int
     masked: bytes
     seed_digest: bytes
+    readings: float = 0.0
+    replaces_readings: float = 0.0
 
     @classmethod
     def _parse(cls, obj: dict[str, Any]) -> MaskedInput:
         masked = _blob(_get(obj, "masked", str), "masked", range(2, _MAX_MASKED_BYTES))
-        return cls(_vehicle(obj), _int(obj, "round", 1), masked, _exact(obj, "seed_digest", 32))
+        readings = _optional(obj, "readings", 0.0, _num, 0.0)
+        replaces = _optional(obj, "replaces_readings", 0.0, _num, 0.0)
+        if replaces > readings:
+            raise SecAggError("out_of_range", "a release replaces at most its own readings")
+        return cls(_vehicle(obj), _int(obj, "round", 1), masked, _exact(obj, "seed_digest", 32),
+                   readings, replaces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +293,9 @@ class UnmaskShares:
 
 SecAggMessage = (Advertise | Roster | ShareKeys | SharesRelay | MaskedInput | UnmaskRequest
                  | UnmaskShares)
-S = TypeVar("S", bound=SecAggMessage)
+S = TypeVar("S", bound=SecAggMessage | SecureRound)
 KINDS: dict[type, str] = {
-    Advertise: "advertise", Roster: "roster", ShareKeys: "share_keys",
+    SecureRound: "secure_round", Advertise: "advertise", Roster: "roster", ShareKeys: "share_keys",
     SharesRelay: "shares_relay", MaskedInput: "masked_input",
     UnmaskRequest: "unmask_request", UnmaskShares: "unmask_shares",
 }
@@ -241,7 +313,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def encode(message: SecAggMessage) -> bytes:
+def encode(message: SecAggMessage | SecureRound) -> bytes:
     """A message as its compact JSON payload."""
     obj: dict[str, Any] = {"v": VERSION, "kind": KINDS[type(message)]}
     obj.update((f.name, _jsonable(getattr(message, f.name))) for f in fields(message))

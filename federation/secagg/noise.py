@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from federation.accounting import zcdp_epsilon
+
 __all__ = ["IntegerNoise", "SecureIntegerNoise", "SeededIntegerNoise",
            "distributed_noise_multiplier", "sum_epsilon", "tau"]
 
@@ -121,13 +123,10 @@ def tau(sigma_share: float, shares: int) -> float:
 
 
 def sum_epsilon(rho: float, delta: float) -> float:
-    """The ``epsilon`` at ``delta`` of a ``rho``-zCDP release (dp-accounting, RDP).
+    """The ``epsilon`` at ``delta`` of a ``rho``-zCDP release: the one conversion the ledger
+    uses too (:func:`federation.accounting.zcdp_epsilon`).
 
     >>> round(sum_epsilon(1 / (2 * 4.0454**2), 1e-5), 3)
     1.0
     """
-    import dp_accounting
-
-    accountant = dp_accounting.rdp.RdpAccountant()
-    accountant.compose(dp_accounting.GaussianDpEvent(1.0 / math.sqrt(2.0 * rho)))
-    return float(accountant.get_epsilon(delta))
+    return zcdp_epsilon(rho, delta)

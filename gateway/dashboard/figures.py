@@ -130,7 +130,8 @@ def rounds(store: Store, limit: int = ROUND_LIMIT) -> list[dict[str, Any]]:
     return [
         {"round": r.round, "opened_at": r.opened_at, "closed_at": r.closed_at,
          "accepted": r.accepted, "rejected": r.rejected, "quorum_met": r.quorum_met,
-         "model_version": r.model_version, "participants": participants.get(r.round, [])}
+         "model_version": r.model_version, "privacy": r.privacy,
+         "participants": participants.get(r.round, [])}
         for r in store.rounds(limit)
     ]
 

@@ -21,7 +21,9 @@ class RoundRecord:
 
     ``dropped`` names the vehicles the round expected (online when it opened, or heard from
     while it was open) that went offline before it closed without sending it an update
-    (vehicles past their privacy budget excepted).
+    (vehicles past their privacy budget excepted). ``privacy`` is how its releases were
+    protected: ``"secagg"`` for a secure round, else the modes of the updates it accepted
+    (``"central"``, ``"local"``, ``"off"``, joined by ``+`` when mixed; ``""`` for none).
     """
 
     round: int
@@ -32,6 +34,7 @@ class RoundRecord:
     quorum_met: bool
     model_version: int
     dropped: tuple[str, ...] = ()
+    privacy: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,7 +97,9 @@ def _measurement(name: str, meaning: str, tags: tuple[str, ...], fields: dict[st
 
 
 MEASUREMENTS: Mapping[str, Measurement] = MappingProxyType(dict([
-    _measurement("round", "one closed round, at its close", (), {
+    _measurement("round", "one closed round, at its close, tagged with how its releases "
+                 "were protected (secagg, central, local, off, several joined by +, or none)",
+                 ("privacy",), {
         "round": int, "duration_s": float, "accepted_updates": int, "rejected_updates": int,
         "quorum_met": int, "model_version": int}),
     _measurement("model", "one global model version, at its creation; its full state is the "
@@ -142,7 +144,7 @@ def _point(name: str, ts_s: float, tags: Mapping[str, str],
 
 
 def round_point(record: RoundRecord) -> Point:
-    return _point("round", record.closed_at, {}, {
+    return _point("round", record.closed_at, {"privacy": record.privacy or "none"}, {
         "round": record.round, "duration_s": record.closed_at - record.opened_at,
         "accepted_updates": record.accepted, "rejected_updates": record.rejected,
         "quorum_met": record.quorum_met, "model_version": record.model_version})

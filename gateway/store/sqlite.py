@@ -27,7 +27,7 @@ __all__ = ["SQLiteStore", "sqlite_path"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (round INTEGER PRIMARY KEY, opened_at REAL, closed_at REAL,
     accepted INTEGER, rejected INTEGER, quorum_met INTEGER, model_version INTEGER,
-    dropped TEXT NOT NULL DEFAULT '[]');
+    dropped TEXT NOT NULL DEFAULT '[]', privacy TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS open_round (round INTEGER PRIMARY KEY, payload TEXT);
 CREATE TABLE IF NOT EXISTS accepted_updates (round INTEGER, vehicle_id TEXT, payload TEXT,
     PRIMARY KEY (round, vehicle_id));
@@ -135,10 +135,10 @@ class SQLiteStore(Store):
 
     def record_round(self, record: RoundRecord) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO rounds VALUES (?,?,?,?,?,?,?,?)", (
+            self._db.execute("INSERT OR REPLACE INTO rounds VALUES (?,?,?,?,?,?,?,?,?)", (
                 record.round, record.opened_at, record.closed_at, record.accepted,
                 record.rejected, int(record.quorum_met), record.model_version,
-                json.dumps(list(record.dropped))))
+                json.dumps(list(record.dropped)), record.privacy))
             self._db.execute("DELETE FROM open_round WHERE round <= ?", (record.round,))
 
     def record_model(self, model: GlobalModel) -> None:
@@ -212,7 +212,7 @@ class SQLiteStore(Store):
     def rounds(self, limit: int = 100) -> list[RoundRecord]:
         rows = self._read("SELECT * FROM rounds ORDER BY round DESC LIMIT ?", (limit,))
         return [RoundRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6],
-                            tuple(json.loads(r[7]))) for r in rows]
+                            tuple(json.loads(r[7])), r[8]) for r in rows]
 
     def alerts(self, limit: int = 100) -> list[Alert]:
         rows = self._read("SELECT payload FROM alerts ORDER BY id DESC LIMIT ?", (limit,))
@@ -268,12 +268,13 @@ def _migrate(db: sqlite3.Connection) -> None:
     """Bring a store written by an earlier version up to date.
 
     Rejections written one row per message count 1 each; rounds closed before dropouts were
-    recorded dropped nobody; alerts stored twice keep their first row, so that a message
-    delivered again is stored once.
+    recorded dropped nobody, and before their privacy mode was, have none; alerts stored
+    twice keep their first row, so that a message delivered again is stored once.
     """
     for table, column, declaration in (
             ("rejections", "count", "INTEGER NOT NULL DEFAULT 1"),
-            ("rounds", "dropped", "TEXT NOT NULL DEFAULT '[]'")):
+            ("rounds", "dropped", "TEXT NOT NULL DEFAULT '[]'"),
+            ("rounds", "privacy", "TEXT NOT NULL DEFAULT ''")):
         if column not in [row[1] for row in db.execute(f"PRAGMA table_info({table})")]:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
     if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'alerts_once'").fetchall():

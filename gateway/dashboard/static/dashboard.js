@@ -170,6 +170,7 @@ function renderRounds(rounds) {
     el("td", {}, clock(r.closed_at)),
     el("td", {}, String(r.accepted)),
     el("td", {}, String(r.rejected)),
+    el("td", {}, r.privacy || "–"),
     el("td", {}, r.quorum_met ? `v${r.model_version}` : `kept v${r.model_version} (no quorum)`),
     el("td", {}, chips(r.participants)))));
 }

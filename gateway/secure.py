@@ -1,0 +1,147 @@
+"""The gateway with secure aggregation on the wire (``fedfleet gateway --privacy secagg``).
+
+Every round is also a secure round: when it opens, the gateway announces it retained on
+``fleet/v1/global/secagg`` (:class:`~federation.secagg.messages.SecureRound`: the fleet's
+config for it, about the model last sent to the vehicles, and the deadlines of its four
+phases within the round's own), takes the vehicles' phase messages on
+``fleet/v1/vehicles/{id}/secagg`` and answers each vehicle on ``fleet/v1/secagg/{id}``
+(:mod:`gateway.secure_round` runs the phases). The unmasked average of the whitened releases
+becomes a piece of the round's merge exactly as a central group's noised combination does
+(:func:`gateway.private.unmasked_piece`), so the model is published retained and versioned as
+for any round. A message that does not fit is refused, logged and counted by reason like any
+other; a refused secure round merges nothing of it.
+
+What masking removes: the gateway sees no vehicle's release, so it cannot check one
+(:mod:`gateway.validation`) nor combine them robustly; the sum is averaged (the mean).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from federation import topics
+from federation.privacy import PUBLIC_CLIP_FACTOR, public_centre
+from federation.secagg import SecAggConfig, messages
+from federation.secagg.errors import SecAggError
+from federation.secagg.messages import SecureRound
+from federation.secagg.server import Aggregate
+from federation.summary import ModelSummary
+from federation.whitening import Whitening
+from gateway.private import unmasked_piece
+from gateway.rounds import Round
+from gateway.secure_round import SecureRun
+from gateway.service import Gateway
+from gateway.store import Traffic
+
+__all__ = ["PHASE_SHARES", "SecureGateway"]
+
+log = logging.getLogger(__name__)
+
+# Where the advertise, share and input phases close, as shares of the round; unmasking ends
+# at the round's deadline. Each closes earlier once every vehicle in it has answered.
+PHASE_SHARES = (0.4, 0.6, 0.8)
+
+
+class SecureGateway(Gateway):
+    """A :class:`~gateway.service.Gateway` whose rounds are secure.
+
+    ``epsilon`` and ``delta`` are one release's (the config every vehicle checks against its
+    own); ``tolerated_dropout`` and ``tolerated_colluders`` as in
+    :class:`~federation.secagg.params.SecAggConfig`. The advertise phase closes early once
+    ``target_updates`` vehicles have advertised. Other arguments as for the gateway.
+
+    Examples
+    --------
+    >>> from federation.transport import MqttTarget
+    >>> from gateway.store import SQLiteStore
+    >>> gateway = SecureGateway(MqttTarget("127.0.0.1", 1883), SQLiteStore(":memory:"),
+    ...                         epsilon=0.5)
+    >>> gateway.handle("fleet/v1/vehicles/veh-0001/secagg", b"{}")
+    >>> dict(gateway.rejected)
+    {'wrong_round': 1}
+    """
+
+    def __init__(self, *args: Any, epsilon: float, delta: float = 1e-5,
+                 tolerated_dropout: float = 1 / 3, tolerated_colluders: float = 0.05,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._secure_config = (epsilon, delta, tolerated_dropout, tolerated_colluders)
+        SecAggConfig(1, 1.0, *self._secure_config)  # a bad setting fails here, not mid-run
+        self.secure: SecureRun | None = None
+        self._merged_secure = 0  # the last round whose unmasked sum joined its merge
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        return [*super()._subscriptions(), (topics.subscription(topics.SECAGG), 1)]
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        vehicle = topics.parse_secagg_topic(topic)
+        if vehicle is None:
+            return super().handle(topic, payload)
+        self.received[topics.SECAGG] += 1
+        self._count(topics.SECAGG, Traffic(1, len(payload)))
+        try:
+            if self.secure is None:
+                raise SecAggError("wrong_round", "no secure round is open")
+            self.secure.receive(vehicle, payload)
+            if self.round is not None:
+                self.round.expected.add(vehicle)  # heard from while the round is open
+        except SecAggError as exc:
+            if self.round is not None:
+                self.round.rejected[exc.reason] += 1
+            self._reject(exc.reason, vehicle, f"{topic}: {exc}")
+        except Exception as exc:  # no message can stop the gateway
+            if type(exc) not in self._failures:
+                self._failures.add(type(exc))
+                log.exception("internal error handling a message on %s", topic)
+            self._reject("internal_error", vehicle, f"{topic}: {type(exc).__name__}")
+
+    def _start(self, current: Round) -> None:
+        super()._start(current)
+        now, deadline = self.clock(), current.info.deadline
+        centre, bound = self._centre()
+        config = SecAggConfig(Whitening(centre).size, bound, *self._secure_config)
+        advertise, share, masked = (now + s * (deadline - now) for s in PHASE_SHARES)
+        announced = SecureRound.about(current.number, self.sent.version if self.sent else 0,
+                                      config, (advertise, share, masked, deadline))
+        self.secure = SecureRun(announced, self.target_updates)
+        self._publish(topics.SECAGG_ROUND_TOPIC, messages.encode(announced), retain=True,
+                      kind=topics.SECAGG)
+
+    def _centre(self) -> tuple[ModelSummary, float]:
+        """What the round's releases are whitened about (the model the vehicles were last
+        sent), and the clip norm there."""
+        if self.sent is None:
+            return public_centre(self.schema.names), self.clip_norm * PUBLIC_CLIP_FACTOR
+        return self.sent.summary, self.clip_norm
+
+    def _due(self) -> bool:
+        """Close the secure phases that are due, then say whether the round is."""
+        if self.secure is not None and self.round is not None:
+            for vehicle, message in self.secure.advance(self.clock()).items():
+                self._publish(topics.secagg_reply_topic(vehicle), messages.encode(message),
+                              retain=False, kind=topics.SECAGG, copies=1)
+            aggregate = self.secure.aggregate
+            if aggregate is not None and self._merged_secure != self.round.number:
+                self._take(self.round, aggregate)
+        return super()._due()
+
+    def _take(self, current: Round, aggregate: Aggregate) -> None:
+        """The unmasked sum into the round's merge, as the average of its releases."""
+        assert self.secure is not None
+        self._merged_secure = current.number
+        readings = [self.secure.readings[v] for v in aggregate.vehicle_ids]
+        centre, _ = self._centre()
+        current.unmasked.append(unmasked_piece(
+            aggregate.total / aggregate.inputs, sum(n for n, _ in readings), centre,
+            aggregate.noise_std / aggregate.inputs))
+        current.unmasked_replaces_readings += sum(r for _, r in readings)
+        current.held.update(aggregate.vehicle_ids)
+        current.senders.update(aggregate.vehicle_ids)
+
+    def _privacy_of(self, current: Round) -> str:
+        return "secagg"
+
+    def _close_round(self) -> None:
+        super()._close_round()
+        self.secure = None
