@@ -112,8 +112,10 @@ def test_the_fleet_federates_round_after_round_and_a_late_vehicle_gets_the_model
     mechanism = GaussianMechanism(epsilon=1.0, delta=1e-5, clip_norm=0.5)
     system.add_fleet(_healthy_fleet(VEHICLES, mechanism=mechanism))
 
-    _wait_for(lambda: system.gateway.model is not None and system.gateway.model.version >= 3,
-              30, "three merged rounds")
+    # The model sent down, not the newest merged: a model is sent only when it changed enough
+    # (gateway/downlink.py), and it is set as sent once handed to the client.
+    _wait_for(lambda: system.gateway.sent is not None and system.gateway.sent.version >= 3,
+              30, "a third model sent to the vehicles")
     late = _healthy_fleet(1, start_index=VEHICLES)
     joined = time.monotonic()
     system.add_fleet(late)
