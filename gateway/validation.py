@@ -199,12 +199,19 @@ def _psd(cov: np.ndarray, tolerance: float) -> bool:
     >>> _psd(np.diag([0.01, -1e-7]), 1e-6)
     True
     """
-    shifted = cov + tolerance * np.eye(len(cov))
     try:
-        np.linalg.cholesky(shifted)
+        np.linalg.cholesky(cov + _shift(len(cov), tolerance))
     except np.linalg.LinAlgError:
         return False
     return True
+
+
+@lru_cache(maxsize=16)
+def _shift(d: int, tolerance: float) -> np.ndarray:
+    """``tolerance`` times the ``d`` x ``d`` identity, made once (read-only)."""
+    shift = tolerance * np.eye(d)
+    shift.flags.writeable = False
+    return shift
 
 
 @lru_cache(maxsize=16)
