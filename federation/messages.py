@@ -210,9 +210,12 @@ def _summary(obj: dict[str, Any], schema: Schema | None) -> tuple[ModelSummary, 
     n = _num(state, "n", 0, MAX_READINGS_PER_UPDATE * 1e6)
     # Lists from JSON; arrays from the binary form (federation.binary), never from JSON.
     mean = _array(_get(state, "mean", (list, np.ndarray)), (d,), "mean")
-    cov = _array(_get(state, "cov", (list, np.ndarray)), (d, d), "cov")
-    # np.allclose's test, written out: for a 9 x 9 matrix, a fifth of its cost.
-    if (np.abs(cov - cov.T) > 1e-12 + 1e-9 * np.abs(cov.T)).any():
+    given = _get(state, "cov", (list, np.ndarray))
+    cov = _array(given, (d, d), "cov")
+    # The binary form carries the upper triangle alone, so its array is symmetric as built;
+    # JSON's lists are checked with np.allclose's test, written out (a fifth of its cost).
+    if not isinstance(given, np.ndarray) and (
+            np.abs(cov - cov.T) > 1e-12 + 1e-9 * np.abs(cov.T)).any():
         raise MessageError("bad_shape", "'cov' must be symmetric")
     return ModelSummary(features, n, mean, cov), digest
 

@@ -77,6 +77,8 @@ def _decodes_or_rejects(kind: type, payload: bytes) -> None:
         assert exc.reason
 
 
+D = len(VALID[Update].summary.features)
+SUMMARY_BYTES = 8 * (1 + D + D * (D + 1) // 2)  # n, mean, the covariance's upper triangle
 hostile = settings(max_examples=300, deadline=None,
                    suppress_health_check=[HealthCheck.too_slow])
 
@@ -135,6 +137,21 @@ def test_any_bytes_in_the_binary_form_decode_or_are_rejected_with_a_reason(kind,
 @given(case=st.one_of(mutated_binary(), binary_with_any_header()))
 def test_a_valid_binary_message_with_any_part_replaced_decodes_or_is_rejected(case):
     _decodes_or_rejects(*case)
+
+
+@hostile
+@given(summary=st.binary(min_size=SUMMARY_BYTES, max_size=SUMMARY_BYTES))
+def test_any_summary_in_the_binary_form_decodes_to_a_symmetric_covariance(summary):
+    # Decoding checks no symmetry in the binary form: it carries the upper triangle alone.
+    valid = messages.encode_binary(VALID[Update])
+    payload = valid[:-SUMMARY_BYTES] + summary
+
+    try:
+        cov = messages.decode(Update, payload).summary.cov
+    except MessageError as exc:
+        assert exc.reason
+    else:
+        assert (cov == cov.T).all()
 
 
 def test_a_binary_update_decodes_to_what_its_json_does():

@@ -23,7 +23,7 @@ from federation.summary import ModelSummary
 from federation.transport import MqttTarget
 from gateway.service import Gateway
 from gateway.store import SQLiteStore
-from gateway.validation import Plausibility
+from gateway.validation import TOLERANCE, Plausibility
 
 D = len(FEATURE_NAMES)
 HONEST = ModelSummary(FEATURE_NAMES, 300.0, np.full(D, 0.4), np.eye(D) * 0.01)
@@ -130,6 +130,23 @@ def test_a_covariance_with_a_negative_direction_is_refused_unless_noised_locally
 
     assert _bounds().reason(_update(bent), now_s=1e6) == "not_psd"
     assert _bounds().reason(_update(bent, privacy="local", noise_std=0.5), now_s=1e6) is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize(("beyond", "verdict"), [(1e-4, "not_psd"), (1e-7, "not_psd"),
+                                                 (-1e-7, None), (-1e-4, None)])
+def test_the_psd_check_holds_its_tolerance_to_both_sides(seed: int, beyond: float,
+                                                         verdict: str | None):
+    # A covariance whose least eigenvalue is the tolerance, less or more by a fraction of it,
+    # turned by a random rotation so that no entry shows it.
+    rotation, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((D, D)))
+    least = -TOLERANCE * (1 + beyond)
+    cov = rotation @ np.diag([least, *np.linspace(0.01, 0.05, D - 1)]) @ rotation.T
+    cov = (cov + cov.T) / 2
+    bent = replace(HONEST, cov=cov)
+
+    assert _bounds().reason(_update(bent), now_s=1e6) == verdict
+    assert (np.linalg.eigvalsh(cov).min() >= -TOLERANCE) == (verdict is None)
 
 
 def test_an_honest_clipped_release_about_an_extreme_model_passes():
