@@ -91,10 +91,7 @@ class SecureGateway(Gateway):
                 self.round.rejected[exc.reason] += 1
             self._reject(exc.reason, vehicle, f"{topic}: {exc}")
         except Exception as exc:  # no message can stop the gateway
-            if type(exc) not in self._failures:
-                self._failures.add(type(exc))
-                log.exception("internal error handling a message on %s", topic)
-            self._reject("internal_error", vehicle, f"{topic}: {type(exc).__name__}")
+            self._internal_error(exc, topic, vehicle)
 
     def _start(self, current: Round) -> None:
         super()._start(current)

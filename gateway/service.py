@@ -364,10 +364,15 @@ class Gateway:
             else:
                 self._on_status(vehicle, message)
         except Exception as exc:
-            if type(exc) not in self._failures:  # the traceback once per kind of failure
-                self._failures.add(type(exc))
-                log.exception("internal error handling a message on %s", topic)
-            self._reject("internal_error", vehicle, f"{topic}: {type(exc).__name__}")
+            self._internal_error(exc, topic, vehicle)
+
+    def _internal_error(self, exc: Exception, topic: str, vehicle: str | None) -> None:
+        """A failure validation did not foresee: rejected as ``internal_error``, its traceback
+        logged once per kind of failure. Called from an ``except`` block."""
+        if type(exc) not in self._failures:
+            self._failures.add(type(exc))
+            log.exception("internal error handling a message on %s", topic)
+        self._reject("internal_error", vehicle, f"{topic}: {type(exc).__name__}")
 
     def _reject(self, reason: str, vehicle: str | None, detail: str) -> None:
         self._rejections.reject(reason, detail)
