@@ -258,6 +258,29 @@ def test_vehicles_that_owe_an_update_at_once_spread_it_over_their_staggered_shar
     assert len(set(sent_at.values())) >= (10 if stagger else 1)
 
 
+@pytest.mark.parametrize("stagger", [0.0, 0.5])
+def test_staggered_vehicles_adopt_one_model_over_ten_readings_rather_than_on_one(stagger):
+    vehicles = [Vehicle(f"veh-{i:04d}", Steady(i), mechanism=None, stagger=stagger)
+                for i in range(60)]
+    for vehicle in vehicles:
+        for _ in range(200):  # past the first refresh: each now at its own place
+            vehicle.step()
+    model = _fleet_model()
+
+    for vehicle in vehicles:
+        vehicle.on_message(topics.MODEL_TOPIC, messages.encode(model))
+    waits = [vehicle.detector.readings_to_refresh for vehicle in vehicles]
+    for vehicle in vehicles:
+        for _ in range(10):
+            vehicle.step()
+    regular = {vehicle.detector.readings_to_refresh for vehicle in vehicles}
+
+    assert max(waits) < 10
+    assert len(set(waits)) == (10 if stagger else 1)
+    assert len(regular) > (30 if stagger else 0)  # the period restarts at each one's place
+    assert all(v.detector.model().n >= v.detector.prior_readings for v in vehicles)
+
+
 def test_a_stagger_outside_zero_to_one_is_refused():
     with pytest.raises(ValueError, match="stagger"):
         _vehicle(stagger=1.0)

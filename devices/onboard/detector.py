@@ -33,7 +33,10 @@ from federation.features import VEHICLE_SCHEMA, Schema
 from federation.privacy import credence
 from federation.summary import ModelSummary, Moments, merge
 
-__all__ = ["FleetGaussian", "make_pipeline", "prior_weight"]
+__all__ = ["ADOPT_WITHIN_READINGS", "FleetGaussian", "make_pipeline", "prior_weight"]
+
+# A staggered detector adopts a new global model within this many readings.
+ADOPT_WITHIN_READINGS = 10
 
 
 def prior_weight(readings: float, noise_std: float, noise_scale: float) -> float:
@@ -129,6 +132,9 @@ class FleetGaussian(base.AnomalyDetector):
         self._mean = np.zeros(len(schema))
         self._weights: np.ndarray | None = None
         self._stale = refresh_every  # readings learned since the weights were computed
+        self._phase = 0  # readings by which the regular refreshes are offset (:meth:`stagger`)
+        self._forced = True  # the next refresh is the first, or follows a new global model
+        self._delay = 0  # readings by which a new global model waits for its refresh
         self.recent_readings = 0
         self._z = np.zeros(len(schema.health))
         self._prior_judge: np.ndarray | None = None
@@ -240,11 +246,38 @@ class FleetGaussian(base.AnomalyDetector):
         self.recent_readings = 0
         return recent
 
+    def stagger(self, share: float) -> None:
+        """Offset this detector's refreshes by ``share`` (in [0, 1)) of ``refresh_every``.
+
+        Vehicles that start together, or adopt one global model together, would otherwise
+        all recompute their weights on the same reading: a fleet simulated in one process
+        would pay for every vehicle's refresh in one step. A staggered detector adopts a
+        global model within ``ADOPT_WITHIN_READINGS`` readings (at its own place among them),
+        and its regular refreshes fall at its own place in the period.
+
+        >>> det = FleetGaussian(VEHICLE_SCHEMA, refresh_every=120)
+        >>> det.stagger(0.3)  # its place: reading 36 of 120, and 6 of 10
+        >>> det.set_global(ModelSummary.empty(VEHICLE_SCHEMA.names))
+        >>> det.readings_to_refresh
+        6
+        """
+        if not 0.0 <= share < 1.0:
+            raise ValueError(f"share must be in [0, 1), got {share}")
+        self._phase = int(share * self.refresh_every)
+
+    @property
+    def readings_to_refresh(self) -> int:
+        """Readings to learn before a score recomputes the weights (0: the next score does)."""
+        return max(self.refresh_every - self._stale, 0)
+
     def set_global(self, summary: ModelSummary, noise_std: float = 0.0) -> None:
-        """Adopt a global model as the prior (:meth:`prior_for`)."""
+        """Adopt a global model as the prior (:meth:`prior_for`), from the next refresh:
+        the next score's, or for a staggered detector (:meth:`stagger`) one at most
+        ``ADOPT_WITHIN_READINGS`` readings later."""
         self._prior, self._trust = self.prior_for(summary, noise_std)
         self._prior_judge = None
-        self._stale = self.refresh_every
+        self._delay = self._phase % ADOPT_WITHIN_READINGS
+        self._stale, self._forced = self.refresh_every - self._delay, True
 
     def prior_for(self, summary: ModelSummary, noise_std: float) -> tuple[ModelSummary, float]:
         """A global model as this detector's prior, and the share of its weight its noise
@@ -258,7 +291,9 @@ class FleetGaussian(base.AnomalyDetector):
         return self._recent.summary() + self._folded
 
     def _refresh(self) -> None:
-        self._stale = 0
+        # After a forced refresh the period goes on from the detector's own place in it.
+        self._stale = (self._phase + self._delay) % self.refresh_every if self._forced else 0
+        self._forced = False
         model = self.model()
         if model.n < self.min_readings:
             self._weights = None

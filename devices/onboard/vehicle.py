@@ -137,7 +137,8 @@ class Vehicle:
         earlier than its own point of that share (fixed by its id) of what is left of the
         round once its update came due, so that a fleet whose vehicles all owe an update at
         once (simulated ones, started together) sends it over a stretch of time rather than
-        in one step. 0 (the default): as soon as it is owed.
+        in one step. 0 (the default): as soon as it is owed. A staggered vehicle spreads its
+        detector's refreshes too (:meth:`~devices.onboard.detector.FleetGaussian.stagger`).
     rejections
         Where rejected messages and readings are counted and logged (default: the vehicle's
         own). Vehicles of one process share one, so that a message sent to all of them is
@@ -185,11 +186,13 @@ class Vehicle:
         self.vehicle_id = topics.check_vehicle_id(vehicle_id)
         if not 0.0 <= stagger < 1.0:
             raise ValueError(f"stagger must be in [0, 1), got {stagger}")
-        # Where in the round this vehicle may send: its id's place in [0, 1), times stagger.
-        self._send_share = stagger * zlib.crc32(vehicle_id.encode()) / 2**32
+        place = zlib.crc32(vehicle_id.encode()) / 2**32  # its id's place in [0, 1)
+        self._send_share = stagger * place  # where in the round this vehicle may send
         self._owed_since: float | None = None  # when the update now owed came due
         self.source = source
         self.detector = detector or FleetGaussian()
+        if stagger:  # its refreshes at its own place too: one step does not pay for them all
+            self.detector.stagger(place)
         self.schema = self.detector.schema
         self.policy = policy or AlertPolicy(schema=self.schema)
         self.mechanism = mechanism
