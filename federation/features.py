@@ -169,10 +169,19 @@ class Schema:
         """Look a feature up by name; ``KeyError`` if the schema has none of that name."""
         return self._by_name[name]
 
+    @cached_property
+    def _ranges(self) -> dict[str, tuple[float, float]]:
+        return {f.name: (f.low, f.high - f.low) for f in self.features}
+
     def scale(self, values: Mapping[str, float]) -> dict[str, float]:
-        """Scale the known features of a physical reading into [0, 1]; drop unknown keys."""
-        by_name = self._by_name
-        return {k: by_name[k].scale(v) for k, v in values.items() if k in by_name}
+        """Scale the known features of a physical reading into [0, 1] as
+        :meth:`Feature.scale` does (NaN to 0); drop unknown keys."""
+        out, ranges = {}, self._ranges
+        for name, value in values.items():  # every reading of every vehicle: no calls
+            if (bounds := ranges.get(name)) is not None:
+                unit = (value - bounds[0]) / bounds[1]
+                out[name] = unit if 0.0 <= unit <= 1.0 else 1.0 if unit > 1.0 else 0.0
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form read by :meth:`from_dict` and :func:`load_schema`."""

@@ -177,3 +177,14 @@ def test_a_message_without_a_digest_is_taken_for_the_fleets_schema_if_its_names_
     with pytest.raises(MessageError, match="features must be exactly"):
         messages.decode(Update, json.dumps(obj).encode(), PUMP)
 
+
+
+def test_a_reading_scales_as_each_of_its_features_would_clipping_at_the_limits():
+    values = [-1e308, -3.0, 0.0, 55.5, 1e9, float("inf"), float("-inf"), float("nan"), 7.0]
+    reading = dict(zip(VEHICLE_SCHEMA.names, values, strict=True)) | {"unknown": 1.0}
+
+    scaled = VEHICLE_SCHEMA.scale(reading)
+
+    assert scaled == {name: VEHICLE_SCHEMA.feature(name).scale(value)
+                      for name, value in reading.items() if name != "unknown"}
+    assert all(0.0 <= value <= 1.0 for value in scaled.values())

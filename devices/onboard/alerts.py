@@ -87,9 +87,9 @@ class AlertPolicy:
 
     def levels(self) -> dict[str, float]:
         """Each subsystem's level, in standard deviations."""
-        out, smoothed = {}, self.smoothed
+        smoothed, out = self.smoothed, {}
         for subsystem, sensors in self.schema.subsystems.items():
-            # A loop, not a list a subsystem: this runs for every reading of every vehicle.
+            # Loops, not lists: this runs for every reading of every vehicle.
             squares, count = 0.0, 0
             for name in sensors:
                 if name in smoothed:
@@ -101,14 +101,17 @@ class AlertPolicy:
 
     def observe(self, ts_s: float, residuals: dict[str, float]) -> str | None:
         """Record one reading's residuals; return the subsystem to alert on, if any."""
+        smoothed, alpha = self.smoothed, self.alpha
         for name, z in residuals.items():
-            previous = self.smoothed.get(name, 0.0)
-            self.smoothed[name] = previous + self.alpha * (z - previous)
-        levels = self.levels()
-        self._level = max(levels.values(), default=0.0)
+            previous = smoothed.get(name, 0.0)
+            smoothed[name] = previous + alpha * (z - previous)
+        subsystem, level = "", -1.0
+        for name, value in self.levels().items():  # the first of the highest
+            if value > level:
+                subsystem, level = name, value
+        self._level = max(level, 0.0)
         self._calibrate(self._level)
-        subsystem = max(levels, key=levels.__getitem__, default="")
-        if not subsystem or levels[subsystem] <= self.threshold:
+        if not subsystem or level <= self.threshold:
             return None
         last = self._last_alert_s.get(subsystem)
         if last is not None and ts_s - last < self.cooldown_s:
