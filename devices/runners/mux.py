@@ -33,6 +33,7 @@ class _Link:
     retry_at: float = 0.0
     backoff_s: float = 0.5
     up: bool = False
+    misc_at: float = 0.0  # when paho next checks this client's keepalive
 
 
 class ClientMux:
@@ -97,9 +98,14 @@ class ClientMux:
         self._selector.close()
 
     def _housekeeping(self, now: float) -> None:
+        """Reconnect the clients due, and let paho keep each live one alive: a check every
+        twelfth of its keepalive (5 s of 60) is early enough, and a fleet of thousands pays
+        for a twelfth of them a second rather than all."""
         for link in self._links.values():
             if link.up:
-                link.client.loop_misc()
+                if now >= link.misc_at:
+                    link.misc_at = now + max(link.keepalive_s / 12, 1.0)
+                    link.client.loop_misc()
             elif now >= link.retry_at:
                 self._connect(link, first=False)
 
