@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from devices.onboard.vehicle import Vehicle
+from devices.runners.fleet import simulated_vehicles
 from devices.sim.lanes import fleet_lanes
 from devices.sim.simulator import make_fleet
+from federation import messages, topics
 from federation.features import FEATURE_NAMES
+from federation.messages import GlobalModel
+from federation.summary import ModelSummary
 
 
 def _table(readings: list) -> np.ndarray:
@@ -50,3 +55,29 @@ def test_a_fleet_read_in_lock_step_holds_one_step():
     assert lanes[0].steps_held == 0
     lanes[0].read()
     assert lanes[0].steps_held == 1
+
+
+def test_vehicles_learning_in_one_stack_hold_the_numbers_each_holds_alone():
+    stacked = simulated_vehicles(12, 3, None, fault_fraction=0.5, stagger=0.5)
+    alone = [Vehicle(v.vehicle_id, lane, mechanism=None, stagger=0.5)
+             for v, lane in zip(stacked, fleet_lanes(12, seed=3, fault_fraction=0.5),
+                                strict=True)]
+    model = messages.encode(GlobalModel(1, 1, 12, ModelSummary.from_array(
+        FEATURE_NAMES, np.random.default_rng(0).uniform(0.3, 0.7, (4000, 9))), 0.0))
+    taken: list[list[ModelSummary]] = [[], []]
+
+    for step in range(400):
+        for group, vehicles in enumerate((stacked, alone)):
+            for vehicle in vehicles:
+                if step == 100:
+                    vehicle.on_message(topics.MODEL_TOPIC, model)
+                vehicle.step()
+                if step in (150, 399):
+                    taken[group].append(vehicle.detector.take_summary())
+
+    for mine, theirs in zip(*taken, strict=True):
+        assert mine.n == theirs.n > 0
+        assert np.array_equal(mine.mean, theirs.mean) and np.array_equal(mine.cov, theirs.cov)
+    for mine, theirs in zip(stacked, alone, strict=True):
+        assert mine.policy.smoothed == theirs.policy.smoothed
+        assert np.array_equal(mine.detector.model().cov, theirs.detector.model().cov)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from river import base, compose
 
-from devices.onboard.running import RunningCovariance
+from devices.onboard.running import Running, RunningCovariance
 from federation.features import VEHICLE_SCHEMA, Schema
 from federation.privacy import credence
 from federation.summary import ModelSummary, Moments, merge
@@ -125,7 +125,7 @@ class FleetGaussian(base.AnomalyDetector):
         self.min_readings = min_readings
         self.own_mean_after = own_mean_after
         self.own_mean_limit = own_mean_limit
-        self._recent = RunningCovariance(schema.names)
+        self._recent: Running = RunningCovariance(schema.names)
         self._folded = ModelSummary.empty(schema.names)
         self._history = ModelSummary.empty(schema.names)
         self._prior = ModelSummary.empty(schema.names)
@@ -241,10 +241,19 @@ class FleetGaussian(base.AnomalyDetector):
         """Summarise the readings learned since the last call, and fold them into history."""
         recent = self._recent_summary()
         self._history = self._history + recent
-        self._recent = RunningCovariance(self.schema.names)
+        self._recent.reset()
         self._folded = ModelSummary.empty(self.schema.names)
         self.recent_readings = 0
         return recent
+
+    def learn_in(self, running: Running) -> None:
+        """Learn the recent readings in ``running`` (a lane of a fleet process's
+        :class:`~devices.onboard.running.RunningStack`) from now on: before any is learned."""
+        if self.recent_readings or self._history.n:
+            raise ValueError("a detector that has learned keeps its running covariance")
+        if tuple(running.names) != tuple(self.schema.names):
+            raise ValueError("the running covariance is not on the detector's schema")
+        self._recent = running
 
     def stagger(self, share: float) -> None:
         """Offset this detector's refreshes by ``share`` (in [0, 1)) of ``refresh_every``.

@@ -22,6 +22,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from devices.onboard.ledger import GroupCommit, LedgerError, PrivacyLedger
+from devices.onboard.running import RunningStack
 from devices.onboard.vehicle import Outgoing, Vehicle
 from devices.runners.mux import ClientMux
 from devices.sim.lanes import fleet_lanes
@@ -73,7 +74,8 @@ def simulated_vehicles(
     goes before every id (``veh-0000`` becomes ``depot2-veh-0000``), so that fleets sharing
     a broker have ids, client ids and ledgers of their own. ``indices`` builds only those
     vehicles of the ``count`` (a process's share: the same vehicles as in the whole fleet).
-    Their simulator steps them together, on arrays (:mod:`devices.sim.lanes`).
+    Their simulator steps them together, on arrays (:mod:`devices.sim.lanes`), and their
+    detectors learn together (:class:`~devices.onboard.running.RunningStack`).
 
     >>> [v.vehicle_id for v in simulated_vehicles(2, 0, None, id_prefix="depot2-")]
     ['depot2-veh-0000', 'depot2-veh-0001']
@@ -82,11 +84,16 @@ def simulated_vehicles(
     sources = fleet_lanes(count, seed, fault_fraction=fault_fraction, start_ts_s=start,
                           indices=indices)
     ids = [f"{id_prefix}{source.vehicle_id}" for source in sources]
-    return [
+    vehicles = [
         Vehicle(vehicle_id, source, mechanism=mechanism,
                 ledger=ledger_for(vehicle_id) if ledger_for else None, **vehicle_kwargs)
         for vehicle_id, source in zip(ids, sources, strict=True)
     ]
+    if vehicles:  # each learns in its lane of one stack: a pass learns in one call
+        stack = RunningStack(vehicles[0].schema.names, len(vehicles))
+        for index, vehicle in enumerate(vehicles):
+            vehicle.detector.learn_in(stack.lane(index))
+    return vehicles
 
 
 class Fleet:
