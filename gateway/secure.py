@@ -116,8 +116,9 @@ class SecureGateway(Gateway):
         """Close the secure phases that are due, then say whether the round is."""
         if self.secure is not None and self.round is not None:
             for vehicle, message in self.secure.advance(self.clock()).items():
-                self._publish(topics.secagg_reply_topic(vehicle), messages.encode(message),
-                              retain=False, kind=topics.SECAGG, copies=1)
+                self._publish(topics.secagg_reply_topic(vehicle),
+                              messages.encode_binary(message), retain=False,
+                              kind=topics.SECAGG, copies=1)
             aggregate = self.secure.aggregate
             if aggregate is not None and self._merged_secure != self.round.number:
                 self._take(self.round, aggregate)

@@ -7,9 +7,10 @@ import dataclasses
 import json
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from federation.secagg import SecAggClient, SecAggConfig, SecAggError, SecAggServer
@@ -201,9 +202,20 @@ VALID = {
 }
 
 
+@pytest.mark.parametrize("encode", [codec.encode, codec.encode_binary],
+                         ids=["json", "binary"])
 @pytest.mark.parametrize("kind", list(VALID), ids=lambda k: k.__name__)
-def test_every_message_survives_a_round_trip(kind):
-    assert codec.decode(kind, codec.encode(VALID[kind])) == VALID[kind]
+def test_every_message_survives_a_round_trip(kind, encode):
+    assert codec.decode(kind, encode(VALID[kind])) == VALID[kind]
+
+
+def test_the_binary_form_carries_binary_fields_raw_and_neighbours_as_arrays():
+    roster = VALID[Roster]
+
+    obj = msgpack.unpackb(codec.encode_binary(roster)[2:])
+
+    assert obj["neighbours"] == [["veh-02", bytes(32), bytes(32)]]
+    assert len(codec.encode_binary(roster)) < len(codec.encode(roster)) - 50
 
 
 @st.composite
@@ -228,8 +240,31 @@ def test_a_mutated_message_decodes_or_raises_only_secagg_error(case):
         assert exc.reason
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_a_mutated_message_in_the_binary_form_decodes_or_raises_only_secagg_error(case):
+    kind, payload = case
+    try:
+        packed = msgpack.packb(json.loads(payload))
+    except OverflowError:  # an integer MessagePack cannot hold: no such payload exists
+        assume(False)
+    try:
+        codec.decode(kind, codec.BINARY_MAGIC + packed)
+    except SecAggError as exc:
+        assert exc.reason
+
+
 @settings(max_examples=100, deadline=None)
-@given(st.sampled_from(list(VALID)), st.binary(max_size=200))
-def test_arbitrary_bytes_raise_only_secagg_error(kind, payload):
+@given(st.sampled_from(list(VALID)), st.binary(max_size=200),
+       st.sampled_from([b"", b"\xff", codec.BINARY_MAGIC]))
+def test_arbitrary_bytes_raise_only_secagg_error(kind, payload, prefix):
     with pytest.raises(SecAggError):
-        codec.decode(kind, payload)
+        codec.decode(kind, prefix + payload)
+
+
+@pytest.mark.parametrize("kind", list(VALID), ids=lambda k: k.__name__)
+def test_a_truncated_binary_message_raises_secagg_error(kind):
+    payload = codec.encode_binary(VALID[kind])
+
+    with pytest.raises(SecAggError, match="bad_binary"):
+        codec.decode(kind, payload[:-1])

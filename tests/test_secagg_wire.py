@@ -150,7 +150,7 @@ def test_replayed_and_forged_phase_messages_are_refused_and_counted(broker):
             vehicles.publish("veh-007", advert)  # another vehicle's, on this one's topic
             vehicles.publish(first, b'{"v":1,"kind":"advertise","vehicle_id":"' + first.encode()
                              + b'","round":1,"cipher_key":"AA==","mask_key":"AA=="}')
-            vehicles.publish(first, b"\xff not json")
+            vehicles.publish(first, b"not json")
             closed = secure.first_close()
             vehicles.publish(first, advert)  # a phase of a round that is over
             wait_until(lambda: secure.gateway.rejected["wrong_round"] >= 1, 5,

@@ -160,4 +160,4 @@ class SecureReleases:
     @staticmethod
     def _out(vehicle: Vehicle, message: messages.SecAggMessage) -> Outgoing:
         return Outgoing(topics.secagg_topic(vehicle.vehicle_id), message,
-                        messages.encode(message))
+                        messages.encode_binary(message))

@@ -100,7 +100,7 @@ class SecAggClient:
         sealed = tuple(
             seal(self._share_key(n, outgoing=True),
                  seed.to_bytes(SHARE_BYTES, "big") + key.to_bytes(SHARE_BYTES, "big"),
-                 self._share_context(n, outgoing=True), self._random)
+                 self._share_context(n, outgoing=True))
             for n, seed, key in zip(neighbours, seed_shares, key_shares, strict=True))
         self._plan, self._neighbours, self.phase = plan, neighbours, "input"
         return ShareKeys(self.vehicle_id, self.round, sealed)

@@ -5,16 +5,20 @@ a neighbour's keys the Shamir shares it sends that neighbour (through the gatewa
 *mask* pair, whose agreement with a neighbour's gives the seed of their pairwise mask. Every
 derived key is bound by HKDF to its purpose, the round and the two vehicles (in order for a
 sealed share, which goes one way; sorted for a mask, which both sides derive alike), so no
-key serves twice. A sealed share is a random 96-bit nonce, the ciphertext and the GCM tag;
-its associated data names the round, the sender and the recipient, so that a share moved to
-another round or pair fails to open.
+key serves twice. A sealed share is the ciphertext and the GCM tag; its associated data names
+the round, the sender and the recipient, so that a share moved to another round or pair fails
+to open. Its 96-bit nonce is not sent: both sides derive it from that associated data. A
+nonce must never repeat under one key, and none can: a sealing key is bound to one round,
+sender and recipient, and a vehicle seals once for each neighbour in a round.
 
 >>> from federation.secagg.randomness import SeededBytes
 >>> a, b = KeyPair.generate(SeededBytes(1)), KeyPair.generate(SeededBytes(2))
 >>> agree(a, b.public, b"demo") == agree(b, a.public, b"demo")
 True
 >>> key = agree(a, b.public, b"demo")
->>> sealed = seal(key, b"share", b"round 1", SeededBytes(3))
+>>> sealed = seal(key, b"share", b"round 1")
+>>> len(sealed) == len(b"share") + SEAL_OVERHEAD
+True
 >>> open_sealed(key, sealed, b"round 1")
 b'share'
 >>> open_sealed(key, sealed, b"round 2")
@@ -25,6 +29,7 @@ federation.secagg.errors.SecAggError: forged: a sealed share failed authenticati
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -40,7 +45,7 @@ __all__ = ["KEY_BYTES", "SEAL_OVERHEAD", "KeyPair", "agree", "context", "open_se
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
-SEAL_OVERHEAD = NONCE_BYTES + 16  # the nonce and the GCM tag
+SEAL_OVERHEAD = 16  # the GCM tag; the nonce is derived, not sent
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -85,15 +90,19 @@ def agree(pair: KeyPair, peer_public: bytes, info: bytes) -> bytes:
     return HKDF(hashes.SHA256(), KEY_BYTES, None, info).derive(shared)
 
 
-def seal(key: bytes, plaintext: bytes, associated: bytes, random_bytes: RandomBytes) -> bytes:
-    """``plaintext`` encrypted and authenticated under ``key``, with ``associated`` data."""
-    nonce = random_bytes(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated)
+def _nonce(associated: bytes) -> bytes:
+    return hashlib.sha256(b"fedfleet/secagg/v1/nonce\n" + associated).digest()[:NONCE_BYTES]
+
+
+def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    """``plaintext`` encrypted and authenticated under ``key``, with ``associated`` data (a
+    key seals one plaintext only: the nonce follows from ``associated``)."""
+    return AESGCM(key).encrypt(_nonce(associated), plaintext, associated)
 
 
 def open_sealed(key: bytes, sealed: bytes, associated: bytes) -> bytes:
     """The plaintext of ``sealed``; ``SecAggError("forged")`` if anything was changed."""
     try:
-        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)
+        return AESGCM(key).decrypt(_nonce(associated), sealed, associated)
     except (InvalidTag, ValueError):
         raise SecAggError("forged", "a sealed share failed authentication") from None

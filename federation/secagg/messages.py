@@ -1,4 +1,5 @@
-"""The four phases' messages and their one codec (JSON, ``"v": 1``, binary fields in base64).
+"""The four phases' messages and their codec: JSON (``"v": 1``, binary fields in base64), or
+the same fields in a compact binary form.
 
 The gateway announces a secure round with :class:`SecureRound` (to every vehicle: the
 fleet's :class:`~federation.secagg.params.SecAggConfig` for it and the phases' deadlines). The
@@ -21,10 +22,22 @@ its :class:`Roster`, which is sorted by id; ``null`` marks a neighbour with noth
 is the state machines' check (:mod:`federation.secagg.client`, :mod:`federation.secagg.server`).
 Both raise only :class:`~federation.secagg.errors.SecAggError`, whatever the bytes.
 
+The binary form (:func:`encode_binary`; what vehicles and the gateway send in the phases) is
+``0xFF 0x01`` and a MessagePack map of the same fields as the JSON object: binary fields as
+MessagePack binaries, not base64, and each neighbour of a roster as the array of its fields in
+order. ``0xFF`` never begins UTF-8 text, so :func:`decode` tells the forms apart by it and
+checks both alike. For each neighbour, a roster's entry (with an id of 9 characters) is 79
+bytes in it against 145 in JSON, a sealed pair of shares 84 against 115, an unmask share 35
+against 47.
+
 >>> hello = Advertise("veh-0001", 3, bytes(32), bytes(range(32)))
 >>> encode(hello)[:60]
 b'{"v":1,"kind":"advertise","vehicle_id":"veh-0001","round":3,'
 >>> decode(Advertise, encode(hello)) == hello
+True
+>>> len(encode(hello)), len(encode_binary(hello))
+(178, 136)
+>>> decode(Advertise, encode_binary(hello)) == hello
 True
 >>> decode(Roster, encode(hello))
 Traceback (most recent call last):
@@ -41,7 +54,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
+import msgpack
+
 from federation.messages import (
+    MAX_PAYLOAD_BYTES,
     VERSION,
     MessageError,
     _get,
@@ -56,23 +72,28 @@ from federation.secagg.keys import KEY_BYTES, SEAL_OVERHEAD
 from federation.secagg.params import MAX_DIMENSION, MAX_VEHICLES, SecAggConfig
 from federation.secagg.shamir import SHARE_BYTES
 
-__all__ = ["MAX_NEIGHBOURS", "SEALED_BYTES", "Advertise", "MaskedInput", "Neighbour",
-           "Roster", "SecAggMessage", "SecureRound", "ShareKeys", "SharesRelay",
-           "UnmaskRequest", "UnmaskShares", "decode", "encode"]
+__all__ = ["BINARY_MAGIC", "MAX_NEIGHBOURS", "SEALED_BYTES", "Advertise", "MaskedInput",
+           "Neighbour", "Roster", "SecAggMessage", "SecureRound", "ShareKeys", "SharesRelay",
+           "UnmaskRequest", "UnmaskShares", "decode", "encode", "encode_binary"]
 
 MAX_NEIGHBOURS = 400
 # A sealed share holds two shares: of the self-mask seed and of the mask key.
 SEALED_BYTES = SEAL_OVERHEAD + 2 * SHARE_BYTES
 _MAX_MASKED_BYTES = 48 * 1024
+BINARY_MAGIC = b"\xff\x01"  # the marker byte, then the binary form's version
 
 
 def _blob(value: Any, key: str, sizes: range) -> bytes:
-    if isinstance(value, bool) or not isinstance(value, str) or len(value) > 4 * sizes.stop:
+    """A binary field: bytes in the binary form, a base64 string in JSON."""
+    if isinstance(value, bytes):
+        blob = value
+    elif isinstance(value, bool) or not isinstance(value, str) or len(value) > 4 * sizes.stop:
         raise SecAggError("wrong_type", f"{key!r} must be a base64 string")
-    try:
-        blob = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise SecAggError("wrong_type", f"{key!r} must be a base64 string") from None
+    else:
+        try:
+            blob = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise SecAggError("wrong_type", f"{key!r} must be a base64 string") from None
     if len(blob) not in sizes:
         raise SecAggError("bad_shape", f"{key!r} must be {sizes.start} to {sizes.stop - 1} "
                           f"bytes, got {len(blob)}")
@@ -80,7 +101,7 @@ def _blob(value: Any, key: str, sizes: range) -> bytes:
 
 
 def _exact(obj: dict[str, Any], key: str, size: int) -> bytes:
-    return _blob(_get(obj, key, str), key, range(size, size + 1))
+    return _blob(_get(obj, key, (str, bytes)), key, range(size, size + 1))
 
 
 def _blobs(obj: dict[str, Any], key: str, size: int,
@@ -177,6 +198,9 @@ class Neighbour:
 
     @classmethod
     def _parse(cls, obj: Any) -> Neighbour:
+        names = [f.name for f in fields(cls)]
+        if isinstance(obj, list) and len(obj) == len(names):  # the binary form's array
+            obj = dict(zip(names, obj, strict=True))
         if not isinstance(obj, dict):
             raise SecAggError("wrong_type", "each of 'neighbours' must be an object")
         return cls(_vehicle(obj), _exact(obj, "cipher_key", KEY_BYTES),
@@ -251,7 +275,8 @@ class MaskedInput:
 
     @classmethod
     def _parse(cls, obj: dict[str, Any]) -> MaskedInput:
-        masked = _blob(_get(obj, "masked", str), "masked", range(2, _MAX_MASKED_BYTES))
+        masked = _blob(_get(obj, "masked", (str, bytes)), "masked",
+                       range(2, _MAX_MASKED_BYTES))
         readings = _optional(obj, "readings", 0.0, _num, 0.0)
         replaces = _optional(obj, "replaces_readings", 0.0, _num, 0.0)
         if replaces > readings:
@@ -301,29 +326,58 @@ KINDS: dict[type, str] = {
 }
 
 
-def _jsonable(value: Any) -> Any:
+def _wire(value: Any, binary: bool) -> Any:
+    """A field's value as the JSON form (``binary`` false) or the binary form carries it."""
     if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
+        return value if binary else base64.b64encode(value).decode()
     if isinstance(value, Neighbour):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+        items = {f.name: _wire(getattr(value, f.name), binary) for f in fields(value)}
+        return list(items.values()) if binary else items
     if isinstance(value, tuple) and value and all(isinstance(v, bool) for v in value):
         return "".join("1" if v else "0" for v in value)
     if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
+        return [_wire(v, binary) for v in value]
     return value
+
+
+def _object(message: SecAggMessage | SecureRound, binary: bool) -> dict[str, Any]:
+    obj: dict[str, Any] = {"v": VERSION, "kind": KINDS[type(message)]}
+    obj.update((f.name, _wire(getattr(message, f.name), binary)) for f in fields(message))
+    return obj
 
 
 def encode(message: SecAggMessage | SecureRound) -> bytes:
     """A message as its compact JSON payload."""
-    obj: dict[str, Any] = {"v": VERSION, "kind": KINDS[type(message)]}
-    obj.update((f.name, _jsonable(getattr(message, f.name))) for f in fields(message))
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    return json.dumps(_object(message, False), separators=(",", ":"), allow_nan=False).encode()
+
+
+def encode_binary(message: SecAggMessage | SecureRound) -> bytes:
+    """A message in the binary form: ``0xFF 0x01``, then a MessagePack map."""
+    packed: bytes = msgpack.packb(_object(message, True), use_bin_type=True)
+    return BINARY_MAGIC + packed
+
+
+def _load(payload: bytes) -> dict[str, Any]:
+    """The message's object from either form, before any field is checked."""
+    if payload[:1] != BINARY_MAGIC[:1]:
+        return load_object(payload)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise SecAggError("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    if payload[:2] != BINARY_MAGIC:
+        raise SecAggError("bad_binary", f"unknown binary form {payload[:2]!r}")
+    try:
+        obj = msgpack.unpackb(payload[2:], raw=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise SecAggError("bad_binary", f"no MessagePack map: {str(exc)[:80]}") from None
+    if not isinstance(obj, dict) or obj.get("v") != VERSION:
+        raise SecAggError("bad_binary", f"a MessagePack map with \"v\": {VERSION} expected")
+    return obj
 
 
 def decode(kind: type[S], payload: bytes) -> S:
     """Validate ``payload`` as a message of ``kind``; raise :class:`SecAggError` otherwise."""
     try:
-        obj = load_object(payload)
+        obj = _load(payload)
         if obj.get("kind") != KINDS[kind]:
             raise SecAggError("wrong_kind", f"expected a {KINDS[kind]!r} message, got "
                               f"{str(obj.get('kind'))[:20]!r}")

@@ -71,7 +71,8 @@ def _timed(work: Callable[..., T], *args: Any) -> tuple[T, float]:
 
 def _reply(client: SecAggClient, respond: Reply, incoming: type[SecAggMessage] | None,
            received: bytes) -> bytes:
-    return messages.encode(respond(client, incoming and messages.decode(incoming, received)))
+    reply = respond(client, incoming and messages.decode(incoming, received))
+    return messages.encode_binary(reply)
 
 
 def _deliver(server: SecAggServer, kind: type[SecAggMessage], payload: bytes) -> None:
@@ -79,7 +80,7 @@ def _deliver(server: SecAggServer, kind: type[SecAggMessage], payload: bytes) ->
 
 
 def _encode_all(close: Callable[[], Mapping[str, SecAggMessage]]) -> dict[str, bytes]:
-    return {v: messages.encode(m) for v, m in close().items()}
+    return {v: messages.encode_binary(m) for v, m in close().items()}
 
 
 def simulate(config: SecAggConfig, vectors: Mapping[str, np.ndarray], *, round_number: int = 1,
