@@ -42,7 +42,7 @@ import numpy as np
 from analytics.attacks import Attack
 from analytics.datasets import Dataset, Progress, Stream, split_devices
 from analytics.rounds import RoundCycle
-from analytics.secure import SecureRounds
+from analytics.secure import SecureRounds, SecureSum
 from devices.onboard.ledger import PrivacyLedger
 from devices.onboard.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE, Tuning
 from devices.onboard.vehicle import Vehicle
@@ -94,8 +94,7 @@ class Schedule:
 @dataclass
 class Run:
     """One regime's replay: each device's score and alarm on every row, what it cost, and
-    the last global model of a federated regime (and, of a secure one, each unmasked sum's
-    inputs and noise)."""
+    the last global model of a federated regime (and, of a secure one, its unmasked sums)."""
 
     regime: str
     scores: dict[str, np.ndarray]
@@ -110,7 +109,7 @@ class Run:
     model: GlobalModel | None = None
     refused: dict[str, int] = field(default_factory=dict)
     infeasible_models: int = 0
-    secure_sums: list[tuple[int, float]] = field(default_factory=list)
+    secure_sums: list[SecureSum] = field(default_factory=list)
 
     def gateway_result(self, gateway: RoundCycle | None) -> None:
         """What the round cycle of a federated regime leaves: its rounds, last model (and its
@@ -122,8 +121,7 @@ class Run:
         self.refused = dict(gateway.rejected)
         self.infeasible_models = gateway.infeasible
         if gateway.secure is not None:
-            self.secure_sums = list(zip(gateway.secure.inputs, gateway.secure.noise_std,
-                                        strict=True))
+            self.secure_sums = list(gateway.secure.sums)
 
 
 CLIP_NORM = 4.0  # the fleet's default (fedfleet/config.py)

@@ -181,16 +181,19 @@ def evaluate(
 
 def _noised(chosen: Mechanism, run: Run) -> dict[str, Any]:
     """A noised regime's release: its epsilon, the noise on the sum of a round's releases
-    (a secure regime's: the median over its unmasked sums, with how many it unmasked and of
-    how many inputs) and the clip norm."""
-    noise_std = (float(np.median([std for _, std in run.secure_sums])) if run.secure_sums
-                 else 0.0) if isinstance(chosen, SecureRelease) else chosen.noise_std
-    out = {"epsilon_per_release": round(chosen.epsilon, 6),
-           "noise_std_per_release": round(noise_std, 6), "clip_norm": chosen.clip_norm}
-    if isinstance(chosen, SecureRelease):
-        out |= {"secure_sums": len(run.secure_sums),
-                "secure_inputs": sum(inputs for inputs, _ in run.secure_sums)}
-    return out
+    and the clip norm; for a secure regime, the median noise over its unmasked sums, how
+    many it unmasked, of how many inputs, and the CPU time the protocol took."""
+    if not isinstance(chosen, SecureRelease):
+        return {"epsilon_per_release": round(chosen.epsilon, 6),
+                "noise_std_per_release": round(chosen.noise_std, 6), "clip_norm": chosen.clip_norm}
+    sums = run.secure_sums
+    return {"epsilon_per_release": round(chosen.epsilon, 6),
+            "noise_std_per_release": round(float(np.median([s.noise_std for s in sums]))
+                                           if sums else 0.0, 6),
+            "clip_norm": chosen.clip_norm, "secure_sums": len(sums),
+            "secure_inputs": sum(s.inputs for s in sums),
+            "secure_vehicle_cpu_seconds": round(sum(s.vehicle_cpu_seconds for s in sums), 1),
+            "secure_gateway_cpu_seconds": round(sum(s.gateway_cpu_seconds for s in sums), 1)}
 
 
 # How far below clean an attacked regime's pooled PR-AUC may be and still hold.

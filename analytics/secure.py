@@ -39,7 +39,7 @@ from federation.whitening import Whitening
 from gateway.private import unmasked_piece
 from gateway.rounds import Round
 
-__all__ = ["MIN_VEHICLES", "SecureRelease", "SecureRounds"]
+__all__ = ["MIN_VEHICLES", "SecureRelease", "SecureRounds", "SecureSum"]
 
 # The fewest vehicles a secure round takes, as the gateway's (gateway/secure_round.py).
 MIN_VEHICLES = 4
@@ -64,14 +64,24 @@ class SecureRelease(GaussianMechanism):
         return Spend("zcdp", self.rho)
 
 
+@dataclass(frozen=True)
+class SecureSum:
+    """One unmasked sum: its inputs, its noise (each coordinate, whitened units), and the CPU
+    time the protocol took (all its vehicles' state machines and codec, and the gateway's)."""
+
+    inputs: int
+    noise_std: float
+    vehicle_cpu_seconds: float
+    gateway_cpu_seconds: float
+
+
 class SecureRounds:
     """Each round's central releases through a whole secure round, at its close.
 
     ``epsilon`` and ``delta`` are one release's, ``clip_norm`` the gateway's (times
     :data:`~federation.privacy.PUBLIC_CLIP_FACTOR` about the public centre); ``seed`` fixes
     every secret and noise draw of every round; ``dropout`` is the share of each round's
-    vehicles that drop out. ``noise_std`` holds each unmasked sum's noise (per coordinate, in
-    whitened units) and ``inputs`` its inputs.
+    vehicles that drop out. ``sums`` holds what each unmasked sum was (:class:`SecureSum`).
 
     Examples
     --------
@@ -87,7 +97,7 @@ class SecureRounds:
     ...                                           0.0, privacy="central")
     >>> secure = SecureRounds(VEHICLE_SCHEMA, epsilon=0.5, delta=1e-5, clip_norm=4.0, seed=0)
     >>> secure.close(current, None, Counter())
-    >>> sorted(current.held), current.accepted, secure.inputs
+    >>> sorted(current.held), current.accepted, [s.inputs for s in secure.sums]
     (['veh-0', 'veh-1', 'veh-2', 'veh-3', 'veh-4'], {}, [5])
     >>> current.unmasked[0].summary.n < 500  # weighed down by the sum's noise
     True
@@ -101,8 +111,7 @@ class SecureRounds:
         self.schema = schema
         self.epsilon, self.delta, self.clip_norm = epsilon, delta, clip_norm
         self.seed, self.dropout = seed, dropout
-        self.noise_std: list[float] = []
-        self.inputs: list[int] = []
+        self.sums: list[SecureSum] = []
         self._waiting: dict[str, Update] = {}
 
     def close(self, current: Round, previous: GlobalModel | None,
@@ -128,7 +137,7 @@ class SecureRounds:
         config = SecAggConfig(vectors.shape[1], bound, self.epsilon, self.delta)
         seed = int(np.random.SeedSequence([self.seed, current.number]).generate_state(1)[0])
         try:
-            aggregate, _ = simulate(config, dict(zip(ids, vectors, strict=True)),
+            aggregate, traffic = simulate(config, dict(zip(ids, vectors, strict=True)),
                                     round_number=current.number, seed=seed,
                                     dropouts=self._dropouts(ids, seed))
         except SecAggError:
@@ -143,8 +152,9 @@ class SecureRounds:
         current.unmasked_replaces_readings += sum(u.replaces_readings for u in kept)
         current.held.update(aggregate.vehicle_ids)
         current.senders.update(aggregate.vehicle_ids)
-        self.noise_std.append(aggregate.noise_std)
-        self.inputs.append(aggregate.inputs)
+        self.sums.append(SecureSum(aggregate.inputs, aggregate.noise_std,
+                                   sum(traffic.vehicle_cpu_seconds.values()),
+                                   traffic.server_cpu_seconds))
 
     def _dropouts(self, ids: list[str], seed: int) -> dict[str, str]:
         """Which of ``ids`` drop out, and before which phase (after advertising: a vehicle

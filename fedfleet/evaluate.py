@@ -186,6 +186,10 @@ def _table(report: dict[str, Any]) -> str:
                          f"{metrics['epsilon_per_release']:g}, noise std "
                          f"{metrics['noise_std_per_release']:.3g} each; the global model's "
                          f"relative noise {metrics['global_noise_std']:.3g})")
+        if "secure_sums" in metrics:
+            lines.append(f"  {metrics['secure_sums']} secure sums of {metrics['secure_inputs']} "
+                         f"releases: the vehicles' CPU {metrics['secure_vehicle_cpu_seconds']} s, "
+                         f"the gateway's {metrics['secure_gateway_cpu_seconds']} s")
     for name, counts in report.get("no_worse_than_local", {}).items():
         lines.append(f"{name} no worse than local (PR-AUC within {counts['margin']}) on "
                      f"{counts['no_worse']} of {counts['devices']} devices")
