@@ -19,7 +19,8 @@ policy's threshold: what the device acts on.
 - ``federated_dp``: rounds with the vehicle's privacy mechanism, its releases calibrated to
   the run's budget (:func:`federation.privacy.calibrated`), each device keeping a privacy
   ledger; with ``central`` the devices send clipped summaries and the gateway noises their
-  aggregate (:mod:`gateway.private`);
+  aggregate (:mod:`gateway.private`), or, with secure rounds, each round's releases are
+  summed by secure aggregation, which adds the noise (:mod:`analytics.secure`);
 - ``centralized``: every device scores with, and learns into, one shared detector (all rows
   pooled in time order), each keeping its own alert policy;
 - ``batch_reference``: see :mod:`analytics.batch`.
@@ -41,6 +42,7 @@ import numpy as np
 from analytics.attacks import Attack
 from analytics.datasets import Dataset, Progress, Stream, split_devices
 from analytics.rounds import RoundCycle
+from analytics.secure import SecureRounds, SecureSum
 from devices.onboard.ledger import PrivacyLedger
 from devices.onboard.tuning import ENGINE_CYCLES, TEST_RIG, VEHICLE, Tuning
 from devices.onboard.vehicle import Vehicle
@@ -92,7 +94,7 @@ class Schedule:
 @dataclass
 class Run:
     """One regime's replay: each device's score and alarm on every row, what it cost, and
-    the last global model of a federated regime."""
+    the last global model of a federated regime (and, of a secure one, its unmasked sums)."""
 
     regime: str
     scores: dict[str, np.ndarray]
@@ -107,6 +109,7 @@ class Run:
     model: GlobalModel | None = None
     refused: dict[str, int] = field(default_factory=dict)
     infeasible_models: int = 0
+    secure_sums: list[SecureSum] = field(default_factory=list)
 
     def gateway_result(self, gateway: RoundCycle | None) -> None:
         """What the round cycle of a federated regime leaves: its rounds, last model (and its
@@ -117,6 +120,8 @@ class Run:
         self.noise_std = gateway.model.noise_std if gateway.model else 0.0
         self.refused = dict(gateway.rejected)
         self.infeasible_models = gateway.infeasible
+        if gateway.secure is not None:
+            self.secure_sums = list(gateway.secure.sums)
 
 
 CLIP_NORM = 4.0  # the fleet's default (fedfleet/config.py)
@@ -180,12 +185,14 @@ def run_online(
     progress: Progress | None = None,
     strategy: Strategy | None = None,
     attack: Attack | None = None,
+    secure: SecureRounds | None = None,
 ) -> Run:
     """Replay ``dataset`` under ``regime`` (``local``, ``federated``, ``federated_dp``,
     ``centralized``); ``mechanism`` privatizes the updates of ``federated_dp``, on each device
-    or, with ``central``, at the gateway; each device stops sending updates once its ledger
-    says they would pass ``budget``; the devices run with ``tuning`` (by default the preset
-    for the dataset's kind); the gateway combines with ``strategy`` (default the mean), and
+    or, with ``central``, at the gateway (with ``secure``, by secure aggregation in each
+    round: :mod:`analytics.secure`); each device stops sending updates once its ledger says
+    they would pass ``budget``; the devices run with ``tuning`` (by default the preset for the
+    dataset's kind); the gateway combines with ``strategy`` (default the mean), and
     ``attack`` alters its attackers' updates."""
     tuning = tuning or tuning_for(dataset)
     shared = tuning.detector(dataset.schema) if regime == "centralized" else None
@@ -199,7 +206,7 @@ def run_online(
         for i, s in enumerate(dataset.streams)
     ]
     gateway = (RoundCycle(schedule.round_rows, dataset.schema, SeededNoise([seed, len(vehicles)]),
-                          strategy, attack, schedule.start)
+                          strategy, attack, schedule.start, secure)
                if regime.startswith("federated") else None)
     run = Run(regime, {s.device_id: np.zeros(len(s)) for s in dataset.streams},
               {s.device_id: np.zeros(len(s), dtype=bool) for s in dataset.streams})

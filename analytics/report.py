@@ -28,10 +28,11 @@ from analytics.batch import MAX_SCORED_ROWS, run_batch
 from analytics.datasets import Dataset, Stream
 from analytics.metrics import detection, lead_time, lead_times, wins
 from analytics.replay import CLIP_NORM, Progress, Run, Schedule, run_online, tuning_for
+from analytics.secure import MIN_VEHICLES, SecureRelease, SecureRounds
 from analytics.vectorized import run_vectorized
 from devices.onboard.tuning import Tuning
-from federation.privacy import GaussianMechanism, Mechanism, calibrated
-from federation.secagg.params import SecAggConfig, central_epsilon, release_epsilon
+from federation.privacy import Mechanism, calibrated
+from federation.secagg.params import RoundPlan, SecAggConfig, release_epsilon
 from gateway.strategy import DEFAULT_STRATEGY, make_strategy
 
 __all__ = ["REPLAYS", "dp_regime", "evaluate"]
@@ -44,14 +45,16 @@ REPLAYS = {"vectorized": run_vectorized, "per-reading": run_online}
 def _mechanism(privacy: str, mechanism: str, budget: float, releases: int, delta: float,
                clip_norm: float, devices: int, features: int) -> Mechanism:
     """The mechanism of a noised regime: ``releases`` of it compose to ``budget``. A secure
-    round (``privacy="secagg"``) is not run: it is modelled as a central round whose Gaussian
-    noise is the protocol's at full participation (zCDP calibration, shares sized for the
-    tolerated dropout and colluders; :func:`~federation.secagg.params.central_epsilon`)."""
+    release (``privacy="secagg"``) is clipped as a central one and charged the zCDP ``rho``
+    of the fleet's round plan; the protocol adds its noise in the round
+    (:mod:`analytics.secure`)."""
     if privacy != "secagg":
         return calibrated(mechanism, budget, releases, delta, clip_norm)
+    epsilon = release_epsilon(budget, releases, delta)
     dimension = features + features * (features + 1) // 2
-    config = SecAggConfig(dimension, clip_norm, release_epsilon(budget, releases, delta), delta)
-    return GaussianMechanism(central_epsilon(config, max(devices, 4)), delta, clip_norm)
+    plan = RoundPlan.make(SecAggConfig(dimension, clip_norm, epsilon, delta),
+                          max(devices, MIN_VEHICLES))
+    return SecureRelease(epsilon, delta, clip_norm, rho=plan.rho)
 
 
 def dp_regime(epsilon: float) -> str:
@@ -81,13 +84,15 @@ def evaluate(
     strategy: str = DEFAULT_STRATEGY,
     attack: str | None = None,
     attackers: float = 0.2,
+    secagg_dropout: float = 0.0,
 ) -> tuple[dict[str, Any], dict[str, Run]]:
     """Replay every regime on identical streams and schedule; return the report and runs.
 
     Each of ``epsilons`` is a device's budget over the whole run, for one noised regime with
     ``mechanism`` noise added at the gateway (``privacy="central"``) or on the devices
-    (``"local"``), or, for ``"secagg"``, a secure round modelled as central Gaussian noise
-    scaled by the protocol's noise factor (:func:`_mechanism`). Each release spends what
+    (``"local"``), or, for ``"secagg"``, by secure aggregation: each round's releases run
+    through the real protocol, ``secagg_dropout`` of its vehicles dropping out
+    (:mod:`analytics.secure`). Each release spends what
     makes the most releases any device makes (before its last reading, on the tuning's
     schedule) compose to the budget. ``replay`` names how
     the online regimes are replayed (:data:`REPLAYS`: the same scores either way). The
@@ -109,26 +114,26 @@ def evaluate(
     releases = max(1, max(tuning.releases_within(len(s) - 1) for s in dataset.streams))
     noised: dict[str, Any] = {}
     budget_of = {dp_regime(epsilon): epsilon for epsilon in epsilons}
+
+    def private(budget: float) -> dict[str, Any]:
+        """The options of the noised regime at ``budget``: a secure one's rounds are fresh."""
+        chosen = _mechanism(privacy, mechanism, budget, releases, delta, clip_norm,
+                            len(dataset.streams), len(dataset.schema))
+        secure = SecureRounds(dataset.schema, epsilon=chosen.epsilon, delta=delta,
+                              clip_norm=clip_norm, seed=seed, dropout=secagg_dropout) if (
+            privacy == "secagg") else None
+        return {"mechanism": chosen, "central": privacy != "local", "budget": budget,
+                "secure": secure}
+
     for epsilon in epsilons:
         name = dp_regime(epsilon)
-        chosen = _mechanism(privacy, mechanism, epsilon, releases, delta, clip_norm,
-                            len(dataset.streams), len(dataset.schema))
-        runs[name] = run(dataset, schedule, name, seed=seed, mechanism=chosen,
-                         central=privacy != "local", budget=epsilon, tuning=tuning,
-                         progress=progress)
-        noised[name] = {"epsilon_per_release": round(chosen.epsilon, 6),
-                        "noise_std_per_release": round(chosen.noise_std, 6),
-                        "clip_norm": chosen.clip_norm}
-        if privacy == "secagg":
-            noised[name]["secagg_epsilon_per_release"] = round(
-                release_epsilon(epsilon, releases, delta), 6)
+        options = private(epsilon)
+        runs[name] = run(dataset, schedule, name, seed=seed, tuning=tuning, progress=progress,
+                         **options)
+        noised[name] = _noised(options["mechanism"], runs[name])
     if hostile is not None:
         for name in [n for n in runs if n.startswith("federated")]:
-            options = {"mechanism": _mechanism(privacy, mechanism, budget_of[name], releases,
-                                               delta, clip_norm, len(dataset.streams),
-                                               len(dataset.schema)),
-                       "central": privacy != "local", "budget": budget_of[name]} if (
-                name in budget_of) else {}
+            options = private(budget_of[name]) if name in budget_of else {}
             runs[f"{name}+{attack}"] = run(dataset, schedule, f"{name}+{attack}", seed=seed,
                                            tuning=tuning, progress=progress, attack=hostile,
                                            **options)
@@ -151,7 +156,8 @@ def evaluate(
                      "clip_norm": clip_norm, "releases": releases,
                      "late_devices": sorted(schedule.late),
                      "join_tick": schedule.join_tick, "cold_fraction": cold_fraction,
-                     "tuning": asdict(tuning), "replay": replay, "strategy": strategy},
+                     "tuning": asdict(tuning), "replay": replay, "strategy": strategy,
+                     "secagg_dropout": secagg_dropout},
         "regimes": regimes,
         "per_device": per_device,
         "federated_vs_local": _wins(per_device, "federated", "local"),
@@ -171,6 +177,23 @@ def evaluate(
                "held_out": skab.outlier_protocol(dataset, run, prefix="!valve1")}
             for name, run in runs.items()}
     return report, runs
+
+
+def _noised(chosen: Mechanism, run: Run) -> dict[str, Any]:
+    """A noised regime's release: its epsilon, the noise on the sum of a round's releases
+    and the clip norm; for a secure regime, the median noise over its unmasked sums, how
+    many it unmasked, of how many inputs, and the CPU time the protocol took."""
+    if not isinstance(chosen, SecureRelease):
+        return {"epsilon_per_release": round(chosen.epsilon, 6),
+                "noise_std_per_release": round(chosen.noise_std, 6), "clip_norm": chosen.clip_norm}
+    sums = run.secure_sums
+    return {"epsilon_per_release": round(chosen.epsilon, 6),
+            "noise_std_per_release": round(float(np.median([s.noise_std for s in sums]))
+                                           if sums else 0.0, 6),
+            "clip_norm": chosen.clip_norm, "secure_sums": len(sums),
+            "secure_inputs": sum(s.inputs for s in sums),
+            "secure_vehicle_cpu_seconds": round(sum(s.vehicle_cpu_seconds for s in sums), 1),
+            "secure_gateway_cpu_seconds": round(sum(s.gateway_cpu_seconds for s in sums), 1)}
 
 
 # How far below clean an attacked regime's pooled PR-AUC may be and still hold.

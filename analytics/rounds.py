@@ -3,7 +3,8 @@
 (one reading per tick), accepted by :class:`gateway.rounds.Round` and merged by the gateway's
 strategy (:mod:`gateway.strategy`); what the gateway would publish is handed back encoded, as
 the broker would deliver it. With an :class:`~analytics.attacks.Attack`, its attackers' updates
-are altered on their way to the gateway.
+are altered on their way to the gateway; with :class:`~analytics.secure.SecureRounds`, each
+round's releases are aggregated by secure aggregation at its close.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TypeVar
 import numpy as np
 
 from analytics.attacks import Attack
+from analytics.secure import SecureRounds
 from federation import messages, topics
 from federation.features import Schema
 from federation.messages import GlobalModel, MessageError, RoundOpen, Update
@@ -50,12 +52,14 @@ class RoundCycle:
 
     def __init__(self, round_rows: int, schema: Schema, noise: SeededNoise,
                  strategy: Strategy | None = None, attack: Attack | None = None,
-                 joined: Mapping[str, int] | None = None) -> None:
+                 joined: Mapping[str, int] | None = None,
+                 secure: SecureRounds | None = None) -> None:
         self.round_rows = round_rows
         self.schema = schema
         self.noise = noise
         self.strategy = strategy or make_strategy()
         self.attack = attack
+        self.secure = secure
         self.plausibility = Plausibility(readings_per_s=1.0, round_s=float(round_rows),
                                          started_s=0.0)
         for device, tick in (joined or {}).items():
@@ -71,6 +75,8 @@ class RoundCycle:
         """Close the open round (merging it if it met its quorum), open the next, and return
         what is published to the vehicles online: the new model, if any, and the round."""
         fresh = []
+        if self.round is not None and self.secure is not None:
+            self.secure.close(self.round, self.model, self.rejected)
         if self.round is not None and self.round.quorum_met:
             self.model = self.round.merge(self.model, self.strategy, self.schema, float(tick),
                                          self.noise, CLIP_NORM)

@@ -43,6 +43,7 @@ from analytics.models import Models, Priors
 from analytics.policies import Policies
 from analytics.replay import Progress, Run, Schedule, tuning_for
 from analytics.rounds import RoundCycle, receive
+from analytics.secure import SecureRounds
 from analytics.shared import Gate, shared_tick
 from analytics.stack import Stack
 from devices.onboard.ledger import PrivacyLedger
@@ -73,11 +74,12 @@ def run_vectorized(
     progress: Progress | None = None,
     strategy: Strategy | None = None,
     attack: Attack | None = None,
+    secure: SecureRounds | None = None,
 ) -> Run:
     """Replay ``dataset`` under ``regime``, as :func:`analytics.replay.run_online` does with
     the same arguments, on arrays."""
     replay = _Replay(dataset, schedule, regime, seed, mechanism, central, budget,
-                     tuning or tuning_for(dataset), strategy, attack)
+                     tuning or tuning_for(dataset), strategy, attack, secure)
     return replay.run(progress)
 
 
@@ -118,7 +120,7 @@ class _Replay:
     def __init__(self, dataset: Dataset, schedule: Schedule, regime: str, seed: int,
                  mechanism: Mechanism | None, central: bool, budget: float,
                  tuning: Tuning, strategy: Strategy | None = None,
-                 attack: Attack | None = None) -> None:
+                 attack: Attack | None = None, secure: SecureRounds | None = None) -> None:
         schema, streams = dataset.schema, dataset.streams
         missing = [name for name in schema.names if name not in dataset.columns]
         if missing:
@@ -146,7 +148,7 @@ class _Replay:
         self.models = Models(self.detector, 1 if self.shared else len(streams))
         self.priors = Priors(self.detector)
         self.gateway = (RoundCycle(schedule.round_rows, schema, SeededNoise([seed, len(streams)]),
-                                   strategy, attack, schedule.start)
+                                   strategy, attack, schedule.start, secure)
                         if regime.startswith("federated") else None)
         self.info: RoundOpen | None = None
         self.adopted: dict[bytes, int] = {}

@@ -37,9 +37,11 @@ def add_parser(sub: Any) -> None:
                         default=DEFAULTS["privacy"],
                         help="for the --epsilon regimes: noise the aggregate at the gateway "
                              "(central, the default), each release on the device (local), or "
-                             "secure aggregation, modelled as central noise scaled by the "
-                             "protocol's noise factor at full participation (secagg: the "
-                             "protocol itself is not run); off runs no noised regime")
+                             "by secure aggregation (secagg: each round's releases run through "
+                             "the protocol itself); off runs no noised regime")
+    parser.add_argument("--secagg-dropout", type=float, default=0.0, metavar="F",
+                        help="with --privacy secagg: this share of each round's vehicles drops "
+                             "out before a phase (0; past 1/3 the protocol refuses the round)")
     parser.add_argument("--mechanism", choices=["gaussian", "laplace"],
                         default=DEFAULTS["mechanism"],
                         help="Gaussian noise for (epsilon, delta) (default) or Laplace noise "
@@ -124,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
                             cold_fraction=args.cold_fraction, tuning=tuning,
                             replay=args.replay, progress=stderr_progress(),
                             strategy=args.strategy, attack=args.attack,
-                            attackers=args.attackers)
+                            attackers=args.attackers, secagg_dropout=args.secagg_dropout)
     report["settings"]["window"] = args.window
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
@@ -149,6 +151,10 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         return "--cold-fraction must be in (0, 1]"
     if not 0 < args.attackers < 0.5:
         return "--attackers must be in (0, 0.5): a majority of attackers is the fleet"
+    if not 0 <= args.secagg_dropout < 1:
+        return "--secagg-dropout must be in [0, 1)"
+    if args.secagg_dropout and args.privacy != "secagg":
+        return "--secagg-dropout needs --privacy secagg"
     if len(args.sep) != 1 and args.sep != "\\t":
         return "--sep must be one character (or \\t)"
     for option in ("out", "plot"):
@@ -180,6 +186,10 @@ def _table(report: dict[str, Any]) -> str:
                          f"{metrics['epsilon_per_release']:g}, noise std "
                          f"{metrics['noise_std_per_release']:.3g} each; the global model's "
                          f"relative noise {metrics['global_noise_std']:.3g})")
+        if "secure_sums" in metrics:
+            lines.append(f"  {metrics['secure_sums']} secure sums of {metrics['secure_inputs']} "
+                         f"releases: the vehicles' CPU {metrics['secure_vehicle_cpu_seconds']} s, "
+                         f"the gateway's {metrics['secure_gateway_cpu_seconds']} s")
     for name, counts in report.get("no_worse_than_local", {}).items():
         lines.append(f"{name} no worse than local (PR-AUC within {counts['margin']}) on "
                      f"{counts['no_worse']} of {counts['devices']} devices")

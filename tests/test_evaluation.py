@@ -344,6 +344,9 @@ def test_evaluate_writes_the_report_and_the_picture(tmp_path, capsys):
      (["--dataset", "sim:3", "--window", "0"], "--window must be at least 1"),
      (["--dataset", "sim:3", "--cold-fraction", "0"], "--cold-fraction must be in (0, 1]"),
      (["--dataset", "sim:3", "--prior-readings", "-1"], "--prior-readings must be a number"),
+     (["--dataset", "sim:3", "--privacy", "secagg", "--secagg-dropout", "1"],
+      "--secagg-dropout must be in [0, 1)"),
+     (["--dataset", "sim:3", "--secagg-dropout", "0.1"], "--secagg-dropout needs --privacy secagg"),
      (["--dataset", "sim:3", "--out", "/nowhere/r.json"], "folder /nowhere does not exist")],
 )
 def test_evaluate_usage_errors_exit_2_with_a_message(args, message, capsys):

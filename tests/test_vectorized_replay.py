@@ -18,7 +18,8 @@ from analytics.datasets import Dataset, Stream, load
 from analytics.moments import RunningMoments
 from analytics.policies import Policies
 from analytics.replay import Run, Schedule, run_online, tuning_for
-from analytics.report import _sampled
+from analytics.report import _mechanism, _sampled
+from analytics.secure import SecureRounds
 from analytics.vectorized import CHUNK_TICKS, run_vectorized
 from devices.onboard.tuning import TEST_RIG, VEHICLE
 from federation.features import VEHICLE_SCHEMA
@@ -97,6 +98,21 @@ def test_every_regime_scores_as_the_per_reading_replay(fleet, regime):
 
     _assert_same(vectorized, online)
     assert sum(int(s.astype(bool).sum()) for s in online.scores.values()) > 0  # it scored
+
+
+def test_secure_rounds_score_as_the_per_reading_replay(fleet):
+    dataset, plan = fleet
+    release = _mechanism("secagg", "gaussian", 4.0, 3, 1e-5, 0.5, len(dataset.streams),
+                         len(dataset.schema))
+
+    runs = [replayed(dataset, plan, "federated_dp", seed=3, mechanism=release, central=True,
+                     budget=4.0, secure=SecureRounds(dataset.schema, epsilon=release.epsilon,
+                                                     delta=1e-5, clip_norm=0.5, seed=3))
+            for replayed in (run_online, run_vectorized)]
+
+    _assert_same(*reversed(runs))
+    sums = [[(s.inputs, s.noise_std) for s in run.secure_sums] for run in runs]
+    assert sums[0] == sums[1] and sums[0]
 
 
 @pytest.mark.parametrize(("attack", "regime", "strategy"), [

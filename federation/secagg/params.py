@@ -50,12 +50,11 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from federation.accounting import Spend, epsilon_spent
 from federation.secagg.noise import distributed_noise_multiplier, sum_epsilon, tau
 from federation.secagg.ring import Ring
 
 __all__ = ["CORRECTNESS_BITS", "SECURITY_BITS", "RoundPlan", "SecAggConfig",
-           "central_epsilon", "release_epsilon"]
+           "release_epsilon"]
 
 CORRECTNESS_BITS = 20
 SECURITY_BITS = 40
@@ -163,22 +162,6 @@ def release_epsilon(budget: float, releases: int, delta: float) -> float:
         raise ValueError(f"releases must be >= 1, got {releases}")
     total_rho = 1.0 / (2.0 * distributed_noise_multiplier(budget, delta) ** 2)
     return sum_epsilon(total_rho / releases, delta)
-
-
-def central_epsilon(config: SecAggConfig, vehicles: int) -> float:
-    """The ``epsilon`` of one central Gaussian release (tight PLD accounting) whose noise is
-    what a secure round of ``vehicles`` carries with all of them present: the protocol's
-    multiplier times ``sqrt(N / (min_inputs - colluders))``. It models a secure round as a
-    central one (``fedfleet evaluate --privacy secagg``); the fixed point's rounding, below
-    ``2**-f`` a coordinate, is left out.
-
-    >>> config = SecAggConfig(54, 4.0, release_epsilon(1.0, 3, 1e-5))
-    >>> round(central_epsilon(config, 1000), 3)  # central's own is 0.548 at this budget
-    0.386
-    """
-    plan = RoundPlan.make(config, vehicles)
-    multiplier = plan.noise_multiplier * math.sqrt(vehicles / (plan.min_inputs - plan.colluders))
-    return epsilon_spent([Spend("gaussian", multiplier)], config.delta)
 
 
 @lru_cache(maxsize=256)
