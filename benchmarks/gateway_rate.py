@@ -11,8 +11,13 @@ committed to its store; the subscriber: received), each as updates per second, a
 gateway's share of the subscriber's rate: a ratio within one run, which is what to compare
 on a shared machine.
 
+With ``--backlog`` both subscribers are paused (``SIGSTOP``) while every update is published,
+so that the broker holds the whole stream for them; they resume together and each is timed
+from then: the highest rate the broker can feed them, rather than the publisher's.
+
     python -m benchmarks.gateway_rate --updates 20000 --inflight 20
     python -m benchmarks.gateway_rate --updates 20000 --form json
+    python -m benchmarks.gateway_rate --updates 50000 --backlog
 
 Keep ``--updates`` times the update's size under the gateway's inbox (64 MiB): past it the
 gateway refuses what it cannot hold (``overloaded``) and the benchmark never ends.
@@ -21,8 +26,11 @@ gateway refuses what it cannot hold (``overloaded``) and the benchmark never end
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import multiprocessing
+import os
+import signal
 import tempfile
 import threading
 import time
@@ -83,13 +91,16 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     options = {"max_queued_messages": "0", "max_inflight_messages": str(args.inflight)}
     with Mosquitto(options=options) as broker:
         gateway = Command("gateway", "--mqtt", broker.url, "--round-seconds", "3600",
-                          "--store", f"sqlite:///{db}", cwd=work)
+                          "--store", f"sqlite:///{db}", "--http-port", "0", cwd=work)
         context = multiprocessing.get_context("spawn")
         ready, done = context.Event(), context.Queue()
         bare = context.Process(target=subscriber, args=(broker.url, args.updates, ready, done))
         bare.start()
         target = parse_mqtt_url(broker.url)
         publisher = make_client("bench-publisher", target)
+        process = gateway.process
+        assert process is not None and bare.pid is not None
+        paused = (process.pid, bare.pid) if args.backlog else ()
         try:
             wait_until(lambda: open_round(db)[0] >= 1, 30, "the gateway's first round")
             wait_until(ready.is_set, 30, "the bare subscriber's subscription")
@@ -99,15 +110,24 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             publisher.connect(target.host, target.port)
             publisher.loop_start()
             wait_until(publisher.is_connected, 10, "the publisher's connection")
+            for pid in paused:
+                os.kill(pid, signal.SIGSTOP)
             began = time.monotonic()
-            for topic, payload in stream:
-                publisher.publish(topic, payload, qos=1)
-            published = time.monotonic()
-            wait_until(lambda: _accepted(db) >= args.updates, 600,
-                       "every update accepted by the gateway")
+            sent = [publisher.publish(topic, payload, qos=1) for topic, payload in stream]
+            publish_s = time.monotonic() - began
+            if paused:  # the broker holds them all: time the subscribers from their resumption
+                for info in sent:
+                    info.wait_for_publish(60)
+                began = time.monotonic()
+                _resume(paused)
+            wait_until(lambda: _accepted(db) >= args.updates or process.poll() is not None,
+                       600, "every update accepted by the gateway")
+            if process.poll() is not None:
+                raise RuntimeError(f"the gateway exited:\n{gateway.output()[-2000:]}")
             gateway_done = time.monotonic()
             bare_done = done.get(timeout=600)
         finally:
+            _resume(paused)
             publisher.disconnect()
             publisher.loop_stop()
             bare.join(30)
@@ -115,14 +135,21 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     gateway_s, bare_s = gateway_done - began, bare_done - began
     return {
         "updates": args.updates, "form": args.form, "update_bytes": len(stream[0][1]),
+        "feed": "broker backlog" if args.backlog else "live publisher",
         "broker_max_inflight_messages": args.inflight,
-        "publish_per_s": round(args.updates / (published - began)),
+        "publish_per_s": round(args.updates / publish_s),
         "bare_subscriber_per_s": round(args.updates / bare_s),
         "gateway_per_s": round(args.updates / gateway_s),
         "gateway_over_bare": round(bare_s / gateway_s, 3),
         "rejected": dict(read_store(db, "SELECT reason, SUM(count) FROM rejections "
                                         "GROUP BY reason")),
     }
+
+
+def _resume(pids: tuple[int, ...]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
 
 def _accepted(db: Path) -> int:
@@ -136,6 +163,9 @@ def main() -> None:
                         help="Mosquitto's max_inflight_messages (its default: 20)")
     parser.add_argument("--form", choices=("binary", "json"), default="binary",
                         help="the updates' form (vehicles send binary)")
+    parser.add_argument("--backlog", action="store_true",
+                        help="publish while both subscribers are paused, then time them draining "
+                             "the broker's queue")
     args = parser.parse_args()
     report = run(args, Path(tempfile.mkdtemp(prefix="fedfleet-gateway-rate-")))
     print_report(report)
