@@ -9,7 +9,9 @@ fast as the broker takes them. It prints, as a table and as JSON, how
 long each side took from the first publish to the last update (the gateway: accepted and
 committed to its store; the subscriber: received), each as updates per second, and the
 gateway's share of the subscriber's rate: a ratio within one run, which is what to compare
-on a shared machine.
+on a shared machine. It also prints the CPU time each spent an update (the gateway's
+process from the first publish to its last commit, the subscriber's from its first update to
+its last), which the machine's other load moves far less than the rates.
 
 With ``--backlog`` both subscribers are paused (``SIGSTOP``) while every update is published,
 so that the broker holds the whole stream for them; they resume together and each is timed
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import psutil
 
 from benchmarks.report import print_report
 from devices.runners.fleet import simulated_vehicles
@@ -64,16 +67,19 @@ def updates(count: int, round_number: int, form: str = "json") -> list[tuple[str
 
 def subscriber(url: str, count: int, ready: Any, done: Any) -> None:
     """Count updates received on QoS 1 (paho acknowledges each at once); put the monotonic
-    time of the ``count``-th on ``done``."""
+    time of the ``count``-th on ``done``, and the CPU seconds the process spent from the
+    first to it."""
     target = parse_mqtt_url(url)
     client = make_client("bench-bare-subscriber", target)
-    received = [0]
+    received, first_cpu_s = [0], [0.0]
     finished = threading.Event()
 
     def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         received[0] += 1
+        if received[0] == 1:
+            first_cpu_s[0] = time.process_time()
         if received[0] == count:
-            done.put(time.monotonic())
+            done.put((time.monotonic(), time.process_time() - first_cpu_s[0]))
             finished.set()
 
     client.on_connect = lambda c, *_: c.subscribe(topics.subscription(topics.UPDATE), 1)
@@ -112,6 +118,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             wait_until(publisher.is_connected, 10, "the publisher's connection")
             for pid in paused:
                 os.kill(pid, signal.SIGSTOP)
+            gateway_cpu_s = _cpu_s(process.pid)  # none is used while it is paused
             began = time.monotonic()
             sent = [publisher.publish(topic, payload, qos=1) for topic, payload in stream]
             publish_s = time.monotonic() - began
@@ -125,7 +132,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             if process.poll() is not None:
                 raise RuntimeError(f"the gateway exited:\n{gateway.output()[-2000:]}")
             gateway_done = time.monotonic()
-            bare_done = done.get(timeout=600)
+            gateway_cpu_s = _cpu_s(process.pid) - gateway_cpu_s
+            bare_done, bare_cpu_s = done.get(timeout=600)
         finally:
             _resume(paused)
             publisher.disconnect()
@@ -141,9 +149,17 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "bare_subscriber_per_s": round(args.updates / bare_s),
         "gateway_per_s": round(args.updates / gateway_s),
         "gateway_over_bare": round(bare_s / gateway_s, 3),
+        "bare_subscriber_cpu_us_per_update": round(bare_cpu_s / (args.updates - 1) * 1e6, 1),
+        "gateway_cpu_us_per_update": round(gateway_cpu_s / args.updates * 1e6, 1),
         "rejected": dict(read_store(db, "SELECT reason, SUM(count) FROM rejections "
                                         "GROUP BY reason")),
     }
+
+
+def _cpu_s(pid: int) -> float:
+    """The CPU seconds (user and system) process ``pid`` has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def _resume(pids: tuple[int, ...]) -> None:
