@@ -172,7 +172,9 @@ def _features(obj: dict[str, Any], schema: Schema | None) -> tuple[tuple[str, ..
     fleet's schema if its names match. With ``schema=None`` only the form is checked.
     """
     names = tuple(_get(obj, "features", list))
-    if not all(isinstance(name, str) for name in names):
+    # The fleet's own names are strings: only other names are looked at one by one.
+    if (schema is None or names != schema.names) and not all(
+            isinstance(name, str) for name in names):
         raise MessageError("wrong_type", "'features' must be a list of names")
     digest = obj.get("schema_digest", schema.digest if schema else "")
     if not isinstance(digest, str) or len(digest) > 64:
