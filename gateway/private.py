@@ -117,7 +117,9 @@ class Packed:
         central = update.privacy == "central"
         key = (update.privacy, update.mechanism if central else "",
                update.epsilon if central else 0.0, update.delta if central else 0.0)
-        group = self._groups.setdefault(key, _Group())
+        group = self._groups.get(key)
+        if group is None:  # not setdefault: that would build a group for every update
+            group = self._groups[key] = _Group()
         group.updates.append(update)
         group.readings.append(update.summary.n)
         self._members[update.vehicle_id] = update
