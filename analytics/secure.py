@@ -32,12 +32,11 @@ import numpy as np
 from federation.accounting import Spend
 from federation.features import Schema
 from federation.messages import GlobalModel, Update
-from federation.privacy import PUBLIC_CLIP_FACTOR, GaussianMechanism, public_centre
+from federation.privacy import GaussianMechanism
 from federation.secagg import SecAggConfig, SecAggError
 from federation.secagg.simulation import PHASES, simulate
 from federation.whitening import Whitening
-from gateway.private import unmasked_piece
-from gateway.rounds import Round
+from gateway.rounds import Round, release_centre
 
 __all__ = ["MIN_VEHICLES", "SecureRelease", "SecureRounds", "SecureSum"]
 
@@ -87,6 +86,7 @@ class SecureRounds:
     --------
     >>> from federation.features import VEHICLE_SCHEMA
     >>> from federation.messages import RoundOpen
+    >>> from federation.privacy import public_centre
     >>> from federation.summary import ModelSummary
     >>> names = VEHICLE_SCHEMA.names
     >>> centre = public_centre(names)
@@ -130,8 +130,7 @@ class SecureRounds:
             self._waiting = releases
             return
         self._waiting = {}
-        centre = previous.summary if previous else public_centre(self.schema.names)
-        bound = self.clip_norm if previous else self.clip_norm * PUBLIC_CLIP_FACTOR
+        centre, bound = release_centre(previous, self.schema, self.clip_norm)
         ids = sorted(releases)
         vectors = Whitening(centre).pack_all([releases[v].summary for v in ids])
         config = SecAggConfig(vectors.shape[1], bound, self.epsilon, self.delta)
@@ -146,12 +145,8 @@ class SecureRounds:
         if aggregate.inputs < len(ids):
             rejected["secagg_dropped"] += len(ids) - aggregate.inputs
         kept = [releases[v] for v in aggregate.vehicle_ids]
-        current.unmasked.append(unmasked_piece(
-            aggregate.total / aggregate.inputs, sum(u.summary.n for u in kept), centre,
-            aggregate.noise_std / aggregate.inputs))
-        current.unmasked_replaces_readings += sum(u.replaces_readings for u in kept)
-        current.held.update(aggregate.vehicle_ids)
-        current.senders.update(aggregate.vehicle_ids)
+        current.take_unmasked(aggregate, sum(u.summary.n for u in kept),
+                              sum(u.replaces_readings for u in kept), centre)
         self.sums.append(SecureSum(aggregate.inputs, aggregate.noise_std,
                                    sum(traffic.vehicle_cpu_seconds.values()),
                                    traffic.server_cpu_seconds))

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from federation.features import Schema
 from federation.messages import GlobalModel, Partial, RoundOpen, Update
 from federation.privacy import PUBLIC_CLIP_FACTOR, NoiseSource, SecureNoise, public_centre
+from federation.secagg.server import Aggregate
 from federation.summary import ModelSummary
-from gateway.private import CLIP_NORM, Packed, Piece, pieces
+from gateway.private import CLIP_NORM, Packed, Piece, pieces, unmasked_piece
 from gateway.strategy import Strategy
 from gateway.validation import Plausibility
 
-__all__ = ["Round"]
+__all__ = ["Round", "release_centre"]
 
 
 @dataclass
@@ -67,6 +68,17 @@ class Round:
     @property
     def quorum_met(self) -> bool:
         return self.participants >= self.info.min_updates
+
+    def take_unmasked(self, aggregate: Aggregate, readings: float, replaces_readings: float,
+                      centre: ModelSummary) -> None:
+        """A secure round's unmasked sum into this round's merge, as the average of its
+        releases, made about ``centre``: ``readings`` they summarise in all, and
+        ``replaces_readings`` of earlier releases they replace."""
+        self.unmasked.append(unmasked_piece(aggregate.total / aggregate.inputs, readings,
+                                            centre, aggregate.noise_std / aggregate.inputs))
+        self.unmasked_replaces_readings += replaces_readings
+        self.held.update(aggregate.vehicle_ids)
+        self.senders.update(aggregate.vehicle_ids)
 
     def add_partial(self, partial: Partial) -> str | None:
         """Take a worker's partial aggregate of this round, or return why not.
@@ -147,7 +159,7 @@ class Round:
         """Pack each update as it is accepted (:class:`~gateway.private.Packed`) about the
         centre :meth:`merge` will combine them about, with ``previous`` and ``strategy``: the
         close then only combines. Without it, or if the centre changed, the close packs."""
-        self.packed = Packed(_centre(previous, schema), strategy)
+        self.packed = Packed(release_centre(previous, schema)[0], strategy)
         for update in self.accepted.values():
             self.packed.add(update)
 
@@ -161,8 +173,8 @@ class Round:
         ``strategy`` (and those that ask for central privacy clipped again to ``clip_norm``, or
         :data:`~federation.privacy.PUBLIC_CLIP_FACTOR` times it about the public centre, and
         noised, with ``noise``, default secure noise): :mod:`gateway.private`."""
-        bound = clip_norm if previous else clip_norm * PUBLIC_CLIP_FACTOR
-        centre, packed = _centre(previous, schema), self.packed
+        centre, bound = release_centre(previous, schema, clip_norm)
+        packed = self.packed
         if packed is not None and not packed.fits(centre, self.accepted.keys()):
             packed = None  # packed about another model, or the updates changed behind it
         made = pieces(list(self.accepted.values()), centre, noise or SecureNoise(), strategy,
@@ -187,9 +199,13 @@ class Round:
         )
 
 
-def _centre(previous: GlobalModel | None, schema: Schema) -> ModelSummary:
-    """What a round's releases are packed about: its base model, or the public centre."""
-    return previous.summary if previous else public_centre(schema.names)
+def release_centre(previous: GlobalModel | None, schema: Schema,
+                   clip_norm: float = CLIP_NORM) -> tuple[ModelSummary, float]:
+    """What a round's releases are made about (its base model ``previous``, or the public
+    centre before the first), and the norm they are clipped to there."""
+    if previous is None:
+        return public_centre(schema.names), clip_norm * PUBLIC_CLIP_FACTOR
+    return previous.summary, clip_norm
 
 
 def _merged_noise_std(previous: GlobalModel | None, kept: float, pieces: list[Piece],

@@ -21,15 +21,13 @@ import logging
 from typing import Any
 
 from federation import topics
-from federation.privacy import PUBLIC_CLIP_FACTOR, public_centre
 from federation.secagg import SecAggConfig, messages
 from federation.secagg.errors import SecAggError
 from federation.secagg.messages import SecureRound
 from federation.secagg.server import Aggregate
 from federation.summary import ModelSummary
 from federation.whitening import Whitening
-from gateway.private import unmasked_piece
-from gateway.rounds import Round
+from gateway.rounds import Round, release_centre
 from gateway.secure_round import SecureRun
 from gateway.service import Gateway
 from gateway.store import Traffic
@@ -108,9 +106,7 @@ class SecureGateway(Gateway):
     def _centre(self) -> tuple[ModelSummary, float]:
         """What the round's releases are whitened about (the model the vehicles were last
         sent), and the clip norm there."""
-        if self.sent is None:
-            return public_centre(self.schema.names), self.clip_norm * PUBLIC_CLIP_FACTOR
-        return self.sent.summary, self.clip_norm
+        return release_centre(self.sent, self.schema, self.clip_norm)
 
     def _due(self) -> bool:
         """Close the secure phases that are due, then say whether the round is."""
@@ -129,13 +125,8 @@ class SecureGateway(Gateway):
         assert self.secure is not None
         self._merged_secure = current.number
         readings = [self.secure.readings[v] for v in aggregate.vehicle_ids]
-        centre, _ = self._centre()
-        current.unmasked.append(unmasked_piece(
-            aggregate.total / aggregate.inputs, sum(n for n, _ in readings), centre,
-            aggregate.noise_std / aggregate.inputs))
-        current.unmasked_replaces_readings += sum(r for _, r in readings)
-        current.held.update(aggregate.vehicle_ids)
-        current.senders.update(aggregate.vehicle_ids)
+        current.take_unmasked(aggregate, sum(n for n, _ in readings),
+                              sum(r for _, r in readings), self._centre()[0])
 
     def _privacy_of(self, current: Round) -> str:
         return "secagg"
