@@ -191,6 +191,32 @@ def test_a_gateway_that_rejected_every_replay_still_unmasks_the_right_sum():
     np.testing.assert_allclose(total, round_.expected(), atol=20 * 2**-16)
 
 
+def test_revealed_noise_beyond_its_bound_or_of_the_wrong_size_is_refused_and_the_round_goes_on():
+    round_ = Round(config=SecAggConfig(dimension=3, clip_norm=2.0, epsilon=1.0))
+    requests = round_.input()
+    replies = {v: round_.clients[v].unmask(r) for v, r in requests.items()}
+    ring, honest = round_.server.plan.ring, replies[IDS[0]]
+    assert honest.noise is not None  # every vehicle is in: each sheds its dropout noise
+    huge = ring.to_bytes(ring.reduce(np.array([0, 2**28, 0], dtype=np.int64)))
+
+    _rejected("out_of_range", lambda: round_.server.receive(
+        dataclasses.replace(honest, noise=huge)))
+    _rejected("bad_shape", lambda: round_.server.receive(
+        dataclasses.replace(honest, noise=honest.noise[:-1])))
+    for reply in replies.values():
+        round_.server.receive(reply)
+    result = round_.server.result()
+
+    assert np.all(np.abs(result.total - round_.expected()) < 6 * result.noise_std)
+
+
+def test_unmask_shares_without_noise_leave_the_field_out():
+    bare = UnmaskShares("veh-01", 3, (bytes(33), None))
+
+    assert "noise" not in json.loads(codec.encode(bare))
+    assert codec.decode(UnmaskShares, codec.encode_binary(bare)) == bare
+
+
 VALID = {
     Advertise: Advertise("veh-01", 3, bytes(32), bytes(range(32))),
     Roster: Roster("veh-01", 3, 20, 19, (codec.Neighbour("veh-02", bytes(32), bytes(32)),)),
@@ -198,7 +224,7 @@ VALID = {
     SharesRelay: SharesRelay("veh-01", 3, (None, bytes(codec.SEALED_BYTES))),
     MaskedInput: MaskedInput("veh-01", 3, bytes(12), bytes(32)),
     UnmaskRequest: UnmaskRequest("veh-01", 3, 14, (True, False)),
-    UnmaskShares: UnmaskShares("veh-01", 3, (bytes(33), None)),
+    UnmaskShares: UnmaskShares("veh-01", 3, (bytes(33), None), bytes(12)),
 }
 
 

@@ -3,6 +3,7 @@ unmasked sum carries the noise the plan promises."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -81,12 +82,64 @@ def test_an_unmasked_sum_of_zeros_is_the_noise_of_every_input():
 
     result, _ = simulate(config, vectors, dropouts={"veh-03": "input", "veh-04": "unmask"})
 
-    assert result.inputs == 19
-    assert result.noise_std == pytest.approx(
-        RoundPlan.make(config, 20).sum_noise_std * math.sqrt(19 / (14 - 1)), rel=1e-9)
-    low, high = stats.chi2.ppf([0.0005, 0.9995], 2047) / 2047
+    plan = RoundPlan.make(config, 20)
+    assert result.inputs == 19 and plan.levels == (20, 19, 17, 16, 14) and plan.colluders == 1
+    # 18 vehicles removed the noise a sum of 19 does not need (each keeps what 19 - 1 honest
+    # inputs need: the promise over 18); veh-04, gone before unmasking, left its share in
+    # (the promise over 14 - 1).
+    assert result.noise_std == pytest.approx(plan.sum_noise_std * math.sqrt(1 + 1 / 13),
+                                             rel=1e-9)
+    _holds_noise_of(result)
+
+
+def _holds_noise_of(result) -> None:
+    dimension = len(result.total)
+    low, high = stats.chi2.ppf([0.0005, 0.9995], dimension - 1) / (dimension - 1)
     assert low < result.total.var() / result.noise_std**2 < high
-    assert abs(result.total.mean()) < 4 * result.noise_std / math.sqrt(2048)
+    assert abs(result.total.mean()) < 4 * result.noise_std / math.sqrt(dimension)
+
+
+def test_a_sum_of_every_vehicle_sheds_the_noise_kept_for_dropouts():
+    config = SecAggConfig(dimension=2048, clip_norm=1.0, epsilon=1.0)
+    vectors = {f"veh-{i:02d}": np.zeros(2048) for i in range(20)}
+    plan = RoundPlan.make(config, 20)
+
+    result, _ = simulate(config, vectors)
+
+    # Each keeps the share of 20 - 1 honest inputs, not of the quorum's 14 - 1.
+    assert result.noise_std == pytest.approx(plan.sum_noise_std * math.sqrt(20 / 19), rel=1e-9)
+    assert result.noise_std < 0.85 * plan.share_noise_std * math.sqrt(20) * plan.ring.resolution
+    _holds_noise_of(result)
+
+
+def test_a_vehicle_that_keeps_all_its_noise_leaves_it_in_the_sum():
+    config = SecAggConfig(dimension=DIMENSION, clip_norm=1.0, epsilon=1.0)
+    round_ = Round(config=config)
+    requests = round_.input()
+    replies = {v: round_.clients[v].unmask(r) for v, r in requests.items()}
+    replies[IDS[0]] = dataclasses.replace(replies[IDS[0]], noise=None)  # a vehicle of before
+    for message in replies.values():
+        round_.server.receive(message)
+    result = round_.server.result()
+
+    plan = round_.server.plan
+    assert result.noise_std == pytest.approx(math.sqrt(
+        19 * plan.level_variance(0) + plan.share_noise_std**2) * plan.ring.resolution)
+    residual = dataclasses.replace(result, total=result.total - round_.expected())
+    _holds_noise_of(residual)
+
+
+@pytest.mark.parametrize("vehicles", [4, 20, 100, 1000, 10_000])
+def test_whatever_the_dropout_the_noise_kept_by_the_honest_inputs_keeps_the_promise(vehicles):
+    plan = RoundPlan.make(SecAggConfig(dimension=54, clip_norm=4.0, epsilon=0.548), vehicles)
+    promised = (plan.noise_multiplier * plan.sensitivity) ** 2
+
+    kept = [(inputs - plan.colluders) * plan.level_variance(plan.kept_level(inputs))
+            for inputs in range(plan.min_inputs, vehicles + 1)]
+
+    assert min(kept) >= promised * (1 - 1e-12)
+    assert plan.levels[0] == vehicles and plan.levels[-1] == plan.min_inputs
+    assert math.hypot(*plan.noise_parts) == pytest.approx(plan.share_noise_std, rel=1e-12)
 
 
 def test_the_secure_sampler_draws_the_discrete_gaussian_of_its_sigma():

@@ -8,7 +8,8 @@ round or vehicle, malformed for the round's plan, or forged raises
 :class:`~federation.secagg.errors.SecAggError` and changes nothing; so does a request to
 unmask a sum of fewer inputs than the plan's quorum. The vehicle reveals, for each neighbour,
 one share only: of its self-mask seed if that neighbour's input is in the sum, of its mask
-key if not, so the gateway never holds both for anyone.
+key if not, so the gateway never holds both for anyone; and the parts of its own noise that a
+sum of that many inputs does not need (:attr:`~federation.secagg.params.RoundPlan.levels`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class SecAggClient:
         self._plan: RoundPlan | None = None
         self._neighbours: tuple[Neighbour, ...] = ()
         self._held: dict[int, tuple[bytes, bytes]] = {}  # neighbour index: its two shares
+        self._noise_parts: list[np.ndarray] = []  # drawn with the masked input
 
     @property
     def plan(self) -> RoundPlan:
@@ -143,8 +145,10 @@ class SecAggClient:
         shares = tuple(
             None if index not in self._held else self._held[index][0 if alive else 1]
             for index, alive in enumerate(survivors))
-        self.phase = "done"
-        return UnmaskShares(self.vehicle_id, self.round, shares)
+        excess = self._noise_parts[plan.kept_level(request.inputs) + 1:]
+        noise = plan.ring.to_bytes(plan.ring.reduce(np.sum(excess, axis=0))) if excess else None
+        self._noise_parts, self.phase = [], "done"
+        return UnmaskShares(self.vehicle_id, self.round, shares, noise)
 
     def _masked(self, plan: RoundPlan, vector: np.ndarray, sharers: list[int]) -> np.ndarray:
         if vector.shape != (self.config.dimension,) or not np.isfinite(vector).all():
@@ -152,8 +156,8 @@ class SecAggClient:
         ring, d = plan.ring, self.config.dimension
         total = ring.encode(clip(vector, self.config.clip_norm), generator(self._random))
         if plan.share_noise_std > 0:
-            noise = self._noise.discrete_gaussian(d, plan.share_noise_std)
-            total = ring.add(total, ring.reduce(noise))
+            self._noise_parts = [self._noise.discrete_gaussian(d, std) for std in plan.noise_parts]
+            total = ring.add(total, ring.reduce(np.sum(self._noise_parts, axis=0)))
         total = ring.add(total, masks.expand(ring, self._seed, d))
         for index in sharers:
             n = self._neighbours[index]

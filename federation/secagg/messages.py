@@ -304,16 +304,22 @@ class UnmaskRequest:
 @dataclass(frozen=True, slots=True)
 class UnmaskShares:
     """Phase 4, vehicle → gateway: one share per neighbour, in roster order (``None`` where
-    that neighbour sent it no shares)."""
+    that neighbour sent it no shares); and ``noise``, the parts of its noise that the sum
+    does not need (ring elements, little-endian, as a masked vector), for the gateway to
+    subtract: absent (``None``) where there are none
+    (:attr:`~federation.secagg.params.RoundPlan.levels`)."""
 
     vehicle_id: str
     round: int
     shares: tuple[bytes | None, ...]
+    noise: bytes | None = None
 
     @classmethod
     def _parse(cls, obj: dict[str, Any]) -> UnmaskShares:
+        noise = obj.get("noise")
         return cls(_vehicle(obj), _int(obj, "round", 1),
-                   _blobs(obj, "shares", SHARE_BYTES, optional=True))
+                   _blobs(obj, "shares", SHARE_BYTES, optional=True),
+                   None if noise is None else _blob(noise, "noise", range(2, _MAX_MASKED_BYTES)))
 
 
 SecAggMessage = (Advertise | Roster | ShareKeys | SharesRelay | MaskedInput | UnmaskRequest
@@ -342,7 +348,8 @@ def _wire(value: Any, binary: bool) -> Any:
 
 def _object(message: SecAggMessage | SecureRound, binary: bool) -> dict[str, Any]:
     obj: dict[str, Any] = {"v": VERSION, "kind": KINDS[type(message)]}
-    obj.update((f.name, _wire(getattr(message, f.name), binary)) for f in fields(message))
+    obj.update((f.name, _wire(getattr(message, f.name), binary)) for f in fields(message)
+               if getattr(message, f.name) is not None)  # an optional field left out
     return obj
 
 

@@ -118,7 +118,9 @@ def distributed_noise_multiplier(epsilon: float, delta: float) -> float:
 
 def tau(sigma_share: float, shares: int) -> float:
     """Kairouz et al.'s ``tau`` for ``shares`` summed shares, bounded above by
-    ``10 (n - 1) exp(-pi**2 sigma**2)`` (each ``k / (k + 1)`` is at least 1/2)."""
+    ``10 (n - 1) exp(-pi**2 sigma**2)`` (each ``k / (k + 1)`` is at least 1/2); where the
+    shares differ (the parts of a vehicle's noise), ``sigma_share`` is the smallest of them.
+    Either way it underflows to 0 once ``sigma_share`` is a few lattice units."""
     return 10.0 * max(shares - 1, 0) * math.exp(-(math.pi**2) * sigma_share**2)
 
 

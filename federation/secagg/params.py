@@ -27,9 +27,20 @@ at the release's ``epsilon`` and ``delta``), with ``Delta = 2 (clip_norm * 2**f 
 the L2 sensitivity in lattice units (replacing a vehicle's clipped vector moves the sum by
 ``2 * clip_norm``, and stochastic rounding each of the two by less than ``sqrt(d)``). The
 colluders know their own shares, so the shares are sized for the honest inputs of the
-smallest sum the round unmasks: ``sigma_share = sigma_sum / sqrt(min_inputs - C)``. A round
-with every vehicle present carries ``sqrt(N / (N - D - C))`` times the promised noise: the
-price of tolerating the dropout.
+smallest sum the round unmasks: ``sigma_share = sigma_sum / sqrt(min_inputs - C)``.
+
+**Noise removed once the dropout is known** (after Dordis, Jiang et al., EuroSys 2024). A
+round whose sum holds more than ``min_inputs`` inputs would carry more than the promised noise
+(``sqrt(N / (N - D - C))`` times it with every vehicle present): the price of tolerating the
+dropout. So a vehicle draws its share in parts: one sized for a sum of all ``N`` inputs
+(variance ``sigma_sum**2 / (N - C)``), then one step for each of :data:`NOISE_LEVELS` counts
+of inputs down to ``min_inputs`` (:attr:`RoundPlan.levels`), each step the variance that the
+next smaller count needs more. Once the gateway has told it how many inputs ``s`` are in the
+sum, it reveals the sum of the steps past the largest level ``n_j <= s``; the gateway subtracts
+what each vehicle revealed. The parts kept, ``sigma_sum**2 / (n_j - C)`` a vehicle, summed
+over the ``s - C >= n_j - C`` honest inputs, still carry ``sigma_sum``; a vehicle that reveals
+nothing (it dropped out after its input) leaves all its noise in. What a vehicle reveals is
+noise only: its masked input stays masked by its neighbours' pairwise masks.
 
 **Fixed point.** ``f``, the bits after the point, is the largest (at most 24) for which the
 sum cannot wrap: ``N (clip_norm * 2**f + 1) + 12 * sigma_share * sqrt(N) < 2**(ring_bits-1)``
@@ -44,6 +55,7 @@ sum cannot wrap: ``N (clip_norm * 2**f + 1) + 12 * sigma_share * sqrt(N) < 2**(r
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -53,7 +65,7 @@ import numpy as np
 from federation.secagg.noise import distributed_noise_multiplier, sum_epsilon, tau
 from federation.secagg.ring import Ring
 
-__all__ = ["CORRECTNESS_BITS", "SECURITY_BITS", "RoundPlan", "SecAggConfig",
+__all__ = ["CORRECTNESS_BITS", "NOISE_LEVELS", "SECURITY_BITS", "RoundPlan", "SecAggConfig",
            "release_epsilon"]
 
 CORRECTNESS_BITS = 20
@@ -61,6 +73,7 @@ SECURITY_BITS = 40
 MAX_FRACTION_BITS = 24
 MIN_FRACTION_BITS = 8
 TAIL_STDS = 12.0
+NOISE_LEVELS = 4  # steps from no dropout to the tolerated dropout at which noise is sized
 MAX_VEHICLES = 1_000_000
 # A masked vector of 64-bit elements still fits one payload (64 KiB) in base64.
 MAX_DIMENSION = 4096
@@ -126,6 +139,44 @@ class RoundPlan:
         return 2.0 * (self.config.clip_norm * 2.0**self.fraction_bits
                       + math.sqrt(self.config.dimension))
 
+    @cached_property
+    def levels(self) -> tuple[int, ...]:
+        """The counts of inputs a sum's noise is sized at, from every vehicle down to the
+        quorum (:data:`NOISE_LEVELS` steps, fewer where they would repeat a count)."""
+        dropped = self.vehicles - self.min_inputs
+        return tuple(sorted({self.vehicles - dropped * j // NOISE_LEVELS
+                             for j in range(NOISE_LEVELS + 1)}, reverse=True))
+
+    def kept_level(self, inputs: int) -> int:
+        """The index of the largest level of :attr:`levels` within a sum of ``inputs``:
+        the parts of a vehicle's noise up to it stay in the sum, the later ones are removed."""
+        return next(j for j, level in enumerate(self.levels) if level <= inputs)
+
+    def level_variance(self, level: int) -> float:
+        """The variance of a vehicle's noise kept at ``levels[level]``, in lattice units: the
+        share that many inputs' honest part needs."""
+        honest = self.levels[level] - self.colluders
+        return (self.noise_multiplier * self.sensitivity) ** 2 / honest
+
+    @cached_property
+    def noise_parts(self) -> tuple[float, ...]:
+        """The standard deviations of the parts of a vehicle's noise: for a sum of every
+        vehicle, then a step to each next level; their variances add up to
+        ``share_noise_std**2`` (0 without noise).
+
+        >>> plan = RoundPlan.make(SecAggConfig(dimension=54, clip_norm=4.0, epsilon=0.548), 1000)
+        >>> plan.levels, len(plan.noise_parts)
+        ((1000, 917, 834, 751, 667), 5)
+        >>> import math
+        >>> math.isclose(math.hypot(*plan.noise_parts), plan.share_noise_std)
+        True
+        """
+        if self.share_noise_std == 0:
+            return (0.0,) * len(self.levels)
+        variances = [self.level_variance(j) for j in range(len(self.levels))]
+        steps = [b - a for a, b in itertools.pairwise(variances)]
+        return (math.sqrt(variances[0]), *(math.sqrt(max(step, 0.0)) for step in steps))
+
     @property
     def sum_noise_std(self) -> float:
         """The noise of a sum of ``min_inputs - colluders`` honest shares, in the vector's
@@ -140,8 +191,9 @@ class RoundPlan:
         if self.share_noise_std == 0:
             return 0.0
         honest = self.min_inputs - self.colluders
+        parts = [std for std in self.noise_parts if std > 0]
         return (self.sensitivity**2 / (2 * honest * self.share_noise_std**2)
-                + tau(self.share_noise_std, self.vehicles) * self.config.dimension / 4)
+                + tau(min(parts), self.vehicles * len(parts)) * self.config.dimension / 4)
 
     @cached_property
     def epsilon(self) -> float:

@@ -19,6 +19,7 @@ as the Shamir threshold.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,7 @@ from federation.secagg.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
-from federation.secagg.params import RoundPlan, SecAggConfig
+from federation.secagg.params import TAIL_STDS, RoundPlan, SecAggConfig
 from federation.secagg.shamir import combine
 
 __all__ = ["Aggregate", "SecAggServer"]
@@ -153,8 +154,17 @@ class SecAggServer:
         self.phase = "done"
         plan = self.plan
         return Aggregate(plan.ring.decode(total), tuple(sorted(self._inputs)),
-                         plan.share_noise_std * len(self._inputs) ** 0.5 * plan.ring.resolution,
-                         plan.ring.resolution)
+                         self._kept_noise() ** 0.5 * plan.ring.resolution, plan.ring.resolution)
+
+    def _kept_noise(self) -> float:
+        """The variance of the noise left in the sum, in lattice units: each input's kept
+        at the sum's level if its vehicle removed the rest, all of its share if not."""
+        plan = self.plan
+        level = plan.kept_level(len(self._inputs))
+        removed = sum(1 for u in self._inputs
+                      if u in self._shares and self._shares[u].noise is not None)
+        return (removed * plan.level_variance(level)
+                + (len(self._inputs) - removed) * plan.share_noise_std**2)
 
     def _unmasked(self) -> np.ndarray:
         ring, d = self.plan.ring, self.plan.config.dimension
@@ -165,6 +175,9 @@ class SecAggServer:
                 raise SecAggError("bad_share", f"the self-mask seed of {u} does not match")
             total = ring.add(total, ring.from_bytes(message.masked, d))
             total = ring.subtract(total, masks.expand(ring, seed, d))
+            shares = self._shares.get(u)
+            if shares is not None and shares.noise is not None:
+                total = ring.subtract(total, ring.from_bytes(shares.noise, d))
         for v in self._sealed.keys() - self._inputs.keys():
             key = KeyPair.from_private(self._rebuild(v, survived=False))
             if key.public != self._keys[v].mask_key:
@@ -224,6 +237,23 @@ class SecAggServer:
             if (share is not None) != (u in self._sealed):
                 raise SecAggError("bad_shape", f"a share for {u} must be there if and only "
                                   "if it shared keys")
+        if message.noise is not None:
+            self._check_noise(message.noise)
+
+    def _check_noise(self, payload: bytes) -> None:
+        """Refuse noise revealed where the sum needs all of it, or beyond
+        :data:`~federation.secagg.params.TAIL_STDS` standard deviations of the parts a
+        vehicle may reveal in any coordinate: what it says it removes is bounded as its
+        noise is."""
+        plan = self.plan
+        parts = plan.noise_parts[plan.kept_level(len(self._inputs)) + 1:]
+        if len(payload) != plan.config.dimension * plan.ring.width_bytes:
+            raise SecAggError("bad_shape", "revealed noise of the wrong size")
+        values = plan.ring.signed(plan.ring.from_bytes(payload, plan.config.dimension))
+        bound = TAIL_STDS * math.hypot(*parts) if parts else 0.0
+        if float(np.abs(values.astype(float)).max()) > bound:
+            raise SecAggError("out_of_range", "revealed noise beyond what the round's levels "
+                              "allow")
 
     def _close(self, phase: str, members: dict, what: str) -> None:
         if self.phase != phase:
