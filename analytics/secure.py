@@ -77,8 +77,8 @@ class SecureSum:
 class SecureRounds:
     """Each round's central releases through a whole secure round, at its close.
 
-    ``epsilon`` and ``delta`` are one release's, ``clip_norm`` the gateway's (times
-    :data:`~federation.privacy.PUBLIC_CLIP_FACTOR` about the public centre); ``seed`` fixes
+    ``epsilon`` and ``delta`` are one release's, ``clip_norm`` the gateway's (in every
+    round, about the public centre too, as :mod:`gateway.secure` clips); ``seed`` fixes
     every secret and noise draw of every round; ``dropout`` is the share of each round's
     vehicles that drop out. ``sums`` holds what each unmasked sum was (:class:`SecureSum`).
 
@@ -130,10 +130,10 @@ class SecureRounds:
             self._waiting = releases
             return
         self._waiting = {}
-        centre, bound = release_centre(previous, self.schema, self.clip_norm)
+        centre = release_centre(previous, self.schema)[0]
         ids = sorted(releases)
         vectors = Whitening(centre).pack_all([releases[v].summary for v in ids])
-        config = SecAggConfig(vectors.shape[1], bound, self.epsilon, self.delta)
+        config = SecAggConfig(vectors.shape[1], self.clip_norm, self.epsilon, self.delta)
         seed = int(np.random.SeedSequence([self.seed, current.number]).generate_state(1)[0])
         try:
             aggregate, traffic = simulate(config, dict(zip(ids, vectors, strict=True)),

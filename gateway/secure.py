@@ -12,7 +12,11 @@ for any round. A message that does not fit is refused, logged and counted by rea
 other; a refused secure round merges nothing of it.
 
 What masking removes: the gateway sees no vehicle's release, so it cannot check one
-(:mod:`gateway.validation`) nor combine them robustly; the sum is averaged (the mean).
+(:mod:`gateway.validation`) nor combine them robustly; the sum is averaged (the mean). The
+vehicles bound their releases themselves instead: each is clipped to the gateway's clip norm
+in every round, about the public centre too (where a central release is clipped at
+:data:`~federation.privacy.PUBLIC_CLIP_FACTOR` times it), as the norm-bounded mean that
+combines central releases by default bounds them, and the noise is sized for that bound.
 """
 
 from __future__ import annotations
@@ -105,8 +109,8 @@ class SecureGateway(Gateway):
 
     def _centre(self) -> tuple[ModelSummary, float]:
         """What the round's releases are whitened about (the model the vehicles were last
-        sent), and the clip norm there."""
-        return release_centre(self.sent, self.schema, self.clip_norm)
+        sent, or the public centre), and the clip norm there: the gateway's."""
+        return release_centre(self.sent, self.schema)[0], self.clip_norm
 
     def _due(self) -> bool:
         """Close the secure phases that are due, then say whether the round is."""

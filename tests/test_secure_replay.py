@@ -51,7 +51,7 @@ def _clipped_sum(current: Round, bound: float) -> np.ndarray:
 
 def test_without_noise_the_merged_piece_is_the_plain_clipped_average_to_the_fixed_point():
     current = _round(12)
-    bound = 4.0 * 1.5  # the public centre's clip norm
+    bound = 4.0  # the clip norm, about the public centre too (where a central release has 6)
     plain = _clipped_sum(current, bound)
     assert any(np.linalg.norm(Whitening(public_centre(NAMES)).pack(u.summary)) > bound
                for u in current.accepted.values())  # some are clipped
