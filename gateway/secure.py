@@ -9,7 +9,9 @@ phases within the round's own), takes the vehicles' phase messages on
 becomes a piece of the round's merge exactly as a central group's noised combination does
 (:func:`gateway.private.unmasked_piece`), so the model is published retained and versioned as
 for any round. A message that does not fit is refused, logged and counted by reason like any
-other; a refused secure round merges nothing of it.
+other; a refused secure round merges nothing of it. The round's journal goes to the store
+(its announcement, each message taken, each phase's close), so that a gateway restarted
+mid-round goes on with it (:meth:`~gateway.secure_round.SecureRun.resumed`).
 
 What masking removes: the gateway sees no vehicle's release, so it cannot check one
 (:mod:`gateway.validation`) nor combine them robustly; the sum is averaged (the mean). The
@@ -22,18 +24,19 @@ combines central releases by default bounds them, and the noise is sized for tha
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from federation import topics
 from federation.secagg import SecAggConfig, messages
 from federation.secagg.errors import SecAggError
-from federation.secagg.messages import SecureRound
+from federation.secagg.messages import SecAggMessage, SecureRound
 from federation.secagg.server import Aggregate
 from federation.summary import ModelSummary
 from federation.whitening import Whitening
 from gateway.rounds import Round, release_centre
 from gateway.secure_round import SecureRun
-from gateway.service import Gateway
+from gateway.service import RESUME_GRACE_S, Gateway
 from gateway.store import Traffic
 
 __all__ = ["PHASE_SHARES", "SecureGateway"]
@@ -86,6 +89,7 @@ class SecureGateway(Gateway):
             if self.secure is None:
                 raise SecAggError("wrong_round", "no secure round is open")
             self.secure.receive(vehicle, payload)
+            self.store.record_secure(self.secure.announced.round, "message", vehicle, payload)
             if self.round is not None:
                 self.round.expected.add(vehicle)  # heard from while the round is open
         except SecAggError as exc:
@@ -97,15 +101,39 @@ class SecureGateway(Gateway):
 
     def _start(self, current: Round) -> None:
         super()._start(current)
+        journal = self.store.secure_journal(current.number)
+        if journal and journal[0][0] == "announce":
+            return self._resume_secure(current, journal)
         now, deadline = self.clock(), current.info.deadline
         centre, bound = self._centre()
         config = SecAggConfig(Whitening(centre).size, bound, *self._secure_config)
         advertise, share, masked = (now + s * (deadline - now) for s in PHASE_SHARES)
         announced = SecureRound.about(current.number, self.sent.version if self.sent else 0,
                                       config, (advertise, share, masked, deadline))
+        payload = messages.encode(announced)
+        self.store.record_secure(current.number, "announce", None, payload)
+        self.store.flush()  # journalled before any vehicle hears of it
         self.secure = SecureRun(announced, self.target_updates)
-        self._publish(topics.SECAGG_ROUND_TOPIC, messages.encode(announced), retain=True,
-                      kind=topics.SECAGG)
+        self._publish(topics.SECAGG_ROUND_TOPIC, payload, retain=True, kind=topics.SECAGG)
+
+    def _resume_secure(self, current: Round,
+                       journal: list[tuple[str, str | None, bytes]]) -> None:
+        """Go on with the secure part of a round a previous run left open, from its journal:
+        the same announcement (still retained), every message it took, its phases closed
+        where they were; the phases still open get the resumed round's grace."""
+        announced = messages.decode(SecureRound, journal[0][2])
+        grace = min(current.info.deadline, self.clock() + min(self.round_seconds,
+                                                              RESUME_GRACE_S))
+        self.secure, answers = SecureRun.resumed(announced, self.target_updates, journal[1:],
+                                                 grace)
+        log.info("resuming secure round %d in its %s phase from %d journal entries",
+                 current.number, self.secure.phase, len(journal))
+        self._answer(answers)
+
+    def _answer(self, answers: Mapping[str, SecAggMessage]) -> None:
+        for vehicle, message in answers.items():
+            self._publish(topics.secagg_reply_topic(vehicle), messages.encode_binary(message),
+                          retain=False, kind=topics.SECAGG, copies=1)
 
     def _centre(self) -> tuple[ModelSummary, float]:
         """What the round's releases are whitened about (the model the vehicles were last
@@ -115,10 +143,12 @@ class SecureGateway(Gateway):
     def _due(self) -> bool:
         """Close the secure phases that are due, then say whether the round is."""
         if self.secure is not None and self.round is not None:
-            for vehicle, message in self.secure.advance(self.clock()).items():
-                self._publish(topics.secagg_reply_topic(vehicle),
-                              messages.encode_binary(message), retain=False,
-                              kind=topics.SECAGG, copies=1)
+            phase, over = self.secure.phase, self.secure.over
+            answers = self.secure.advance(self.clock())
+            if (self.secure.phase, self.secure.over) != (phase, over):  # a phase closed
+                self.store.record_secure(self.round.number, "close", None, phase.encode())
+                self.store.flush()
+            self._answer(answers)
             aggregate = self.secure.aggregate
             if aggregate is not None and self._merged_secure != self.round.number:
                 self._take(self.round, aggregate)

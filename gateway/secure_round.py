@@ -10,12 +10,18 @@ returns the gateway's answers to send; the last leaves the unmasked :attr:`aggre
 A message that does not fit (wrong kind for the phase, another round, a vehicle not in the
 round, twice, or not from the vehicle whose topic it came on) raises
 :class:`~federation.secagg.errors.SecAggError` and changes nothing.
+
+The run holds nothing secret and nothing random: what it is follows from the announcement, the
+messages it took and where its phases closed, in order. :meth:`SecureRun.resumed` rebuilds it
+from that journal, as a gateway restarted mid-round does (:mod:`gateway.secure`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from federation.secagg import messages
 from federation.secagg.errors import SecAggError
@@ -62,6 +68,29 @@ class SecureRun:
         self._advertised: dict[str, Advertise] = {}
         self._keys: set[bytes] = set()
         self._waiting: set[str] = set()  # who is yet to answer the open phase
+
+    @classmethod
+    def resumed(cls, announced: SecureRound, expected: int | None,
+                journal: Iterable[tuple[str, str | None, bytes]], until: float,
+                ) -> tuple[SecureRun, Mapping[str, SecAggMessage]]:
+        """The run of ``announced`` as ``journal`` left it (``("message", vehicle, payload)``
+        for each message it took, ``("close", None, phase)`` where a phase closed, in order),
+        its open phases given until ``until`` at least; and the answers of its last close, to
+        send again: they may not have left before the gateway stopped."""
+        deadlines = ("advertise_until", "share_until", "input_until", "deadline")
+        run = cls(replace(announced, **{k: max(getattr(announced, k), until) for k in deadlines}),
+                  expected)
+        answers: Mapping[str, SecAggMessage] = {}
+        for kind, vehicle, payload in journal:
+            try:
+                if kind == "message" and vehicle is not None:
+                    run.receive(vehicle, payload)
+                elif kind == "close":
+                    answers = run.advance(math.inf)
+            except SecAggError as exc:  # taken once, so only a journal from elsewhere
+                log.warning("secure round %d: a journal entry no longer fits: %s",
+                            announced.round, exc)
+        return run, answers
 
     @property
     def over(self) -> bool:

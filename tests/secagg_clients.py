@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from federation import topics
-from federation.secagg import SecAggClient, messages
+from federation.secagg import SecAggClient, SecAggError, messages
 from federation.secagg.messages import Roster, SecureRound, SharesRelay, UnmaskRequest
 from federation.secagg.noise import SeededIntegerNoise
 from federation.secagg.randomness import SeededBytes
@@ -40,6 +40,7 @@ class Vehicles:
         self.count = count
         self.heard: dict[int, float] = {}  # round: when its announcement arrived (monotonic)
         self.cpu_seconds = 0.0  # what the vehicles' state machines and codec took, together
+        self.refused: dict[str, int] = {}  # messages a client refused, by reason
         self.inbox: queue.Queue[tuple[str, bytes, int]] = queue.Queue()
         self.client = make_client(f"test-vehicles-{seed}", target)
         self.client.max_inflight_messages_set(1000)
@@ -92,6 +93,9 @@ class Vehicles:
         began = time.thread_time()
         try:
             return self._answer(topic, payload)
+        except SecAggError as exc:  # refused and counted, as a vehicle does
+            self.refused[exc.reason] = self.refused.get(exc.reason, 0) + 1
+            return []
         finally:
             self.cpu_seconds += time.thread_time() - began
 

@@ -129,6 +129,18 @@ class Store(abc.ABC):
         """The round opened and not closed, with its accepted updates (``None``: none)."""
 
     @abc.abstractmethod
+    def record_secure(self, round_number: int, kind: str, vehicle_id: str | None,
+                      payload: bytes) -> None:
+        """One entry of the open secure round's journal (:mod:`gateway.secure`): its
+        announcement, a vehicle's phase message as it arrived, or a phase's close; kept until
+        a later round opens."""
+
+    @abc.abstractmethod
+    def secure_journal(self, round_number: int) -> list[tuple[str, str | None, bytes]]:
+        """The journal of secure round ``round_number``, in the order it was written: each
+        entry's kind, vehicle (or ``None``) and payload."""
+
+    @abc.abstractmethod
     def record_round(self, record: RoundRecord) -> None:
         """A closed round; it closes the open round of that number, if any."""
 

@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS traffic (kind TEXT PRIMARY KEY, messages INTEGER,
     payload_bytes INTEGER, readings INTEGER, updated_at REAL);
 CREATE TABLE IF NOT EXISTS privacy (vehicle_id TEXT PRIMARY KEY, privacy TEXT,
     mechanism TEXT, epsilon_total REAL, epsilon_budget REAL, delta REAL, exhausted INTEGER);
+CREATE TABLE IF NOT EXISTS secure_journal (id INTEGER PRIMARY KEY, round INTEGER, kind TEXT,
+    vehicle_id TEXT, payload BLOB);
 """
 
 _BUDGETS = """
@@ -110,6 +112,7 @@ class SQLiteStore(Store):
             self._db.execute("DELETE FROM open_round")
             # The updates of closed rounds, left by record_round to keep the close short.
             self._db.execute("DELETE FROM accepted_updates WHERE round < ?", (info.round,))
+            self._db.execute("DELETE FROM secure_journal WHERE round < ?", (info.round,))
             self._db.execute("INSERT INTO open_round VALUES (?,?)",
                              (info.round, messages.encode(info).decode()))
 
@@ -132,6 +135,16 @@ class SQLiteStore(Store):
         return OpenRound(info, tuple(
             messages.decode(Update, u if isinstance(u, bytes) else u.encode(), schema=None,
                             features=info.features) for u, in updates))
+
+    def record_secure(self, round_number: int, kind: str, vehicle_id: str | None,
+                      payload: bytes) -> None:
+        self._write("INSERT INTO secure_journal (round, kind, vehicle_id, payload) "
+                    "VALUES (?,?,?,?)", (round_number, kind, vehicle_id, payload))
+
+    def secure_journal(self, round_number: int) -> list[tuple[str, str | None, bytes]]:
+        return [(kind, vehicle, bytes(payload)) for kind, vehicle, payload in self._read(
+            "SELECT kind, vehicle_id, payload FROM secure_journal WHERE round = ? ORDER BY id",
+            (round_number,))]
 
     def record_round(self, record: RoundRecord) -> None:
         with self._lock:
