@@ -35,6 +35,7 @@ import argparse
 import itertools
 import json
 import re
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +49,8 @@ from devices.onboard.detector import make_pipeline
 from devices.runners.fleet import simulated_vehicles
 from tests.processes import Command, open_round, read_store, wait_until
 from tests.servers import Mosquitto
+
+FILES_TO_SPARE = 1024  # the broker's, the gateway's and each process's own files
 
 _STATUS = re.compile(r"fleet: (\d+)/(\d+) connected, sim (\d+):(\d\d):(\d\d).*?(\d+) updates sent")
 _COLUMNS = ("vehicles", "processes", "sim_rate", "fleet_us", "x_detector", "fleet_cores",
@@ -256,6 +259,24 @@ def plot(report: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+def _open_files(vehicles: int) -> None:
+    """Let this process and what it starts (Mosquitto above all: a connection is an open file)
+    hold a file for every vehicle and some to spare, raising the hard limit where allowed;
+    exit with the limit to raise where it is below one a vehicle and cannot be raised."""
+    want = vehicles + FILES_TO_SPARE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+        return
+    except (ValueError, OSError):
+        pass
+    if soft < vehicles:
+        raise SystemExit(f"{vehicles} vehicles need {want} open files for the broker; the "
+                         f"limit is {soft} (hard {hard}): raise it with ulimit -n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vehicles", type=int, nargs="+", default=[100, 300, 1000, 3000])
@@ -278,6 +299,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, metavar="PNG", help="draw the curve into PNG")
     args = parser.parse_args()
+    _open_files(max(args.vehicles))
     report: dict[str, Any] = {"anchors": anchors(args.anchor_readings, args.seed), "runs": []}
     print(json.dumps(report["anchors"]), flush=True)
     work = Path(tempfile.mkdtemp(prefix="fedfleet-scale-"))
