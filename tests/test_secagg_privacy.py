@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from federation.privacy import calibrated
 from federation.secagg import RoundPlan, SecAggConfig
 from federation.secagg.noise import (
     SecureIntegerNoise,
     SeededIntegerNoise,
     distributed_noise_multiplier,
 )
+from federation.secagg.params import release_epsilon
 from federation.secagg.ring import Ring
 from federation.secagg.simulation import simulate
 from tests.test_secagg_messages import IDS, Round
@@ -171,3 +173,17 @@ def test_a_plans_epsilon_with_rounding_and_tau_stays_within_the_release():
         plan = RoundPlan.make(SecAggConfig(dimension=54, clip_norm=6.0, epsilon=0.548), vehicles)
 
         assert plan.epsilon <= 0.548 * (1 + 1e-6)
+
+
+def test_a_full_round_of_1000_carries_at_most_113_percent_of_central_noise():
+    # The same lifetime budget of 1 over three releases; central's sum carries its
+    # multiplier times 2C, the protocol's its kept noise of every input.
+    central = calibrated("gaussian", 1.0, 3, 1e-5, 4.0).noise_std
+    plan = RoundPlan.make(SecAggConfig(54, 4.0, release_epsilon(1.0, 3, 1e-5)), 1000)
+
+    full = math.sqrt(1000 * plan.level_variance(0)) * plan.ring.resolution
+    quorum_only = plan.share_noise_std * math.sqrt(1000) * plan.ring.resolution
+
+    assert central == pytest.approx(51.7, abs=0.1)
+    assert 1.0 < full / central < 1.13  # zCDP against PLD, and the colluders' own noise
+    assert quorum_only / central > 1.35  # what sizing every share for the dropout cost
