@@ -75,6 +75,7 @@ class SecureGateway(Gateway):
         SecAggConfig(1, 1.0, *self._secure_config)  # a bad setting fails here, not mid-run
         self.secure: SecureRun | None = None
         self._merged_secure = 0  # the last round whose unmasked sum joined its merge
+        self._last_refusal: tuple[str, str] | None = None  # of the last refused round
 
     def _subscriptions(self) -> list[tuple[str, int]]:
         return [*super()._subscriptions(), (topics.subscription(topics.SECAGG), 1)]
@@ -148,11 +149,29 @@ class SecureGateway(Gateway):
             if (self.secure.phase, self.secure.over) != (phase, over):  # a phase closed
                 self.store.record_secure(self.round.number, "close", None, phase.encode())
                 self.store.flush()
+                self._log_outcome(self.secure)
             self._answer(answers)
             aggregate = self.secure.aggregate
             if aggregate is not None and self._merged_secure != self.round.number:
                 self._take(self.round, aggregate)
         return super()._due()
+
+    def _log_outcome(self, run: SecureRun) -> None:
+        """Log a refused round: a warning the first time a refusal of its kind (its phase
+        and reason) follows a round that was not refused so, later ones at debug level; and
+        none for a round no vehicle took part in, the usual round of a private fleet."""
+        if run.aggregate is not None:
+            self._last_refusal = None
+        if run.failure is None:
+            return
+        kind = (run.phase, run.failure.partition(":")[0])
+        repeated = kind == self._last_refusal
+        if run.took_part:
+            self._last_refusal = kind
+        (log.warning if run.took_part and not repeated else log.debug)(
+            "secure round %d refused in the %s phase: %s%s", run.announced.round, run.phase,
+            run.failure, " (refusals like it in the next rounds are logged at debug level)"
+            if run.took_part and not repeated else "")
 
     def _take(self, current: Round, aggregate: Aggregate) -> None:
         """The unmasked sum into the round's merge, as the average of its releases."""

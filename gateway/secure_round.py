@@ -5,7 +5,8 @@ until ``expected`` vehicles have advertised), then plans the round for those tha
 runs a :class:`~federation.secagg.server.SecAggServer` for it: each later phase closes at its
 own deadline, or as soon as every vehicle still in the round has answered. Each close
 returns the gateway's answers to send; the last leaves the unmasked :attr:`aggregate`, or a
-:attr:`failure` (fewer vehicles left than the plan's quorum, a secret that cannot be rebuilt).
+:attr:`failure` (fewer vehicles left than the plan's quorum, a secret that cannot be rebuilt),
+which the gateway logs.
 
 A message that does not fit (wrong kind for the phase, another round, a vehicle not in the
 round, twice, or not from the vehicle whose topic it came on) raises
@@ -120,12 +121,13 @@ class SecureRun:
         try:
             return self._close()
         except SecAggError as exc:
-            self.failure = str(exc)
-            # No vehicle owing a release is the usual round of a private fleet: no warning.
-            (log.warning if self.server or self._advertised else log.debug)(
-                "secure round %d refused in the %s phase: %s", self.announced.round,
-                self.phase, exc)
+            self.failure = str(exc)  # the gateway logs it (gateway.secure)
             return {}
+
+    @property
+    def took_part(self) -> bool:
+        """Whether any vehicle advertised keys to the round."""
+        return bool(self.server or self._advertised)
 
     def _advertise(self, message: Advertise) -> None:
         if message.round != self.announced.round:

@@ -125,3 +125,30 @@ def test_a_run_rebuilt_from_its_journal_goes_on_exactly_as_the_one_that_stopped(
     assert answers_resumed == answers
     assert np.array_equal(resumed.total, whole.total) and resumed.noise_std == whole.noise_std
     assert resumed.vehicle_ids == whole.vehicle_ids == tuple(IDS)
+
+
+def _refused_run(number: int, advertising: int) -> SecureRun:
+    announced = SecureRound.about(number, 0, SecAggConfig(4, 1.0), (10.0, 20.0, 30.0, 40.0))
+    run = SecureRun(announced)
+    for i in range(advertising):
+        client = SecAggClient(f"veh-{i:02d}", number, announced.config,
+                              random_bytes=SeededBytes((number, i)))
+        run.receive(client.vehicle_id, codec.encode_binary(client.advertise()))
+    run.advance(11.0)  # advertising closes with too few
+    return run
+
+
+def test_a_refusal_repeated_round_after_round_is_a_warning_once(caplog):
+    from gateway.secure import SecureGateway
+    from gateway.store import SQLiteStore
+
+    gateway = SecureGateway(parse_mqtt_url("mqtt://127.0.0.1:1"), SQLiteStore(":memory:"),
+                            epsilon=0.5)
+    caplog.set_level("DEBUG", logger="gateway.secure")
+
+    for number, advertising in ((1, 0), (2, 3), (3, 2), (4, 3)):
+        gateway._log_outcome(_refused_run(number, advertising))
+
+    levels = [(r.levelname, r.getMessage().split(" refused")[0]) for r in caplog.records]
+    assert levels == [("DEBUG", "secure round 1"), ("WARNING", "secure round 2"),
+                      ("DEBUG", "secure round 3"), ("DEBUG", "secure round 4")]
