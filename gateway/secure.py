@@ -104,7 +104,11 @@ class SecureGateway(Gateway):
         super()._start(current)
         journal = self.store.secure_journal(current.number)
         if journal and journal[0][0] == "announce":
-            return self._resume_secure(current, journal)
+            try:
+                return self._resume_secure(current, journal)
+            except SecAggError as exc:  # a store from elsewhere: the round starts afresh
+                log.warning("secure round %d cannot be resumed from its journal (%s): "
+                            "announced again", current.number, exc)
         now, deadline = self.clock(), current.info.deadline
         centre, bound = self._centre()
         config = SecAggConfig(Whitening(centre).size, bound, *self._secure_config)

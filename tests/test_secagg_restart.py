@@ -152,3 +152,19 @@ def test_a_refusal_repeated_round_after_round_is_a_warning_once(caplog):
     levels = [(r.levelname, r.getMessage().split(" refused")[0]) for r in caplog.records]
     assert levels == [("DEBUG", "secure round 1"), ("WARNING", "secure round 2"),
                       ("DEBUG", "secure round 3"), ("DEBUG", "secure round 4")]
+
+
+def test_a_journal_that_does_not_decode_starts_the_round_afresh(caplog):
+    from gateway.secure import SecureGateway
+    from gateway.store import SQLiteStore
+
+    store = SQLiteStore(":memory:")
+    store.record_secure(1, "announce", None, b"not an announcement")
+    gateway = SecureGateway(parse_mqtt_url("mqtt://127.0.0.1:1"), store, epsilon=0.5)
+
+    gateway._open_round()
+
+    assert gateway.secure is not None and gateway.secure.announced.round == 1
+    assert gateway.secure.phase == "advertise"
+    assert [kind for kind, _, _ in store.secure_journal(1)] == ["announce", "announce"]
+    assert "cannot be resumed from its journal" in caplog.text
