@@ -39,7 +39,7 @@ from federation.messages import GlobalModel, Lease, MessageError, Partial, Round
 from gateway.lease import LeaseState
 from gateway.rounds import Round
 from gateway.service import PASS_S, Gateway
-from gateway.store import INVALID, OpenRound, RoundRecord, Traffic
+from gateway.store import INVALID, OpenRound, RoundRecord
 from gateway.worker import GROUP
 
 __all__ = ["PARTIAL_GRACE_S", "Coordinator"]
@@ -152,9 +152,9 @@ class Coordinator(Gateway):
         try:
             partial = messages.decode(Partial, payload, self.schema)
         except MessageError as exc:
-            self._count(INVALID, Traffic(1, len(payload)))
+            self._count(INVALID, 1, len(payload))
             return self._reject(exc.reason, None, f"partial from {worker[:64]}: {exc}")
-        self._count("partial", Traffic(1, len(payload)))
+        self._count("partial", 1, len(payload))
         reason = None
         if partial.worker_id != worker:
             reason = "topic_mismatch"

@@ -37,7 +37,6 @@ from federation.whitening import Whitening
 from gateway.rounds import Round, release_centre
 from gateway.secure_round import SecureRun
 from gateway.service import RESUME_GRACE_S, Gateway
-from gateway.store import Traffic
 
 __all__ = ["PHASE_SHARES", "SecureGateway"]
 
@@ -85,7 +84,7 @@ class SecureGateway(Gateway):
         if vehicle is None:
             return super().handle(topic, payload)
         self.received[topics.SECAGG] += 1
-        self._count(topics.SECAGG, Traffic(1, len(payload)))
+        self._count(topics.SECAGG, 1, len(payload))
         try:
             if self.secure is None:
                 raise SecAggError("wrong_round", "no secure round is open")

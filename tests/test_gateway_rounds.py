@@ -305,3 +305,33 @@ def test_a_binary_update_is_validated_accepted_and_kept_as_json():
     assert gateway.rejected["infeasible"] == 1
     kept = gateway.store.open_round().accepted
     assert messages.encode(kept[0]) == messages.encode(update)
+
+
+@pytest.mark.parametrize("bound", ["messages", "bytes"])
+def test_a_full_inbox_refuses_what_it_cannot_hold_counted_and_acknowledged_then_takes_more(
+        gw, monkeypatch, bound):
+    sent = {mid: messages.encode(factories.update(f"veh-{mid:04d}", 1, seed=mid))
+            for mid in range(1, 7)}
+    if bound == "messages":
+        monkeypatch.setattr("gateway.service.MAX_QUEUED_MESSAGES", 3)
+    else:
+        three = sum(len(sent[mid]) for mid in (1, 2, 3))
+        monkeypatch.setattr("gateway.service.MAX_QUEUED_BYTES", three)
+    acked: list[int] = []
+    gw._ack = acked.append  # type: ignore[method-assign]
+
+    def arrive(mid: int) -> None:
+        gw._on_message(None, None, SimpleNamespace(  # type: ignore[arg-type]
+            topic=topics.update_topic(f"veh-{mid:04d}"), qos=1, mid=mid, payload=sent[mid]))
+
+    for mid in range(1, 6):
+        arrive(mid)
+
+    assert gw.rejected == {"overloaded": 2}
+    assert acked == [4, 5]  # refused: the broker need not send them again
+    gw._drain(timeout_s=0, pass_s=60)  # the first update loads the checks: a long pass
+    assert sorted(gw.round.accepted) == ["veh-0001", "veh-0002", "veh-0003"], gw.rejected
+    assert acked == [4, 5, 1, 2, 3]  # committed, then acknowledged
+    arrive(6)  # room again
+    gw._drain(timeout_s=0, pass_s=60)
+    assert "veh-0006" in gw.round.accepted and gw.rejected == {"overloaded": 2}
