@@ -72,7 +72,7 @@ def unpack(payload: bytes, features: Sequence[str]) -> dict[str, Any]:
     (size,) = _LENGTH.unpack_from(payload, len(MAGIC))
     start = len(MAGIC) + _LENGTH.size
     try:
-        header = json.loads(payload[start:start + size])
+        header = json.loads(payload[start:start + size].decode())  # JSON is UTF-8 (RFC 8259)
     except (ValueError, RecursionError) as exc:
         raise BinaryError(f"the header is no JSON: {str(exc)[:80]}") from None
     if not isinstance(header, dict) or "state" in header:

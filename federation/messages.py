@@ -90,10 +90,11 @@ class MessageError(ValueError):
 
 
 def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    if key not in obj:
-        raise MessageError("missing_field", f"{key!r} is required")
-    value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, kind):
+    try:
+        value = obj[key]
+    except KeyError:
+        raise MessageError("missing_field", f"{key!r} is required") from None
+    if value.__class__ is bool or not isinstance(value, kind):  # bool has no subclasses
         raise MessageError("wrong_type", f"{key!r} must be {_kind_name(kind)}")
     return value
 
@@ -111,10 +112,13 @@ def _int(obj: dict[str, Any], key: str, low: int = 0, high: int = 2**53) -> int:
 
 
 def _num(obj: dict[str, Any], key: str, low: float = -MAX_ABS_VALUE, high: float = 1e12) -> float:
-    value = float(_get(obj, key, (int, float)))
-    if not math.isfinite(value):
-        raise MessageError("not_finite", f"{key!r} must be finite")
-    if not low <= value <= high:
+    """``obj[key]``, a number within ``[low, high]`` (both finite)."""
+    value = obj.get(key)
+    if value.__class__ is not float:  # a float, as most are, is taken as it is
+        value = float(_get(obj, key, (int, float)))
+    if not low <= value <= high:  # NaN and infinity fail this too, then the first test below
+        if not math.isfinite(value):
+            raise MessageError("not_finite", f"{key!r} must be finite")
         raise MessageError("out_of_range", f"{key!r} must be in [{low}, {high}], got {value}")
     return value
 

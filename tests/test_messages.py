@@ -92,6 +92,13 @@ INF_PAYLOAD = encode(factories.update()).replace(b'"epsilon":1.0', b'"epsilon":1
         (_mutated(state__n=-5), "out_of_range"),
         (_mutated(state__mean=[1e300] * 9), "out_of_range"),
         (_mutated(delta=1.5), "out_of_range"),
+        (_mutated(epsilon=True), "wrong_type"),
+        (_mutated(epsilon="1.0"), "wrong_type"),
+        (_mutated(epsilon=None), "wrong_type"),
+        (_mutated(epsilon=KeyError), "missing_field"),
+        (_mutated(epsilon=-1.0), "out_of_range"),
+        (_mutated(sent_at=float("-inf")), "not_finite"),
+        (_mutated(sent_at=10**13), "out_of_range"),  # a whole number, past the bound
     ],
 )
 def test_each_kind_of_bad_update_is_rejected_with_its_reason(payload, reason):
@@ -99,6 +106,13 @@ def test_each_kind_of_bad_update_is_rejected_with_its_reason(payload, reason):
         decode(Update, payload)
 
     assert caught.value.reason == reason
+
+
+def test_a_whole_number_where_a_number_is_due_is_taken_as_a_float():
+    update = decode(Update, _mutated(epsilon=2, sent_at=0))
+
+    assert (update.epsilon, update.sent_at) == (2.0, 0.0)
+    assert type(update.epsilon) is float
 
 
 def test_an_asymmetric_covariance_is_rejected():
