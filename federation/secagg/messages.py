@@ -198,7 +198,7 @@ class Neighbour:
 
     @classmethod
     def _parse(cls, obj: Any) -> Neighbour:
-        names = [f.name for f in fields(cls)]
+        names = _names(cls)
         if isinstance(obj, list) and len(obj) == len(names):  # the binary form's array
             obj = dict(zip(names, obj, strict=True))
         if not isinstance(obj, dict):
@@ -332,13 +332,26 @@ KINDS: dict[type, str] = {
 }
 
 
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    """The field names of dataclass ``cls``, in order (``fields`` builds them at each call)."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def _wire(value: Any, binary: bool) -> Any:
     """A field's value as the JSON form (``binary`` false) or the binary form carries it."""
     if isinstance(value, bytes):
         return value if binary else base64.b64encode(value).decode()
     if isinstance(value, Neighbour):
-        items = {f.name: _wire(getattr(value, f.name), binary) for f in fields(value)}
-        return list(items.values()) if binary else items
+        names = _names(Neighbour)
+        if binary:  # its id and raw keys, as they are
+            return [getattr(value, name) for name in names]
+        return {name: _wire(getattr(value, name), binary) for name in names}
     if isinstance(value, tuple) and value and all(isinstance(v, bool) for v in value):
         return "".join("1" if v else "0" for v in value)
     if isinstance(value, tuple):
@@ -348,8 +361,10 @@ def _wire(value: Any, binary: bool) -> Any:
 
 def _object(message: SecAggMessage | SecureRound, binary: bool) -> dict[str, Any]:
     obj: dict[str, Any] = {"v": VERSION, "kind": KINDS[type(message)]}
-    obj.update((f.name, _wire(getattr(message, f.name), binary)) for f in fields(message)
-               if getattr(message, f.name) is not None)  # an optional field left out
+    for name in _names(type(message)):
+        value = getattr(message, name)
+        if value is not None:  # an optional field left out
+            obj[name] = _wire(value, binary)
     return obj
 
 

@@ -124,9 +124,9 @@ class SecAggServer:
         self._graph = neighbourhoods(ids, self.plan.degree, graph_seed(self.round, ids))
         self._index = {u: {v: i for i, v in enumerate(ns)} for u, ns in self._graph.items()}
         self.phase = "share"
-        return {u: Roster(u, self.round, self.plan.vehicles, len(ids), tuple(
-            Neighbour(v, self._keys[v].cipher_key, self._keys[v].mask_key) for v in ns))
-            for u, ns in self._graph.items()}
+        entry = {v: Neighbour(v, keys.cipher_key, keys.mask_key) for v, keys in self._keys.items()}
+        return {u: Roster(u, self.round, self.plan.vehicles, len(ids), tuple(entry[v] for v in ns))
+                for u, ns in self._graph.items()}
 
     def relays(self) -> dict[str, SharesRelay]:
         """Close phase 2: for each vehicle that shared, what its neighbours sealed for it."""
