@@ -55,7 +55,7 @@ def is_binary(payload: bytes) -> bool:
 def pack(header: dict[str, Any], n: float, mean: np.ndarray, cov: np.ndarray) -> bytes:
     """``header`` (a message's fields but its features and state) and a summary, packed."""
     text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
-    upper = cov[np.triu_indices(len(mean))]
+    upper = cov[_triangle(len(mean))]
     numbers = np.concatenate([[n], mean, upper]).astype(_FLOAT)
     return MAGIC + _LENGTH.pack(len(text)) + text + numbers.tobytes()
 
@@ -86,6 +86,14 @@ def unpack(payload: bytes, features: Sequence[str]) -> dict[str, Any]:
     cov = numbers[1 + d:][_symmetric(d)]
     state = {"n": float(numbers[0]), "mean": numbers[1:1 + d], "cov": cov}
     return header | {"features": list(features), "state": state}
+
+
+@lru_cache(maxsize=16)
+def _triangle(d: int) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of a ``d`` x ``d`` matrix's upper triangle, row by row, diagonal included."""
+    rows, columns = np.triu_indices(d)
+    rows.flags.writeable = columns.flags.writeable = False
+    return rows, columns
 
 
 @lru_cache(maxsize=16)

@@ -36,6 +36,7 @@ vehicles' vectors unpacks to their pooled model (each vehicle weighing the same)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -49,6 +50,27 @@ PUBLIC_VARIANCE = 1.0 / 12.0
 # still has a spread: 1 % of a healthy sensor's residual variance, in scaled units.
 WHITENING_FLOOR = 1e-6
 _BLOCK = 1024  # summaries packed at once
+
+
+@lru_cache(maxsize=16)
+def _factors(cov_bytes: bytes, d: int, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """The Cholesky factor of a centre's covariance (given as its bytes), made positive
+    definite, and its inverse; read-only, since they are shared."""
+    cov = np.frombuffer(cov_bytes, dtype=float).reshape(d, d)
+    cov = (cov + cov.T) / 2 + floor * np.eye(d)
+    values, vectors = np.linalg.eigh(cov)  # a noisy centre may be indefinite
+    root = np.linalg.cholesky((vectors * np.maximum(values, floor)) @ vectors.T)
+    inverse = np.linalg.inv(root)
+    root.flags.writeable = inverse.flags.writeable = False
+    return root, inverse
+
+
+@lru_cache(maxsize=16)
+def _upper(d: int) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of a ``d`` x ``d`` matrix's upper triangle, diagonal left out."""
+    rows, columns = np.triu_indices(d, 1)
+    rows.flags.writeable = columns.flags.writeable = False
+    return rows, columns
 
 
 def public_centre(features: Sequence[str]) -> ModelSummary:
@@ -65,11 +87,10 @@ class Whitening:
         d = len(centre.mean)
         self.centre = centre
         self.features = centre.features
-        cov = (centre.cov + centre.cov.T) / 2 + floor * np.eye(d)
-        values, vectors = np.linalg.eigh(cov)  # a noisy centre may be indefinite
-        self._root = np.linalg.cholesky((vectors * np.maximum(values, floor)) @ vectors.T)
-        self._inverse = np.linalg.inv(self._root)
-        self._upper = np.triu_indices(d, 1)
+        # Every vehicle of a fleet process clips about the same model: decomposed once.
+        self._root, self._inverse = _factors(np.ascontiguousarray(centre.cov, float).tobytes(),
+                                             d, floor)
+        self._upper = _upper(d)
         self._d = d
 
     @property

@@ -226,3 +226,22 @@ def test_nonsense_parameters_are_refused(bad):
 
     with pytest.raises(ValueError):
         GaussianMechanism(**settings)
+
+
+def test_whitenings_about_equal_centres_share_one_read_only_decomposition():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(9, 9))
+    cov = a @ a.T / 9 + np.eye(9) * 0.01
+    centre = ModelSummary(FEATURE_NAMES, 100.0, np.full(9, 0.5), cov)
+    same = ModelSummary(FEATURE_NAMES, 100.0, np.full(9, 0.5), cov.copy())  # another object
+    other = ModelSummary(FEATURE_NAMES, 100.0, np.full(9, 0.5), cov * 2)
+    mine = ModelSummary(FEATURE_NAMES, 10.0, np.full(9, 0.6), cov * 1.5)
+
+    first, second, third = Whitening(centre), Whitening(same), Whitening(other)
+
+    assert first._inverse is second._inverse and first._inverse is not third._inverse
+    assert not first._inverse.flags.writeable and not first._root.flags.writeable
+    assert np.array_equal(first.pack(mine), second.pack(mine))
+    assert not np.allclose(first.pack(mine), third.pack(mine))
+    back = second.unpack(first.pack(mine), mine.n)
+    assert np.allclose(back.mean, mine.mean) and np.allclose(back.cov, mine.cov)
