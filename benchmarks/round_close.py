@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     with Mosquitto(options={"max_queued_messages": "0"}) as broker:
         gateway = Command("gateway", "--mqtt", broker.url, "--round-seconds", f"{round_s:g}",
-                          "--store", f"sqlite:///{db}", cwd=work)
+                          "--store", f"sqlite:///{db}", "--http-port", "0", cwd=work)
         target = parse_mqtt_url(broker.url)
         listener = make_client("bench-round-listener", target)
         listener.on_connect = lambda c, *_: c.subscribe(

@@ -33,6 +33,7 @@ It prints, per count, the medians over the timed rounds, and then every figure a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import queue
@@ -106,6 +107,19 @@ class _Fleet:
         return reports
 
 
+def _next_model(models: queue.Queue[Arrival], gateway: Command) -> Arrival:
+    """The next model's arrival; raises once the gateway has exited or ``WAIT_S`` passed."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            return models.get(timeout=1.0)
+        assert gateway.process is not None
+        if gateway.process.poll() is not None:
+            raise RuntimeError(f"the gateway exited ({gateway.process.returncode}); it said:\n"
+                               f"{gateway.output()[-2000:]}")
+    raise TimeoutError(f"no model came in {WAIT_S:g} s; the gateway said:\n{gateway.output()}")
+
+
 def measure(vehicles: int, rounds: int, processes: int, secure: bool,
             work: Path) -> dict[str, float]:
     """The medians over ``rounds`` timed rounds of ``vehicles``, secure or plain."""
@@ -117,16 +131,15 @@ def measure(vehicles: int, rounds: int, processes: int, secure: bool,
         fleet = _Fleet(broker.url, vehicles, processes, secure)
         gateway = Command("gateway", "--mqtt", broker.url, "--round-seconds", f"{ROUND_S:g}",
                           "--target-updates", str(vehicles), "--privacy", mode,
-                          "--store", f"sqlite:///{work / f'{mode}-{vehicles}.db'}", cwd=work)
+                          "--store", f"sqlite:///{work / f'{mode}-{vehicles}.db'}",
+                          "--http-port", "0", cwd=work)
         assert gateway.process is not None
         listener = _listener(target, psutil.Process(gateway.process.pid), models)
         try:
             while len(arrivals) < rounds + 1:
-                arrived, number, cpu_s = models.get(timeout=WAIT_S)
+                arrived, number, cpu_s = _next_model(models, gateway)
                 arrivals[number] = (arrived, cpu_s)
                 print(f"{mode} {vehicles}: round {number} done", flush=True)
-        except queue.Empty:
-            raise TimeoutError(f"no model came; the gateway said:\n{gateway.output()}") from None
         finally:
             reports = fleet.close()
             listener.loop_stop()
