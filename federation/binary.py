@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from federation.summary import upper_triangle
+
 __all__ = ["MAGIC", "BinaryError", "is_binary", "pack", "unpack"]
 
 MAGIC = b"\xff\x01"  # the marker byte, then the binary form's version
@@ -55,7 +57,7 @@ def is_binary(payload: bytes) -> bool:
 def pack(header: dict[str, Any], n: float, mean: np.ndarray, cov: np.ndarray) -> bytes:
     """``header`` (a message's fields but its features and state) and a summary, packed."""
     text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
-    upper = cov[_triangle(len(mean))]
+    upper = cov[upper_triangle(len(mean))]
     numbers = np.concatenate([[n], mean, upper]).astype(_FLOAT)
     return MAGIC + _LENGTH.pack(len(text)) + text + numbers.tobytes()
 
@@ -89,14 +91,6 @@ def unpack(payload: bytes, features: Sequence[str]) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=16)
-def _triangle(d: int) -> tuple[np.ndarray, np.ndarray]:
-    """The indices of a ``d`` x ``d`` matrix's upper triangle, row by row, diagonal included."""
-    rows, columns = np.triu_indices(d)
-    rows.flags.writeable = columns.flags.writeable = False
-    return rows, columns
-
-
-@lru_cache(maxsize=16)
 def _symmetric(d: int) -> np.ndarray:
     """For each entry of a ``d`` x ``d`` symmetric matrix, its index in the upper triangle
     as :func:`pack` writes it (row by row).
@@ -105,5 +99,5 @@ def _symmetric(d: int) -> np.ndarray:
     [[0, 1], [1, 2]]
     """
     index = np.zeros((d, d), dtype=np.intp)
-    index[np.triu_indices(d)] = np.arange(d * (d + 1) // 2)
+    index[upper_triangle(d)] = np.arange(d * (d + 1) // 2)
     return np.maximum(index, index.T)

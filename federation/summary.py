@@ -20,12 +20,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 from river import covariance
 
-__all__ = ["ModelSummary", "Moments", "merge", "merge_all"]
+__all__ = ["ModelSummary", "Moments", "merge", "merge_all", "upper_triangle"]
+
+
+@lru_cache(maxsize=16)
+def upper_triangle(d: int, diagonal: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The row and column indices of a ``d`` x ``d`` matrix's upper triangle, row by row,
+    with or without its diagonal; read-only, since every caller shares them.
+
+    >>> [i.tolist() for i in upper_triangle(2)], [i.tolist() for i in upper_triangle(2, False)]
+    ([[0, 0, 1], [0, 1, 1]], [[0], [1]])
+    """
+    rows, columns = np.triu_indices(d, 0 if diagonal else 1)
+    rows.flags.writeable = columns.flags.writeable = False
+    return rows, columns
 
 
 class Moments(NamedTuple):

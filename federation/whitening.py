@@ -40,7 +40,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from federation.summary import ModelSummary
+from federation.summary import ModelSummary, upper_triangle
 
 __all__ = ["PUBLIC_VARIANCE", "WHITENING_FLOOR", "Whitening", "public_centre"]
 
@@ -65,14 +65,6 @@ def _factors(cov_bytes: bytes, d: int, floor: float) -> tuple[np.ndarray, np.nda
     return root, inverse
 
 
-@lru_cache(maxsize=16)
-def _upper(d: int) -> tuple[np.ndarray, np.ndarray]:
-    """The indices of a ``d`` x ``d`` matrix's upper triangle, diagonal left out."""
-    rows, columns = np.triu_indices(d, 1)
-    rows.flags.writeable = columns.flags.writeable = False
-    return rows, columns
-
-
 def public_centre(features: Sequence[str]) -> ModelSummary:
     """The centre before any global model exists: every scaled feature at the middle of its
     range, spread as if uniform over it, no correlation. It depends on no one's data."""
@@ -90,7 +82,7 @@ class Whitening:
         # Every vehicle of a fleet process clips about the same model: decomposed once.
         self._root, self._inverse = _factors(np.ascontiguousarray(centre.cov, float).tobytes(),
                                              d, floor)
-        self._upper = _upper(d)
+        self._upper = upper_triangle(d, diagonal=False)
         self._d = d
 
     @property
