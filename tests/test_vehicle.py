@@ -258,6 +258,30 @@ def test_vehicles_that_owe_an_update_at_once_spread_it_over_their_staggered_shar
     assert len(set(sent_at.values())) >= (10 if stagger else 1)
 
 
+@pytest.mark.parametrize(("stagger", "due_s", "sent_in"), [
+    (0.0, 85.0, 1), (0.0, 95.0, 2), (0.5, 70.0, 1), (0.5, 92.0, 2)])
+def test_an_update_that_would_leave_under_a_tenth_of_its_round_waits_for_the_next_one(
+        stagger, due_s, sent_in):
+    # Sent that close to the deadline, it would reach the gateway late and be refused.
+    now = [0.0]
+    vehicle = Vehicle("veh-0007", Steady(), mechanism=None, stagger=stagger,
+                      clock=lambda: now[0])
+    _open_round(vehicle, 1)  # from 0 s to 100 s
+    for _ in range(vehicle.min_readings_per_update - 1):
+        vehicle.step()
+    sent: list[tuple[float, int]] = []
+    for second in range(int(due_s), 100):
+        now[0] = float(second)
+        sent += [(now[0], u.round) for u in _updates(vehicle.step())]
+    vehicle.on_message(topics.ROUND_TOPIC, messages.encode(RoundOpen(2, 100.0, 200.0, 1, 0)))
+    for second in range(100, 200):
+        now[0] = float(second)
+        sent += [(now[0], u.round) for u in _updates(vehicle.step())]
+
+    assert [number for _, number in sent][:1] == [sent_in]
+    assert sent[0][0] <= 100.0 * sent_in - 10.0  # a tenth of its round still to go
+
+
 @pytest.mark.parametrize("stagger", [0.0, 0.5])
 def test_staggered_vehicles_adopt_one_model_over_ten_readings_rather_than_on_one(stagger):
     vehicles = [Vehicle(f"veh-{i:04d}", Steady(i), mechanism=None, stagger=stagger)

@@ -42,6 +42,9 @@ __all__ = ["Outgoing", "Participation", "Vehicle"]
 log = logging.getLogger(__name__)
 
 _DAY_S = 86_400.0
+# An update is not sent with less than this share of its round left: it would reach the
+# gateway after the deadline and be refused (``wrong_round``). It waits for the next round.
+LAST_CALL = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,8 @@ class Vehicle:
         once (simulated ones, started together) sends it over a stretch of time rather than
         in one step. 0 (the default): as soon as it is owed. A staggered vehicle spreads its
         detector's refreshes too (:meth:`~devices.onboard.detector.FleetGaussian.stagger`).
+        Staggered or not, an update whose point falls in the last tenth of its round
+        (:data:`LAST_CALL`) waits for the next round, which would refuse it as late.
     rejections
         Where rejected messages and readings are counted and logged (default: the vehicle's
         own). Vehicles of one process share one, so that a message sent to all of them is
@@ -396,7 +401,10 @@ class Vehicle:
         # Its own point of what is left of the round once the update came due: vehicles that
         # come due together, mid-round too, still send spread out.
         start = max(current.opened_at, self._owed_since)
-        return now >= start + self._send_share * (current.deadline - start)
+        send_at = start + self._send_share * (current.deadline - start)
+        if current.deadline - send_at < LAST_CALL * (current.deadline - current.opened_at):
+            return False
+        return now >= send_at
 
     def _update(self) -> Outgoing:
         """The round's update, or the vehicle's status once its budget cannot pay for it."""
