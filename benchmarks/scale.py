@@ -26,16 +26,26 @@ open files may leave a few out), for ``--duration-s``:
   the rejections by reason. ``acceptance`` is accepted over ``sent`` (the fleet's count in
   the status it prints once stopped): an update the broker dropped counts as not accepted.
 
+With ``--regions R`` the fleet is split over ``R`` region brokers bridged to a top one, each
+with its own region gateway (``fedfleet gateway --role worker``) and its own ``fedfleet
+fleet`` of ``--processes`` processes; the top gateway coordinates them (``--workers R``). No
+broker then holds every vehicle's connection, which is what limits one broker to the open
+files one process may hold (20,000 here).
+
 The machine may be shared: compare the ratios, which are measured within one run.
 
     python -m benchmarks.scale --vehicles 100 1000 3000 --processes 2 --duration-s 60
+    python -m benchmarks.scale --vehicles 30000 --regions 2 --duration-s 60 --queued 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import os
+import pwd
 import re
 import resource
 import tempfile
@@ -47,10 +57,11 @@ import psutil
 from river import covariance
 
 from benchmarks.releases import PRIVACY, release_ms
+from broker.bridge import Bridge, bridge_config
 from devices.onboard.detector import make_pipeline
 from devices.runners.fleet import simulated_vehicles
 from tests.processes import Command, open_round, read_store, wait_until
-from tests.servers import Mosquitto
+from tests.servers import HOST, Mosquitto, free_port
 
 FILES_TO_SPARE = 1024  # the broker's, the gateway's and each process's own files
 SETTLED_LINES = 3  # status lines (10 s apart) with one count of connections: settled
@@ -217,10 +228,6 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
             (work / "mosquitto-warnings.log").write_text("\n".join(
                 line for line in broker_log.splitlines() if "Warning" in line or "dropped" in line))
     readings = vehicles * (sim_ended - sim_began)
-    received = read_store(db, "SELECT messages FROM traffic WHERE kind = 'update'")
-    accepted = read_store(db, "SELECT COALESCE(SUM(accepted), 0) FROM rounds")[0][0] + len(
-        open_round(db)[1])
-    rejected = dict(read_store(db, "SELECT reason, SUM(count) FROM rejections GROUP BY reason"))
     return {
         "vehicles": vehicles, "connected": connected, "processes": args.processes,
         "sim_rate": (sim_ended - sim_began) / (ended - began),
@@ -230,9 +237,104 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
         "mosquitto_cores": cpu_s["mosquitto"] / wall_s,
         "gateway_cores": cpu_s["gateway"] / wall_s,
         "others_cores": (busy_s - sum(cpu_s.values())) / wall_s,
-        "sent": sent, "received": received[0][0] if received else 0, "accepted": accepted,
-        "rejected": rejected, "fleet_exit_code": fleet_code,
+        "sent": sent, **_outcome(db), "fleet_exit_code": fleet_code,
     }
+
+
+def _outcome(db: Path) -> dict[str, Any]:
+    """From the gateway's store: updates received, accepted by a round, and refused by reason."""
+    received = read_store(db, "SELECT messages FROM traffic WHERE kind = 'update'")
+    accepted = read_store(db, "SELECT COALESCE(SUM(accepted), 0) FROM rounds")[0][0] + len(
+        open_round(db)[1])
+    rejected = dict(read_store(db, "SELECT reason, SUM(count) FROM rejections GROUP BY reason"))
+    return {"received": received[0][0] if received else 0, "accepted": accepted,
+            "rejected": rejected}
+
+
+def run_regions(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """``vehicles`` split over ``args.regions`` region brokers bridged to a top one
+    (``broker/bridge.py``), each region with its own region gateway and fleet (``--id-prefix
+    rN-``); the top gateway coordinates the region gateways. No broker holds every vehicle's
+    connection, so the fleet may pass the open files one process may hold."""
+    work.mkdir()
+    db = work / "gw.db"
+    shares = [vehicles // args.regions + (i < vehicles % args.regions)
+              for i in range(args.regions)]
+    limits = {"max_inflight_messages": str(args.inflight), "max_queued_messages": str(args.queued)}
+    with contextlib.ExitStack() as stack:
+        top = stack.enter_context(Mosquitto(options=limits))
+        brokers = [top]
+        for index in range(args.regions):
+            port = free_port()
+            conf = work / f"region-{index}.conf"
+            conf.write_text(f"listener {port} {HOST}\nallow_anonymous true\n"
+                            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+                            + "".join(f"{key} {value}\n" for key, value in limits.items())
+                            + bridge_config(Bridge(f"r{index}", HOST, top.port)))
+            brokers.append(stack.enter_context(Mosquitto(port, conf=conf)))
+        common = ("--round-seconds", str(args.round_seconds), "--http-port", "0")
+        gateways = [Command("gateway", "--mqtt", top.url, *common, "--min-updates", "1",
+                            "--workers", str(args.regions), "--store", f"sqlite:///{db}",
+                            cwd=work)]
+        gateways += [Command("gateway", "--mqtt", region.url, *common, "--role", "worker",
+                             "--worker-id", f"r{index}", "--share-group", "",
+                             "--store", f"sqlite:///{work / f'region-{index}.db'}", cwd=work)
+                     for index, region in enumerate(brokers[1:])]
+        fleets: list[Command] = []
+        try:
+            wait_until(lambda: open_round(db)[0] >= 1, 60, "the gateway's first round")
+            for index, (region, share) in enumerate(zip(brokers[1:], shares, strict=True)):
+                fleets.append(Command(
+                    "fleet", "--mqtt", region.url, "--vehicles", str(share), "--speedup", "1",
+                    "--privacy", args.privacy, "--seed", str(args.seed + index),
+                    "--id-prefix", f"r{index}-", "--processes", str(args.processes),
+                    "--ledger-dir", str(work / f"ledgers-{index}"), cwd=work,
+                    env=_release_every(args.release_every)))
+            settled = [_connected(fleet, share, args.connect_timeout_s)
+                       for fleet, share in zip(fleets, shares, strict=True)]
+            began = max(at for at, _, _ in settled)
+            watched = {"fleet": [p for f in fleets for p in _tree(_pid(f))],
+                       "gateway": [p for g in gateways for p in _tree(_pid(g))],
+                       "mosquitto": [psutil.Process(b.pid) for b in brokers if b.pid]}
+            cpu_began = {name: _cpu_s(tree) for name, tree in watched.items()}
+            busy_began, cpu_at = _busy_s(), time.monotonic()
+            windows = []
+            for fleet, (at, sim_began, _) in zip(fleets, settled, strict=True):
+                ended = fleet.wait_for(_STATUS.pattern, args.duration_s + 30,
+                                       since=began + args.duration_s)
+                windows.append((at, sim_began, ended, _status(fleet, ended)[0][3]))
+            cpu_s = {name: _cpu_s(tree) - cpu_began[name] for name, tree in watched.items()}
+            wall_s, busy_s = time.monotonic() - cpu_at, _busy_s() - busy_began
+            rss_bytes = sum(p.memory_info().rss for p in watched["fleet"])
+            codes = [fleet.stop(120) for fleet in fleets]
+            sent = sum(_status(fleet, windows[i][2])[-1][4] for i, fleet in enumerate(fleets))
+            _settle(db)
+        finally:
+            for command in [*fleets, *gateways]:
+                if command.process is not None and command.process.poll() is None:
+                    command.stop(120)
+            for index, command in enumerate([*gateways, *fleets]):
+                (work / f"{command.args[0]}-{index}.log").write_text(command.output())
+    readings = sum(share * (sim_ended - sim_began)
+                   for share, (_, sim_began, _, sim_ended) in zip(shares, windows, strict=True))
+    sim_rate = min((sim_ended - sim_began) / (ended - at)
+                   for at, sim_began, ended, sim_ended in windows)
+    return {
+        "vehicles": vehicles, "connected": sum(c for _, _, c in settled),
+        "processes": args.processes * args.regions, "regions": args.regions,
+        "sim_rate": sim_rate, "fleet_us": 1e6 * cpu_s["fleet"] / max(readings, 1),
+        "fleet_cores": cpu_s["fleet"] / wall_s,
+        "rss_kib": rss_bytes / 1024 / vehicles, "rss_mib": rss_bytes / 2**20,
+        "mosquitto_cores": cpu_s["mosquitto"] / wall_s,
+        "gateway_cores": cpu_s["gateway"] / wall_s,
+        "others_cores": (busy_s - sum(cpu_s.values())) / wall_s,
+        "sent": sent, **_outcome(db), "fleet_exit_code": max(codes),
+    }
+
+
+def _pid(command: Command) -> int:
+    assert command.process is not None
+    return command.process.pid
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -294,6 +396,20 @@ def _open_files(vehicles: int) -> None:
                          f"limit is {soft} (hard {hard}): raise it with ulimit -n")
 
 
+def _local_ports(vehicles: int) -> None:
+    """Exit if Linux has fewer ephemeral ports than the fleet's connections: paho binds each
+    client before connecting, so every connection takes a port of its own whatever broker it
+    goes to (28,232 by default)."""
+    path = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    if not path.exists():
+        return
+    low, high = map(int, path.read_text().split())
+    if high - low + 1 < vehicles + FILES_TO_SPARE:
+        raise SystemExit(f"{vehicles} vehicles need {vehicles + FILES_TO_SPARE} local ports; "
+                         f"{path} gives {high - low + 1} ({low}-{high}): widen it, as root, "
+                         f"with echo 10000 65000 > {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vehicles", type=int, nargs="+", default=[100, 300, 1000, 3000])
@@ -311,17 +427,23 @@ def main() -> None:
     parser.add_argument("--queued", type=int, default=1000,
                         help="Mosquitto's max_queued_messages for a client that is behind, the "
                         "gateway (its default: 1,000; `fedfleet broker-setup` writes 100,000)")
+    parser.add_argument("--regions", type=int, default=0, metavar="R",
+                        help="split the fleet over R region brokers bridged to a top one, each "
+                        "with its region gateway and a fleet of --processes processes (default "
+                        "0: one broker for all): past the open files one broker may hold")
     parser.add_argument("--connect-timeout-s", type=float, default=300.0)
     parser.add_argument("--anchor-readings", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, metavar="PNG", help="draw the curve into PNG")
     args = parser.parse_args()
-    _open_files(max(args.vehicles))
+    _open_files(max(args.vehicles) // max(args.regions, 1))
+    _local_ports(max(args.vehicles))
     report: dict[str, Any] = {"anchors": anchors(args.anchor_readings, args.seed), "runs": []}
     print(json.dumps(report["anchors"]), flush=True)
     work = Path(tempfile.mkdtemp(prefix="fedfleet-scale-"))
     for vehicles in args.vehicles:
-        row = run_size(vehicles, args, work / str(vehicles))
+        run = run_regions if args.regions else run_size
+        row = run(vehicles, args, work / str(vehicles))
         row["x_detector"] = row["fleet_us"] / report["anchors"]["detector_us"]
         row["acceptance"] = row["accepted"] / row["sent"] if row["sent"] else None
         report["runs"].append(row)
