@@ -60,6 +60,8 @@ from benchmarks.releases import PRIVACY, release_ms
 from broker.bridge import Bridge, bridge_config
 from devices.onboard.detector import make_pipeline
 from devices.runners.fleet import simulated_vehicles
+from fedfleet.config import ConfigError
+from fedfleet.limits import local_ports_for
 from tests.processes import Command, open_round, read_store, wait_until
 from tests.servers import HOST, Mosquitto, free_port
 
@@ -396,20 +398,6 @@ def _open_files(vehicles: int) -> None:
                          f"limit is {soft} (hard {hard}): raise it with ulimit -n")
 
 
-def _local_ports(vehicles: int) -> None:
-    """Exit if Linux has fewer ephemeral ports than the fleet's connections: paho binds each
-    client before connecting, so every connection takes a port of its own whatever broker it
-    goes to (28,232 by default)."""
-    path = Path("/proc/sys/net/ipv4/ip_local_port_range")
-    if not path.exists():
-        return
-    low, high = map(int, path.read_text().split())
-    if high - low + 1 < vehicles + FILES_TO_SPARE:
-        raise SystemExit(f"{vehicles} vehicles need {vehicles + FILES_TO_SPARE} local ports; "
-                         f"{path} gives {high - low + 1} ({low}-{high}): widen it, as root, "
-                         f"with echo 10000 65000 > {path}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vehicles", type=int, nargs="+", default=[100, 300, 1000, 3000])
@@ -437,7 +425,10 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, metavar="PNG", help="draw the curve into PNG")
     args = parser.parse_args()
     _open_files(max(args.vehicles) // max(args.regions, 1))
-    _local_ports(max(args.vehicles))
+    try:  # paho binds each client first: a local port a connection, whatever the broker
+        local_ports_for(max(args.vehicles), f"{max(args.vehicles)} vehicles")
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
     report: dict[str, Any] = {"anchors": anchors(args.anchor_readings, args.seed), "runs": []}
     print(json.dumps(report["anchors"]), flush=True)
     work = Path(tempfile.mkdtemp(prefix="fedfleet-scale-"))

@@ -34,6 +34,7 @@ from federation.transport import (
 )
 from fedfleet import scaleout
 from fedfleet.config import ConfigError
+from fedfleet.limits import local_ports_for, open_files_for
 from fedfleet.parallel import run_parts, shares
 from fedfleet.privacy import budget_report, describe, ledgers, secure_epsilon, vehicle_options
 from fedfleet.progress import DeviceProgress, Progress
@@ -244,6 +245,9 @@ def _vehicles(settings: dict[str, Any], start_ts_s: float, ledger_dir: Path,
 def fleet(settings: dict[str, Any], stop: threading.Event) -> int:
     start = time.time()
     parts = shares(settings["vehicles"], settings["processes"])
+    most = max((len(part) for part in parts), default=0)
+    open_files_for(most, f"{most} vehicles in one process")
+    local_ports_for(settings["vehicles"], f"{settings['vehicles']} vehicles on one machine")
     print(f"fedfleet fleet: {settings['vehicles']} vehicles in {len(parts)} "
           f"process{'es' if len(parts) > 1 else ''}, privacy {describe(settings)}, ledgers in "
           f"{settings['ledger_dir']}", flush=True)
@@ -331,6 +335,9 @@ def demo(settings: dict[str, Any], stop: threading.Event) -> int:
         store = SQLiteStore(DEMO_STORE)
         stack.callback(store.close)
         url = stack.enter_context(_dashboard(settings, store))
+        count = settings["vehicles"]  # the embedded broker holds the other end of each
+        open_files_for(2 * count, f"{count} vehicles and their broker in one process")
+        local_ports_for(count, f"{count} vehicles on one machine")
         embedded = _start_demo_broker(_target(settings),
                                       settings["mqtt"] != DEFAULT_MQTT_URL)
         stack.callback(embedded.stop)

@@ -1,0 +1,54 @@
+"""What a process needs of the machine for its connections, raised where it may be, or named.
+
+Every MQTT connection is an open file of the process that holds it, and takes a local port:
+paho binds each client before it connects (to port 0, any address), so each connection on a
+machine holds a port of its own, whichever broker it goes to. Past either limit a fleet's
+extra vehicles would fail to connect one by one, each retrying, with an error that names
+neither; these checks say so once, before any connects.
+"""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+from fedfleet.config import ConfigError
+
+__all__ = ["SPARE_FILES", "local_ports_for", "open_files_for"]
+
+# Files a process holds besides its connections: the interpreter's, the selector, logs, the
+# ledgers being synced, the store.
+SPARE_FILES = 64
+PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def open_files_for(connections: int, what: str) -> None:
+    """Let this process, and those it starts, hold ``connections`` and :data:`SPARE_FILES`
+    more open files: raise its soft limit toward the hard one if need be, or raise
+    :class:`~fedfleet.config.ConfigError` if the hard limit is too low.
+
+    >>> open_files_for(10, "ten vehicles")  # far below any limit: nothing to do
+    """
+    want = connections + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    if hard != resource.RLIM_INFINITY and hard < want:
+        raise ConfigError(f"{what} need {want} open files and a process here may hold {hard} "
+                          "(ulimit -Hn): raise that limit, or spread them over more processes")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def local_ports_for(connections: int, what: str, port_range: Path = PORT_RANGE) -> None:
+    """Raise :class:`~fedfleet.config.ConfigError` if Linux's ephemeral ports
+    (``port_range``) are fewer than ``connections`` and :data:`SPARE_FILES` more; nothing where
+    the machine does not say."""
+    try:
+        low, high = map(int, port_range.read_text().split())
+    except (OSError, ValueError):
+        return
+    want, ports = connections + SPARE_FILES, high - low + 1
+    if ports < want:
+        raise ConfigError(f"{what} need {want} local ports and {port_range} gives {ports} "
+                          f"({low}-{high}): widen it as root (echo 10000 65000 > {port_range}), "
+                          "or run them on more machines")
