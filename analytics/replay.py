@@ -200,6 +200,7 @@ def run_online(
     vehicles = [
         Vehicle(_vehicle_id(s.device_id), _Rows(s, dataset.columns), mechanism=mechanism,
                 central=central, noise=SeededNoise([seed, i]), clock=lambda: clock[0],
+                last_call=0.0,  # delivery is instant here: nothing arrives late
                 ledger=PrivacyLedger(None, budget=budget,
                                      delta=mechanism.delta if mechanism else 0.5),
                 **tuning.vehicle_kwargs(dataset.schema, shared))

@@ -137,7 +137,7 @@ class _Replay:
         self.ids = [topics.check_vehicle_id(s.device_id) for s in streams]
         self.vehicles = None if mechanism is None else [
             Vehicle(vehicle_id, _Idle(), mechanism=mechanism, central=central,
-                    noise=SeededNoise([seed, i]), clock=lambda: self.clock[0],
+                    noise=SeededNoise([seed, i]), clock=lambda: self.clock[0], last_call=0.0,
                     ledger=PrivacyLedger(None, budget=budget, delta=mechanism.delta),
                     **tuning.vehicle_kwargs(schema))
             for i, vehicle_id in enumerate(self.ids)]

@@ -142,8 +142,11 @@ class Vehicle:
         once (simulated ones, started together) sends it over a stretch of time rather than
         in one step. 0 (the default): as soon as it is owed. A staggered vehicle spreads its
         detector's refreshes too (:meth:`~devices.onboard.detector.FleetGaussian.stagger`).
-        Staggered or not, an update whose point falls in the last tenth of its round
-        (:data:`LAST_CALL`) waits for the next round, which would refuse it as late.
+    last_call
+        The share of a round, at its end, in which an update is no longer sent (default
+        :data:`LAST_CALL`, a tenth): one whose point falls there waits for the next round,
+        since over a network it would arrive after the deadline and be refused. 0 where
+        delivery is instant (the offline replays of :mod:`analytics`).
     rejections
         Where rejected messages and readings are counted and logged (default: the vehicle's
         own). Vehicles of one process share one, so that a message sent to all of them is
@@ -185,12 +188,15 @@ class Vehicle:
         rejections: RejectionLog | None = None,
         federate: bool = True,
         stagger: float = 0.0,
+        last_call: float = LAST_CALL,
         secure: Participation | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.vehicle_id = topics.check_vehicle_id(vehicle_id)
-        if not 0.0 <= stagger < 1.0:
-            raise ValueError(f"stagger must be in [0, 1), got {stagger}")
+        if not 0.0 <= stagger < 1.0 or not 0.0 <= last_call < 1.0:
+            raise ValueError(f"stagger and last_call must be in [0, 1), got {stagger} and "
+                             f"{last_call}")
+        self._last_call = last_call
         place = zlib.crc32(vehicle_id.encode()) / 2**32  # its id's place in [0, 1)
         self._send_share = stagger * place  # where in the round this vehicle may send
         self._owed_since: float | None = None  # when the update now owed came due
@@ -402,7 +408,7 @@ class Vehicle:
         # come due together, mid-round too, still send spread out.
         start = max(current.opened_at, self._owed_since)
         send_at = start + self._send_share * (current.deadline - start)
-        if current.deadline - send_at < LAST_CALL * (current.deadline - current.opened_at):
+        if current.deadline - send_at < self._last_call * (current.deadline - current.opened_at):
             return False
         return now >= send_at
 
