@@ -34,7 +34,7 @@ from federation.transport import (
 )
 from fedfleet import scaleout
 from fedfleet.config import ConfigError
-from fedfleet.limits import local_ports_for, open_files_for
+from fedfleet.limits import SPARE_FILES, local_ports_for, most_open_files, open_files_for
 from fedfleet.parallel import run_parts, shares
 from fedfleet.privacy import budget_report, describe, ledgers, secure_epsilon, vehicle_options
 from fedfleet.progress import DeviceProgress, Progress
@@ -133,8 +133,10 @@ def _vehicle_logins(settings: dict[str, Any], target: MqttTarget,
 
 def broker(settings: dict[str, Any], stop: threading.Event) -> int:
     host = _target(settings).host
+    files = most_open_files()
     with EmbeddedBroker(host, settings["port"]) as embedded:
-        print(f"embedded broker listening on {embedded.url}; Ctrl-C to stop", flush=True)
+        print(f"embedded broker listening on {embedded.url}, for up to about "
+              f"{files - SPARE_FILES} connections (open files); Ctrl-C to stop", flush=True)
         stop.wait()
     return 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fedfleet.config import ConfigError
 
-__all__ = ["SPARE_FILES", "local_ports_for", "open_files_for"]
+__all__ = ["SPARE_FILES", "local_ports_for", "most_open_files", "open_files_for"]
 
 # Files a process holds besides its connections: the interpreter's, the selector, logs, the
 # ledgers being synced, the store.
@@ -37,6 +37,19 @@ def open_files_for(connections: int, what: str) -> None:
         raise ConfigError(f"{what} need {want} open files and a process here may hold {hard} "
                           "(ulimit -Hn): raise that limit, or spread them over more processes")
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def most_open_files() -> int:
+    """Raise this process's soft limit of open files to its hard limit (a broker, which cannot
+    know how many will connect); the limit now.
+
+    >>> most_open_files() > 0
+    True
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def local_ports_for(connections: int, what: str, port_range: Path = PORT_RANGE) -> None:

@@ -14,7 +14,7 @@ import pytest
 from fedfleet.config import ConfigError
 from fedfleet.limits import SPARE_FILES, local_ports_for
 from tests.processes import ROOT
-from tests.servers import Mosquitto
+from tests.servers import Mosquitto, free_port
 
 
 def _limited(soft: int, hard: int) -> None:
@@ -81,3 +81,20 @@ def test_fewer_local_ports_than_connections_is_an_error_naming_the_fix(tmp_path:
                                           r"gives 28232 \(32768-60999\): widen it"):
         local_ports_for(30_000, "30000 vehicles on one machine", ports)
     local_ports_for(30_000, "a fleet", tmp_path / "absent")  # a machine that does not say
+
+
+@pytest.mark.integration
+def test_the_embedded_broker_takes_every_open_file_it_may_and_says_how_many(tmp_path):
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "fedfleet", "broker", "--port", str(free_port())], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: _limited(256, 4096), env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert broker.stdout is not None
+    try:
+        first = broker.stdout.readline()
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        broker.communicate(timeout=60)
+
+    assert f"for up to about {4096 - SPARE_FILES} connections" in first
+    assert broker.returncode == 0
