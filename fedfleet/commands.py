@@ -134,9 +134,10 @@ def _vehicle_logins(settings: dict[str, Any], target: MqttTarget,
 def broker(settings: dict[str, Any], stop: threading.Event) -> int:
     host = _target(settings).host
     files = most_open_files()
+    room = "" if files is None else (f", for up to about {files - SPARE_FILES} connections "
+                                     "(open files)")
     with EmbeddedBroker(host, settings["port"]) as embedded:
-        print(f"embedded broker listening on {embedded.url}, for up to about "
-              f"{files - SPARE_FILES} connections (open files); Ctrl-C to stop", flush=True)
+        print(f"embedded broker listening on {embedded.url}{room}; Ctrl-C to stop", flush=True)
         stop.wait()
     return 0
 

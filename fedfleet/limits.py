@@ -9,6 +9,7 @@ neither; these checks say so once, before any connects.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 from pathlib import Path
 
@@ -36,20 +37,26 @@ def open_files_for(connections: int, what: str) -> None:
     if hard != resource.RLIM_INFINITY and hard < want:
         raise ConfigError(f"{what} need {want} open files and a process here may hold {hard} "
                           "(ulimit -Hn): raise that limit, or spread them over more processes")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError) as exc:  # a system that caps it below its hard limit
+        raise ConfigError(f"{what} need {want} open files and this process may not hold "
+                          f"that many: {exc}") from None
 
 
-def most_open_files() -> int:
-    """Raise this process's soft limit of open files to its hard limit (a broker, which cannot
-    know how many will connect); the limit now.
+def most_open_files() -> int | None:
+    """Raise this process's soft limit of open files to its hard limit (for a broker, which
+    cannot know how many will connect); the limit now, ``None`` if there is none.
 
-    >>> most_open_files() > 0
+    >>> (most_open_files() or 1) > 0
     True
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
+    if soft != hard:  # a system may cap it below its hard limit: then it stays
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def local_ports_for(connections: int, what: str, port_range: Path = PORT_RANGE) -> None:
