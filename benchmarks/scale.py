@@ -229,17 +229,23 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
             broker_log = broker.log_path.read_text(errors="replace")
             (work / "mosquitto-warnings.log").write_text("\n".join(
                 line for line in broker_log.splitlines() if "Warning" in line or "dropped" in line))
-    readings = vehicles * (sim_ended - sim_began)
+    return {"vehicles": vehicles, "connected": connected, "processes": args.processes,
+            "sim_rate": (sim_ended - sim_began) / (ended - began),
+            **_costs(vehicles, vehicles * (sim_ended - sim_began), cpu_s, wall_s, busy_s,
+                     rss_bytes),
+            "sent": sent, **_outcome(db), "fleet_exit_code": fleet_code}
+
+
+def _costs(vehicles: int, readings: float, cpu_s: dict[str, float], wall_s: float,
+           busy_s: float, rss_bytes: int) -> dict[str, float]:
+    """A row's costs: the fleet's CPU a reading, each part's cores, the fleet's memory."""
     return {
-        "vehicles": vehicles, "connected": connected, "processes": args.processes,
-        "sim_rate": (sim_ended - sim_began) / (ended - began),
         "fleet_us": 1e6 * cpu_s["fleet"] / max(readings, 1),
         "fleet_cores": cpu_s["fleet"] / wall_s,
         "rss_kib": rss_bytes / 1024 / vehicles, "rss_mib": rss_bytes / 2**20,
         "mosquitto_cores": cpu_s["mosquitto"] / wall_s,
         "gateway_cores": cpu_s["gateway"] / wall_s,
         "others_cores": (busy_s - sum(cpu_s.values())) / wall_s,
-        "sent": sent, **_outcome(db), "fleet_exit_code": fleet_code,
     }
 
 
@@ -321,17 +327,11 @@ def run_regions(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str
                    for share, (_, sim_began, _, sim_ended) in zip(shares, windows, strict=True))
     sim_rate = min((sim_ended - sim_began) / (ended - at)
                    for at, sim_began, ended, sim_ended in windows)
-    return {
-        "vehicles": vehicles, "connected": sum(c for _, _, c in settled),
-        "processes": args.processes * args.regions, "regions": args.regions,
-        "sim_rate": sim_rate, "fleet_us": 1e6 * cpu_s["fleet"] / max(readings, 1),
-        "fleet_cores": cpu_s["fleet"] / wall_s,
-        "rss_kib": rss_bytes / 1024 / vehicles, "rss_mib": rss_bytes / 2**20,
-        "mosquitto_cores": cpu_s["mosquitto"] / wall_s,
-        "gateway_cores": cpu_s["gateway"] / wall_s,
-        "others_cores": (busy_s - sum(cpu_s.values())) / wall_s,
-        "sent": sent, **_outcome(db), "fleet_exit_code": max(codes),
-    }
+    return {"vehicles": vehicles, "connected": sum(c for _, _, c in settled),
+            "processes": args.processes * args.regions, "regions": args.regions,
+            "sim_rate": sim_rate,
+            **_costs(vehicles, readings, cpu_s, wall_s, busy_s, rss_bytes),
+            "sent": sent, **_outcome(db), "fleet_exit_code": max(codes)}
 
 
 def _pid(command: Command) -> int:
