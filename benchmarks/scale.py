@@ -424,6 +424,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, metavar="PNG", help="draw the curve into PNG")
     args = parser.parse_args()
+    if args.regions < 0 or any(v < max(args.regions, 1) for v in args.vehicles):
+        parser.error("--regions must be 0 or more, and each --vehicles at least one a region")
     _open_files(max(args.vehicles) // max(args.regions, 1))
     try:  # paho binds each client first: a local port a connection, whatever the broker
         local_ports_for(max(args.vehicles), f"{max(args.vehicles)} vehicles")
