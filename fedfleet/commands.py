@@ -330,6 +330,10 @@ def _start_demo_broker(target: MqttTarget, port_chosen: bool) -> EmbeddedBroker:
 
 def demo(settings: dict[str, Any], stop: threading.Event) -> int:
     """Broker, gateway and fleet in one process, with progress, until Ctrl-C or --duration."""
+    count = settings["vehicles"]  # the embedded broker holds the other end of each
+    open_files_for(2 * count, f"{count} vehicles and their broker in one process",
+                   "run fewer vehicles, or the broker, gateway and fleet apart")
+    local_ports_for(count, f"{count} vehicles on one machine")
     with contextlib.ExitStack() as stack:
         for stale in (DEMO_STORE, *(DEMO_STORE.with_name(DEMO_STORE.name + s)
                                     for s in ("-wal", "-shm"))):  # SQLite's log beside it
@@ -338,9 +342,6 @@ def demo(settings: dict[str, Any], stop: threading.Event) -> int:
         store = SQLiteStore(DEMO_STORE)
         stack.callback(store.close)
         url = stack.enter_context(_dashboard(settings, store))
-        count = settings["vehicles"]  # the embedded broker holds the other end of each
-        open_files_for(2 * count, f"{count} vehicles and their broker in one process")
-        local_ports_for(count, f"{count} vehicles on one machine")
         embedded = _start_demo_broker(_target(settings),
                                       settings["mqtt"] != DEFAULT_MQTT_URL)
         stack.callback(embedded.stop)

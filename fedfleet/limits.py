@@ -23,10 +23,12 @@ SPARE_FILES = 64
 PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
-def open_files_for(connections: int, what: str) -> None:
+def open_files_for(connections: int, what: str,
+                   instead: str = "spread them over more processes") -> None:
     """Let this process, and those it starts, hold ``connections`` and :data:`SPARE_FILES`
     more open files: raise its soft limit toward the hard one if need be, or raise
-    :class:`~fedfleet.config.ConfigError` if the hard limit is too low.
+    :class:`~fedfleet.config.ConfigError` if the hard limit is too low, suggesting
+    ``instead``.
 
     >>> open_files_for(10, "ten vehicles")  # far below any limit: nothing to do
     """
@@ -36,7 +38,7 @@ def open_files_for(connections: int, what: str) -> None:
         return
     if hard != resource.RLIM_INFINITY and hard < want:
         raise ConfigError(f"{what} need {want} open files and a process here may hold {hard} "
-                          "(ulimit -Hn): raise that limit, or spread them over more processes")
+                          f"(ulimit -Hn): raise that limit, or {instead}")
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     except (ValueError, OSError) as exc:  # a system that caps it below its hard limit

@@ -48,6 +48,20 @@ def test_a_fleet_one_process_cannot_hold_exits_2_at_once_naming_the_limit(tmp_pa
         "over more processes"]
 
 
+def test_a_demo_one_process_cannot_hold_exits_2_before_it_writes_anything(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "fedfleet", "demo", "--vehicles", "2000", "--http-port", "0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: _limited(256, 512), env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"fedfleet demo: error: 2000 vehicles and their broker in one process need "
+        f"{4000 + SPARE_FILES} open files and a process here may hold 512 (ulimit -Hn): raise "
+        "that limit, or run fewer vehicles, or the broker, gateway and fleet apart"]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.integration
 def test_a_fleet_past_the_soft_limit_connects_every_vehicle(mosquitto: Mosquitto, tmp_path):
     fleet = subprocess.Popen(
