@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import table
 from devices.onboard.ledger import GroupCommit
 from devices.onboard.vehicle import Vehicle
 from devices.runners.fleet import simulated_vehicles
@@ -117,12 +118,17 @@ def main() -> None:
                         help="vehicles releasing in one pass (one measurement each)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    rows = []
     for vehicles in args.vehicles:
         for privacy in PRIVACY:
-            row = {"privacy": privacy, "vehicles": vehicles,
-                   **release_ms(privacy, args.seed, vehicles)}
-            print(json.dumps(row), flush=True)
-    print(json.dumps(sampler_ms()), flush=True)
+            rows.append({"privacy": privacy, "vehicles": vehicles,
+                         **release_ms(privacy, args.seed, vehicles)})
+            print(json.dumps(rows[-1]), flush=True)
+    sampler = sampler_ms()
+    print(json.dumps(sampler), flush=True)
+    print(table(rows, ("privacy", "vehicles", "release_ms", "commit_ms", "per_release_ms",
+                       "alone_ms")))
+    print(table([sampler], tuple(sampler)))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["print_report"]
+__all__ = ["print_report", "table"]
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -20,3 +20,17 @@ def print_report(report: dict[str, Any]) -> None:
     for key, value in report.items():
         print(f"{key:<{width}}  {value}")
     print(json.dumps(report))
+
+
+def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    """``rows`` as aligned columns, floats to three significant figures.
+
+    >>> print(table([{"privacy": "local", "release_ms": 1.0531}], ("privacy", "release_ms")))
+        privacy   release_ms
+          local         1.05
+    """
+    lines = ["  ".join(f"{column:>11}" for column in columns)]
+    for row in rows:
+        lines.append("  ".join(f"{row[c]:>11.3g}" if isinstance(row[c], float) else
+                               f"{row[c]!s:>11}" for c in columns))
+    return "\n".join(lines)

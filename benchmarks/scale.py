@@ -57,6 +57,7 @@ import psutil
 from river import covariance
 
 from benchmarks.releases import PRIVACY, release_ms
+from benchmarks.report import table
 from broker.bridge import Bridge, bridge_config
 from devices.onboard.detector import make_pipeline
 from devices.runners.fleet import simulated_vehicles
@@ -340,13 +341,7 @@ def _pid(command: Command) -> int:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = ["  ".join(f"{c:>11}" for c in _COLUMNS)]
-    for row in rows:
-        cells = []
-        for column in _COLUMNS:
-            value = row[column]
-            cells.append(f"{value:>11.3g}" if isinstance(value, float) else f"{value!s:>11}")
-        lines.append("  ".join(cells))
+    lines = [table(rows, _COLUMNS)]
     for small, large in itertools.pairwise(rows):
         marginal = (large["rss_mib"] - small["rss_mib"]) * 1024 / (
             large["vehicles"] - small["vehicles"])
