@@ -1,5 +1,5 @@
 """The ``fedfleet`` command: ``demo``, ``broker``, ``gateway``, ``fleet``, ``device``,
-``privacy``, ``evaluate``, ``broker-setup`` and ``broker-bridge``.
+``privacy``, ``evaluate``, ``broker-setup``, ``broker-bridge`` and ``bench``.
 
 Exit codes: 0 success, 1 runtime failure, 2 usage error. SIGTERM and Ctrl-C stop cleanly.
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from federation import topics
-from fedfleet import access, commands, evaluate, scaleout
+from fedfleet import access, bench, commands, evaluate, scaleout
 from fedfleet.commands import TUNINGS
 from fedfleet.config import LOG_FORMAT, ConfigError, resolve
 from gateway.strategy import DEFAULT_STRATEGY, STRATEGIES
@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     access.add_parser(sub)
     scaleout.add_parser(sub)
+    bench.add_parser(sub)
     fleet.add_argument("--ledger-dir", metavar="DIR",
                        help="where each vehicle keeps its privacy ledger "
                             "(default fedfleet-data/ledgers)")
@@ -303,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         return access.main(args)
     if args.command == "broker-bridge":
         return scaleout.bridge(args)
+    if args.command == "bench":
+        return bench.main(args)
     if args.command == "evaluate":
         try:
             _check_evaluate(args)

@@ -318,12 +318,12 @@ MARKED: dict[str, tuple[str, Callable[[str], None]]] = {
         "minutes of CPU and gigabytes: the options parse", _options_parse),
     _key("docs/PRIVACY.md", "fedfleet evaluate --dataset sim:200"): (
         "downloaded datasets and minutes of CPU: the options parse", _options_parse),
-    _key("docs/PERFORMANCE.md", "python -m benchmarks.scale"): (
-        "benchmarks of minutes that load both cores: each module answers --help",
-        lambda block: [subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT,
+    _key("docs/PERFORMANCE.md", "fedfleet bench scale"): (
+        "benchmarks of minutes that load both cores: each one named answers --help",
+        lambda block: [subprocess.run([BIN / "fedfleet", "bench", name, "--help"],
                                       check=True, capture_output=True, timeout=60)
-                       for module in ("benchmarks.scale", "benchmarks.releases",
-                                      "benchmarks.gateway_rate")]),
+                       for name in sorted(set(re.findall(r"^fedfleet bench (\w+)", block,
+                                                         re.M)))]),
     _key("docs/EVALUATION.md", "python -m benchmarks.cold_start"): (
         "a benchmark of minutes: the module exists",
         lambda block: (ROOT / "benchmarks" / "cold_start.py").is_file() or pytest.fail(
