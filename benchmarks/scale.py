@@ -41,12 +41,8 @@ The machine may be shared: compare the ratios, which are measured within one run
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
-import os
-import pwd
-import re
 import resource
 import tempfile
 import time
@@ -56,21 +52,19 @@ from typing import Any
 import psutil
 from river import covariance
 
+from benchmarks import fleet_window as window
 from benchmarks.releases import PRIVACY, release_ms
 from benchmarks.report import table
-from broker.bridge import Bridge, bridge_config
+from benchmarks.scale_regions import run_regions
 from devices.onboard.detector import make_pipeline
 from devices.runners.fleet import simulated_vehicles
 from fedfleet.config import ConfigError
 from fedfleet.limits import local_ports_for
-from tests.processes import Command, open_round, read_store, wait_until
-from tests.servers import HOST, Mosquitto, free_port
+from tests.processes import Command, open_round, wait_until
+from tests.servers import Mosquitto
 
 FILES_TO_SPARE = 1024  # the broker's, the gateway's and each process's own files
-SETTLED_LINES = 3  # status lines (10 s apart) with one count of connections: settled
-MIN_CONNECTED = 0.99  # of the fleet, for a measurement at all
 
-_STATUS = re.compile(r"fleet: (\d+)/(\d+) connected, sim (\d+):(\d\d):(\d\d).*?(\d+) updates sent")
 _COLUMNS = ("vehicles", "connected", "processes", "sim_rate", "fleet_us", "x_detector",
             "fleet_cores", "rss_kib", "mosquitto_cores", "gateway_cores", "others_cores", "sent",
             "received", "accepted", "acceptance")
@@ -111,81 +105,6 @@ def anchors(readings: int, seed: int) -> dict[str, float]:
                for privacy in PRIVACY}}
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    process = psutil.Process(pid)
-    return [process, *process.children(recursive=True)]
-
-
-def _cpu_s(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
-def _busy_s() -> float:
-    """CPU seconds the whole machine has been busy, every core and process."""
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
-
-
-def _status(fleet: Command, since: float) -> list[tuple[float, int, int, int, int]]:
-    """The fleet's status lines since ``since``: (time, connected, vehicles, simulated s, sent)."""
-    found = []
-    for at, line in fleet.matching(_STATUS.pattern, since):
-        match = _STATUS.search(line)
-        assert match is not None
-        connected, vehicles, hours, minutes, seconds, sent = map(int, match.groups())
-        found.append((at, connected, vehicles, hours * 3600 + minutes * 60 + seconds, sent))
-    return found
-
-
-def _connected(fleet: Command, vehicles: int, timeout_s: float) -> tuple[float, int, int]:
-    """When the fleet's connections settled, its simulated seconds then, and how many are
-    connected: every vehicle, or the same count for :data:`SETTLED_LINES` status lines in a
-    row (the broker may hold too few files for the last few); ``TimeoutError`` past
-    ``timeout_s``, or if fewer than :data:`MIN_CONNECTED` of the fleet settled."""
-    def settled() -> tuple[float, int, int] | None:
-        lines = _status(fleet, 0.0)
-        for index, (at, connected, _, simulated_s, _) in enumerate(lines):
-            if connected == vehicles:
-                return at, simulated_s, connected
-            stretch = lines[index:index + SETTLED_LINES]
-            if len(stretch) == SETTLED_LINES and {line[1] for line in stretch} == {connected}:
-                at, _, _, simulated_s, _ = stretch[-1]  # seen settled only now
-                return at, simulated_s, connected
-        return None
-    wait_until(lambda: settled() is not None, timeout_s, f"{vehicles} vehicles to connect")
-    at, simulated_s, connected = settled() or (0.0, 0, 0)
-    if connected < MIN_CONNECTED * vehicles:
-        raise TimeoutError(f"only {connected} of {vehicles} vehicles connected")
-    return at, simulated_s, connected
-
-
-def _settle(db: Path, quiet_s: float = 3.0, timeout_s: float = 120.0) -> None:
-    """Wait until the gateway has accepted nothing new for ``quiet_s``: its backlog is done."""
-    def accepted() -> int:
-        return int(read_store(db, "SELECT COUNT(*) FROM accepted_updates")[0][0])
-    last, since, end = accepted(), time.monotonic(), time.monotonic() + timeout_s
-    while time.monotonic() - since < quiet_s and time.monotonic() < end:
-        time.sleep(0.5)
-        if (now := accepted()) != last:
-            last, since = now, time.monotonic()
-
-
-def _release_every(readings: int | None) -> dict[str, str]:
-    """The fleet's environment for a private release every ``readings`` learned readings,
-    within a budget that never runs out (none: the tuning's schedule)."""
-    if readings is None:
-        return {}
-    return {"FEDFLEET_FIRST_RELEASE_READINGS": str(readings), "FEDFLEET_RELEASE_GROWTH": "1",
-            "FEDFLEET_RELEASES": "200", "FEDFLEET_EPSILON_BUDGET": "1000"}
-
-
 def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """One fleet size against its own broker and gateway."""
     work.mkdir()
@@ -204,22 +123,24 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
                             *(["--processes", str(args.processes)] if args.processes != 1
                               else []),
                             "--ledger-dir", str(work / "ledgers"), cwd=work,
-                            env=_release_every(args.release_every))
+                            env=window.release_env(args.release_every))
             assert fleet.process is not None and gateway.process is not None
-            began, sim_began, connected = _connected(fleet, vehicles, args.connect_timeout_s)
-            watched = {"fleet": _tree(fleet.process.pid), "gateway": _tree(gateway.process.pid),
+            began, sim_began, connected = window.connected_at(fleet, vehicles,
+                                                              args.connect_timeout_s)
+            watched = {"fleet": window.tree(fleet.process.pid),
+                       "gateway": window.tree(gateway.process.pid),
                        "mosquitto": [psutil.Process(broker.pid)]}
-            cpu_began = {name: _cpu_s(tree) for name, tree in watched.items()}
-            busy_began, cpu_at = _busy_s(), time.monotonic()
-            ended = fleet.wait_for(_STATUS.pattern, args.duration_s + 30,
+            cpu_began = {name: window.cpu_s(tree) for name, tree in watched.items()}
+            busy_began, cpu_at = window.busy_s(), time.monotonic()
+            ended = fleet.wait_for(window.STATUS.pattern, args.duration_s + 30,
                                    since=began + args.duration_s)
-            cpu_s = {name: _cpu_s(tree) - cpu_began[name] for name, tree in watched.items()}
-            wall_s, busy_s = time.monotonic() - cpu_at, _busy_s() - busy_began
-            rss_bytes = sum(p.memory_info().rss for p in _tree(fleet.process.pid))
-            _, _, _, sim_ended, _ = _status(fleet, ended)[0]
+            cpu_s = {name: window.cpu_s(tree) - cpu_began[name] for name, tree in watched.items()}
+            wall_s, busy_s = time.monotonic() - cpu_at, window.busy_s() - busy_began
+            rss_bytes = sum(p.memory_info().rss for p in window.tree(fleet.process.pid))
+            _, _, _, sim_ended, _ = window.status_lines(fleet, ended)[0]
             fleet_code = fleet.stop(120)
-            sent = _status(fleet, ended)[-1][4]  # its last line, once stopped: all it sent
-            _settle(db)
+            sent = window.status_lines(fleet, ended)[-1][4]  # its last line once stopped: all
+            window.settle(db)
         finally:
             if fleet is not None and fleet.process is not None and fleet.process.poll() is None:
                 fleet.stop(120)
@@ -232,112 +153,9 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
                 line for line in broker_log.splitlines() if "Warning" in line or "dropped" in line))
     return {"vehicles": vehicles, "connected": connected, "processes": args.processes,
             "sim_rate": (sim_ended - sim_began) / (ended - began),
-            **_costs(vehicles, vehicles * (sim_ended - sim_began), cpu_s, wall_s, busy_s,
+            **window.costs(vehicles, vehicles * (sim_ended - sim_began), cpu_s, wall_s, busy_s,
                      rss_bytes),
-            "sent": sent, **_outcome(db), "fleet_exit_code": fleet_code}
-
-
-def _costs(vehicles: int, readings: float, cpu_s: dict[str, float], wall_s: float,
-           busy_s: float, rss_bytes: int) -> dict[str, float]:
-    """A row's costs: the fleet's CPU a reading, each part's cores, the fleet's memory."""
-    return {
-        "fleet_us": 1e6 * cpu_s["fleet"] / max(readings, 1),
-        "fleet_cores": cpu_s["fleet"] / wall_s,
-        "rss_kib": rss_bytes / 1024 / vehicles, "rss_mib": rss_bytes / 2**20,
-        "mosquitto_cores": cpu_s["mosquitto"] / wall_s,
-        "gateway_cores": cpu_s["gateway"] / wall_s,
-        "others_cores": (busy_s - sum(cpu_s.values())) / wall_s,
-    }
-
-
-def _outcome(db: Path) -> dict[str, Any]:
-    """From the gateway's store: updates received, accepted by a round, and refused by reason."""
-    received = read_store(db, "SELECT messages FROM traffic WHERE kind = 'update'")
-    accepted = read_store(db, "SELECT COALESCE(SUM(accepted), 0) FROM rounds")[0][0] + len(
-        open_round(db)[1])
-    rejected = dict(read_store(db, "SELECT reason, SUM(count) FROM rejections GROUP BY reason"))
-    return {"received": received[0][0] if received else 0, "accepted": accepted,
-            "rejected": rejected}
-
-
-def run_regions(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """``vehicles`` split over ``args.regions`` region brokers bridged to a top one
-    (``broker/bridge.py``), each region with its own region gateway and fleet (``--id-prefix
-    rN-``); the top gateway coordinates the region gateways. No broker holds every vehicle's
-    connection, so the fleet may pass the open files one process may hold."""
-    work.mkdir()
-    db = work / "gw.db"
-    shares = [vehicles // args.regions + (i < vehicles % args.regions)
-              for i in range(args.regions)]
-    limits = {"max_inflight_messages": str(args.inflight), "max_queued_messages": str(args.queued)}
-    with contextlib.ExitStack() as stack:
-        top = stack.enter_context(Mosquitto(options=limits))
-        brokers = [top]
-        for index in range(args.regions):
-            port = free_port()
-            conf = work / f"region-{index}.conf"
-            conf.write_text(f"listener {port} {HOST}\nallow_anonymous true\n"
-                            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
-                            + "".join(f"{key} {value}\n" for key, value in limits.items())
-                            + bridge_config(Bridge(f"r{index}", HOST, top.port)))
-            brokers.append(stack.enter_context(Mosquitto(port, conf=conf)))
-        common = ("--round-seconds", str(args.round_seconds), "--http-port", "0")
-        gateways = [Command("gateway", "--mqtt", top.url, *common, "--min-updates", "1",
-                            "--workers", str(args.regions), "--store", f"sqlite:///{db}",
-                            cwd=work)]
-        gateways += [Command("gateway", "--mqtt", region.url, *common, "--role", "worker",
-                             "--worker-id", f"r{index}", "--share-group", "",
-                             "--store", f"sqlite:///{work / f'region-{index}.db'}", cwd=work)
-                     for index, region in enumerate(brokers[1:])]
-        fleets: list[Command] = []
-        try:
-            wait_until(lambda: open_round(db)[0] >= 1, 60, "the gateway's first round")
-            for index, (region, share) in enumerate(zip(brokers[1:], shares, strict=True)):
-                fleets.append(Command(
-                    "fleet", "--mqtt", region.url, "--vehicles", str(share), "--speedup", "1",
-                    "--privacy", args.privacy, "--seed", str(args.seed + index),
-                    "--id-prefix", f"r{index}-", "--processes", str(args.processes),
-                    "--ledger-dir", str(work / f"ledgers-{index}"), cwd=work,
-                    env=_release_every(args.release_every)))
-            settled = [_connected(fleet, share, args.connect_timeout_s)
-                       for fleet, share in zip(fleets, shares, strict=True)]
-            began = max(at for at, _, _ in settled)
-            watched = {"fleet": [p for f in fleets for p in _tree(_pid(f))],
-                       "gateway": [p for g in gateways for p in _tree(_pid(g))],
-                       "mosquitto": [psutil.Process(b.pid) for b in brokers if b.pid]}
-            cpu_began = {name: _cpu_s(tree) for name, tree in watched.items()}
-            busy_began, cpu_at = _busy_s(), time.monotonic()
-            windows = []
-            for fleet, (at, sim_began, _) in zip(fleets, settled, strict=True):
-                ended = fleet.wait_for(_STATUS.pattern, args.duration_s + 30,
-                                       since=began + args.duration_s)
-                windows.append((at, sim_began, ended, _status(fleet, ended)[0][3]))
-            cpu_s = {name: _cpu_s(tree) - cpu_began[name] for name, tree in watched.items()}
-            wall_s, busy_s = time.monotonic() - cpu_at, _busy_s() - busy_began
-            rss_bytes = sum(p.memory_info().rss for p in watched["fleet"])
-            codes = [fleet.stop(120) for fleet in fleets]
-            sent = sum(_status(fleet, windows[i][2])[-1][4] for i, fleet in enumerate(fleets))
-            _settle(db)
-        finally:
-            for command in [*fleets, *gateways]:
-                if command.process is not None and command.process.poll() is None:
-                    command.stop(120)
-            for index, command in enumerate([*gateways, *fleets]):
-                (work / f"{command.args[0]}-{index}.log").write_text(command.output())
-    readings = sum(share * (sim_ended - sim_began)
-                   for share, (_, sim_began, _, sim_ended) in zip(shares, windows, strict=True))
-    sim_rate = min((sim_ended - sim_began) / (ended - at)
-                   for at, sim_began, ended, sim_ended in windows)
-    return {"vehicles": vehicles, "connected": sum(c for _, _, c in settled),
-            "processes": args.processes * args.regions, "regions": args.regions,
-            "sim_rate": sim_rate,
-            **_costs(vehicles, readings, cpu_s, wall_s, busy_s, rss_bytes),
-            "sent": sent, **_outcome(db), "fleet_exit_code": max(codes)}
-
-
-def _pid(command: Command) -> int:
-    assert command.process is not None
-    return command.process.pid
+            "sent": sent, **window.outcome(db), "fleet_exit_code": fleet_code}
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
