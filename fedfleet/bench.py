@@ -62,7 +62,8 @@ def available(root: Path) -> dict[str, str]:
 
 def main(args: argparse.Namespace) -> int:
     """List the benchmarks, or run one: its own exit code; 2 with one line when there is no
-    checkout, no such benchmark, or a package it needs is missing."""
+    checkout, no such benchmark, or a package it needs is missing; 1 with one line when it
+    fails."""
     root = checkout()
     if root is None:
         return _error("the benchmarks come with the source checkout, not the installed "
@@ -95,6 +96,9 @@ def main(args: argparse.Namespace) -> int:
         return _error(f"{args.name}: {exc.code}", code=1)
     except KeyboardInterrupt:
         return _error(f"{args.name} interrupted: no figures", code=1)
+    except Exception as exc:  # a server that did not start, a fleet that did not connect
+        return _error(f"{args.name} failed: {type(exc).__name__}: {exc} (python -m "
+                      f"{PACKAGE}.{args.name} in {root} gives the traceback)", code=1)
     finally:
         sys.argv = argv
     return 0

@@ -100,3 +100,18 @@ def test_a_benchmarks_own_exit_is_passed_on(monkeypatch, capsys, code, message, 
     assert cli.main(["bench", "scale"]) == expected
     if message:
         assert message in capsys.readouterr().err
+
+
+def test_a_benchmark_that_fails_is_one_line_and_exit_1(monkeypatch, capsys):
+    class Module:
+        @staticmethod
+        def main() -> None:
+            raise TimeoutError("only 5 of 9 vehicles connected")
+
+    monkeypatch.setattr(bench, "import_module", lambda name: Module)
+
+    assert cli.main(["bench", "scale"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "scale failed: TimeoutError: only 5 of 9 vehicles connected" in err
+    assert "python -m benchmarks.scale" in err
