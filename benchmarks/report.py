@@ -1,11 +1,14 @@
-"""How a benchmark prints its figures: one aligned line each, then all of them as JSON."""
+"""How a benchmark prints its figures (one aligned line each, then all of them as JSON), and
+where a long one is, on standard error."""
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from typing import Any
 
-__all__ = ["print_report", "table"]
+__all__ = ["print_report", "progress", "table"]
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -34,3 +37,8 @@ def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
         lines.append("  ".join(f"{row[c]:>11.3g}" if isinstance(row[c], float) else
                                f"{row[c]!s:>11}" for c in columns))
     return "\n".join(lines)
+
+
+def progress(message: str) -> None:
+    """One line on standard error of where a long benchmark is; its figures go to stdout."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -54,7 +54,7 @@ from river import covariance
 
 from benchmarks import fleet_window as window
 from benchmarks.releases import PRIVACY, release_ms
-from benchmarks.report import table
+from benchmarks.report import progress, table
 from benchmarks.scale_regions import run_regions
 from devices.onboard.detector import make_pipeline
 from devices.runners.fleet import simulated_vehicles
@@ -118,6 +118,8 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
         fleet: Command | None = None
         try:
             wait_until(lambda: open_round(db)[0] >= 1, 60, "the gateway's first round")
+            progress(f"{vehicles} vehicles: connecting (at most "
+                            f"{args.connect_timeout_s:.0f} s)")
             fleet = Command("fleet", "--mqtt", broker.url, "--vehicles", str(vehicles),
                             "--speedup", "1", "--privacy", args.privacy, "--seed", str(args.seed),
                             *(["--processes", str(args.processes)] if args.processes != 1
@@ -127,6 +129,8 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
             assert fleet.process is not None and gateway.process is not None
             began, sim_began, connected = window.connected_at(fleet, vehicles,
                                                               args.connect_timeout_s)
+            progress(f"{connected} of {vehicles} connected: measuring "
+                            f"{args.duration_s:.0f} s")
             watched = {"fleet": window.tree(fleet.process.pid),
                        "gateway": window.tree(gateway.process.pid),
                        "mosquitto": [psutil.Process(broker.pid)]}
@@ -138,6 +142,8 @@ def run_size(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str, A
             wall_s, busy_s = time.monotonic() - cpu_at, window.busy_s() - busy_began
             rss_bytes = sum(p.memory_info().rss for p in window.tree(fleet.process.pid))
             _, _, _, sim_ended, _ = window.status_lines(fleet, ended)[0]
+            progress("measured: stopping the fleet, then the gateway once its "
+                            "backlog is done")
             fleet_code = fleet.stop(120)
             sent = window.status_lines(fleet, ended)[-1][4]  # its last line once stopped: all
             window.settle(db)
@@ -244,6 +250,7 @@ def main() -> None:
         local_ports_for(max(args.vehicles), f"{max(args.vehicles)} vehicles")
     except ConfigError as exc:
         raise SystemExit(str(exc)) from None
+    progress("the anchors, in this process")
     report: dict[str, Any] = {"anchors": anchors(args.anchor_readings, args.seed), "runs": []}
     print(json.dumps(report["anchors"]), flush=True)
     work = Path(tempfile.mkdtemp(prefix="fedfleet-scale-"))

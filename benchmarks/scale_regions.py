@@ -13,6 +13,7 @@ from typing import Any
 import psutil
 
 from benchmarks import fleet_window as window
+from benchmarks.report import progress
 from broker.bridge import Bridge, bridge_config
 from tests.processes import Command, open_round, wait_until
 from tests.servers import HOST, Mosquitto, free_port
@@ -50,6 +51,8 @@ def run_regions(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str
         fleets: list[Command] = []
         try:
             wait_until(lambda: open_round(db)[0] >= 1, 60, "the gateway's first round")
+            progress(f"{vehicles} vehicles over {args.regions} regions: connecting (at "
+                            f"most {args.connect_timeout_s:.0f} s a region)")
             for index, (region, share) in enumerate(zip(brokers[1:], shares, strict=True)):
                 fleets.append(Command(
                     "fleet", "--mqtt", region.url, "--vehicles", str(share), "--speedup", "1",
@@ -60,6 +63,8 @@ def run_regions(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str
             settled = [window.connected_at(fleet, share, args.connect_timeout_s)
                        for fleet, share in zip(fleets, shares, strict=True)]
             began = max(at for at, _, _ in settled)
+            progress(f"{sum(c for _, _, c in settled)} of {vehicles} connected: "
+                            f"measuring {args.duration_s:.0f} s")
             watched = {"fleet": [p for f in fleets for p in window.tree(window.pid(f))],
                        "gateway": [p for g in gateways for p in window.tree(window.pid(g))],
                        "mosquitto": [psutil.Process(b.pid) for b in brokers if b.pid]}
@@ -73,6 +78,8 @@ def run_regions(vehicles: int, args: argparse.Namespace, work: Path) -> dict[str
             cpu_s = {name: window.cpu_s(tree) - cpu_began[name] for name, tree in watched.items()}
             wall_s, busy_s = time.monotonic() - cpu_at, window.busy_s() - busy_began
             rss_bytes = sum(p.memory_info().rss for p in watched["fleet"])
+            progress("measured: stopping the fleets, then the gateways once their "
+                            "backlog is done")
             codes = [fleet.stop(120) for fleet in fleets]
             sent = sum(window.status_lines(fleet, windows[i][2])[-1][4]
                        for i, fleet in enumerate(fleets))

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import print_report
+from benchmarks.report import print_report, progress
 from gateway.dashboard.figures import savings
 from gateway.store import Traffic, raw_reading_bytes
 from tests.processes import Command, open_round, read_store, wait_until
@@ -46,7 +46,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                             "--speedup", "1", "--privacy", args.privacy,
                             "--ledger-dir", str(work / "ledgers"), cwd=work, env=env)
             began = time.monotonic()
+            progress(f"{args.vehicles} vehicles at real time for {args.duration_s:.0f} s, until "
+                     f"{time.strftime('%H:%M:%S', time.localtime(time.time() + args.duration_s))}")
             time.sleep(args.duration_s)
+            progress("stopping the fleet, then reading what the gateway counted")
             fleet.stop(120)
             ran_s = time.monotonic() - began
         finally:

@@ -115,3 +115,22 @@ def test_a_benchmark_that_fails_is_one_line_and_exit_1(monkeypatch, capsys):
     assert len(err.splitlines()) == 1
     assert "scale failed: TimeoutError: only 5 of 9 vehicles connected" in err
     assert "python -m benchmarks.scale" in err
+
+
+@pytest.mark.integration
+def test_the_scale_benchmark_measures_a_real_fleet_and_says_where_it_is(tmp_path):
+    done = subprocess.run([FEDFLEET, "bench", "scale", "--vehicles", "20", "--duration-s", "5",
+                           "--anchor-readings", "200"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    [run] = report["runs"]
+    assert run["connected"] == 20 and run["fleet_exit_code"] == 0
+    assert run["sim_rate"] > 0.5 and run["fleet_us"] > 0 and run["rss_kib"] > 0
+    assert run["received"] == run["sent"] and run["accepted"] == run["sent"]
+    assert report["anchors"]["detector_us"] > 0
+    steps = [line.split("] ", 1)[1] for line in done.stderr.splitlines()
+             if line.startswith("[")]
+    assert [step.split(":")[0] for step in steps] == [
+        "the anchors, in this process", "20 vehicles", "20 of 20 connected", "measured"]
