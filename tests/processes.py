@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from federation import messages, topics
 from federation.messages import Alert
 from federation.transport import MqttTarget, make_client, parse_mqtt_url
+from tests.servers import die_with_parent
 
 __all__ = ["AlertLoad", "Command", "open_round", "read_store", "wait_until"]
 
@@ -89,7 +90,8 @@ class Command:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fedfleet", *self.args], cwd=self.cwd, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **self.env})
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **self.env},
+            preexec_fn=die_with_parent)
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
         RUNNING.add(self.process)
 
